@@ -1,0 +1,38 @@
+"""Benchmarks: `python -m jobs.bench {prepare,encoder,decoder,tokenize} [...]`.
+
+Each benchmark lives in `jobs/benchmarks/<name>.py` and exposes `add_arguments(parser)` and
+`run(args) -> dict`; this module only dispatches and prints the result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+BENCHMARKS = ("prepare", "encoder", "decoder", "tokenize")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__)
+    commands = parser.add_subparsers(dest="benchmark", required=True)
+    for name in BENCHMARKS:
+        try:
+            module = importlib.import_module(f"jobs.benchmarks.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"jobs.benchmarks.{name}":
+                raise
+            continue
+        sub = commands.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    args = parser.parse_args(argv)
+    result = args.run(args)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
