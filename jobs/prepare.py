@@ -1,0 +1,128 @@
+"""Prepare a song catalog into 48 kHz stereo WebDataset shards with aligned lyrics.
+
+Example:
+    python -m jobs.prepare --input ./catalog --output ./prepared
+    python -m jobs.prepare --input s3://bucket/catalog --output s3://bucket/prepared \\
+        --s3-endpoint-url http://minio:9000 --address auto
+
+Rerunning with the same --output finishes only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from tqdm import tqdm
+
+from pipeline.execution import start_ray
+from pipeline.io import StorageOptions
+from pipeline.prepare import OutputInUse, prepare_corpus
+from pipeline.segment import TAIL_POLICIES, SegmentConfig
+from pipeline.shards import ShardLimits
+from pipeline.unit import PrepareConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--input", required=True, help="corpus directory/prefix URL or manifest")
+    parser.add_argument("--output", required=True, help="output URL (local path, s3://...)")
+    parser.add_argument("--segment-seconds", type=float, default=35.84)
+    parser.add_argument(
+        "--tail",
+        choices=TAIL_POLICIES,
+        default="keep",
+        help="what to do with the final partial segment (default: keep)",
+    )
+    parser.add_argument(
+        "--min-tail-seconds",
+        type=float,
+        default=10.0,
+        help="a shorter final partial segment is dropped (default: 10)",
+    )
+    parser.add_argument("--shard-max-samples", type=int, default=100_000)
+    parser.add_argument(
+        "--shard-max-bytes",
+        type=float,
+        default=1e9,
+        help="roll over to a new shard past this size (default: 1e9)",
+    )
+    parser.add_argument(
+        "--songs-per-unit",
+        type=int,
+        default=32,
+        help="songs per unit of work (restart granularity)",
+    )
+    parser.add_argument("--flac-level", type=int, default=5, choices=range(9), metavar="0-8")
+    parser.add_argument("--scratch-dir", help="local directory for temporary files")
+    parser.add_argument("--s3-endpoint-url", help="S3 API endpoint for non-AWS servers")
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra fsspec option (repeatable)",
+    )
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    parser.add_argument("--concurrency", type=int, help="units processed at once")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an output that holds a different run"
+    )
+    return parser  # fmt: skip
+
+
+def storage_from_args(args: argparse.Namespace) -> StorageOptions:
+    extra = {}
+    for item in args.storage_option:
+        key, _, value = item.partition("=")
+        extra[key] = value
+    return StorageOptions(endpoint_url=args.s3_endpoint_url, extra=extra)
+
+
+def config_from_args(args: argparse.Namespace) -> PrepareConfig:
+    return PrepareConfig(
+        segment=SegmentConfig(args.segment_seconds, args.tail, args.min_tail_seconds),
+        shard_limits=ShardLimits(args.shard_max_samples, int(args.shard_max_bytes)),
+        songs_per_unit=args.songs_per_unit,
+        flac_level=args.flac_level,
+        scratch_dir=args.scratch_dir,
+        storage=storage_from_args(args),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = config_from_args(args)
+    start_ray(args.address, args.num_cpus)
+    bar = tqdm(desc="prepare units", unit="unit", total=0, dynamic_ncols=True)
+
+    def progress(finished: int, total: int, result) -> None:
+        bar.total = total
+        if result is not None:
+            bar.set_postfix(segments=result.segments, rejects=len(result.rejects))
+        bar.update(1)
+
+    try:
+        summary = prepare_corpus(
+            args.input, args.output, config,
+            concurrency=args.concurrency, force=args.force, progress=progress,
+        )  # fmt: skip
+    except (OutputInUse, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    print(json.dumps(summary.to_json(), indent=2))
+    return 1 if summary.units_failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Storage: fsspec URLs, atomic writes and small JSON artifacts.
+
+Every path in the pipeline is an fsspec URL. Writes are atomic so that a crash never leaves a
+half file a rerun would trust: on a local filesystem we write `<name>.partial-<pid>` and rename;
+on an object store we stage the file locally and upload it in one `put` (S3 makes an object
+visible only once its upload, multipart or not, completes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How to reach object stores; passed to every fsspec filesystem we open.
+
+    Credentials normally come from the environment (AWS_ACCESS_KEY_ID, ...); `endpoint_url`
+    points s3fs at a non-AWS server (MinIO, moto). `extra` is handed to fsspec verbatim.
+    """
+
+    endpoint_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def for_protocol(self, protocol: str) -> dict[str, Any]:
+        options = dict(self.extra)
+        if protocol in ("s3", "s3a") and self.endpoint_url:
+            options.setdefault("endpoint_url", self.endpoint_url)
+        if protocol in ("s3", "s3a"):
+            # Retries of transient S3 errors are s3fs's own (bounded, with backoff).
+            options.setdefault("retries", 5)
+        return options
+
+    def to_json(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint_url, "extra": self.extra}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StorageOptions:
+        return cls(endpoint_url=data.get("endpoint_url"), extra=dict(data.get("extra") or {}))
+
+
+def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem for `url` and the path within it."""
+    protocol = fsspec.utils.get_protocol(url)
+    fs, path = fsspec.core.url_to_fs(url, **storage.for_protocol(protocol))
+    return fs, path
+
+
+def join(url: str, *parts: str) -> str:
+    """Join URL parts with '/', keeping the scheme intact."""
+    return "/".join([url.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def to_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A path inside `fs` back to a URL that `filesystem` understands."""
+    return path if is_local(fs) else fs.unstrip_protocol(path)
+
+
+@contextlib.contextmanager
+def atomic_write(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[BinaryIO]:
+    """Open `path` for binary writing; it appears complete or not at all."""
+    if is_local(fs):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        partial = f"{path}.partial-{os.getpid()}"
+        try:
+            with open(partial, "wb") as handle:
+                yield handle
+            os.replace(partial, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(partial)
+        return
+    with tempfile.NamedTemporaryFile(suffix=".upload") as staged:
+        yield staged
+        staged.flush()
+        fs.put_file(staged.name, path)
+
+
+def upload_file(fs: fsspec.AbstractFileSystem, local_path: str, path: str) -> None:
+    """Move a finished local file to `path` atomically (rename locally, one upload remotely)."""
+    if is_local(fs):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(local_path, path)
+    else:
+        fs.put_file(local_path, path)
+        os.remove(local_path)
+
+
+def write_json(fs: fsspec.AbstractFileSystem, path: str, data: Any) -> None:
+    with atomic_write(fs, path) as handle:
+        handle.write(json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
+
+
+def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:
+    with fs.open(path, "rb") as handle:
+        return json.loads(handle.read())
+
+
+def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    # Object stores cache listings; a stale cache must not hide a completed marker.
+    fs.invalidate_cache(path)
+    return fs.exists(path)

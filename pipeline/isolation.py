@@ -1,0 +1,105 @@
+"""Crash isolation: run a unit in a child process so a decoder crash costs one file.
+
+libsndfile and ffmpeg are native code and can take their process down with a signal, which
+no `except` can catch (ffmpeg is a subprocess already; libsndfile runs in ours). The child
+journals each song it starts and finishes. When it dies, the supervisor blames the song that
+was in flight, records it as a reject, and runs the unit again without it. The retry rewrites
+the unit's shards from scratch under the same names, so nothing is duplicated.
+
+Child protocol: `python -m pipeline.isolation JOURNAL RESULT` with the job on stdin as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+from pipeline.records import Reject
+from pipeline.unit import PrepareConfig, Unit, UnitResult, prepare_unit
+
+
+class UnitFailed(RuntimeError):
+    """The unit could not complete for a reason other than one song crashing the child."""
+
+
+def run_unit_isolated(unit: Unit, config: PrepareConfig, output_url: str) -> UnitResult:
+    """Prepare `unit` in child processes, skipping each song that crashes one."""
+    crashed: dict[str, Reject] = {}
+    by_id = {song.song_id: song for song in unit.songs}
+    with tempfile.TemporaryDirectory(prefix="prepare-supervisor-", dir=config.scratch_dir) as tmp:
+        journal = os.path.join(tmp, "journal")
+        result_path = os.path.join(tmp, "result.json")
+        while True:
+            job = {
+                "unit": unit.to_json(),
+                "config": config.to_json(),
+                "output_url": output_url,
+                "skip": {song_id: r.to_json() for song_id, r in crashed.items()},
+            }
+            completed = subprocess.run(
+                [sys.executable, "-m", "pipeline.isolation", journal, result_path],
+                input=json.dumps(job).encode(),
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+            if completed.returncode == 0:
+                with open(result_path) as handle:
+                    return UnitResult.from_json(json.load(handle))
+            culprit = _song_in_flight(journal)
+            if culprit is None or culprit in crashed:
+                tail = completed.stderr.decode(errors="replace").strip()[-2000:]
+                raise UnitFailed(
+                    f"unit {unit.index} failed with exit status {completed.returncode}:\n{tail}"
+                )
+            song = by_id[culprit]
+            crashed[culprit] = Reject(
+                song.source,
+                "decode",
+                f"decoder crashed the worker process ({_describe_exit(completed.returncode)})",
+                culprit,
+            )
+
+
+def _song_in_flight(journal: str) -> str | None:
+    """The song the child had started but not finished when it died."""
+    if not os.path.exists(journal):
+        return None
+    in_flight = None
+    with open(journal) as handle:
+        for line in handle:
+            event, _, song_id = line.rstrip("\n").partition(" ")
+            in_flight = song_id if event == "start" else None
+    return in_flight
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _child_main(journal_path: str, result_path: str) -> None:
+    job = json.loads(sys.stdin.buffer.read())
+    unit = Unit.from_json(job["unit"])
+    config = PrepareConfig.from_json(job["config"])
+    skip = {song_id: Reject.from_json(r) for song_id, r in job["skip"].items()}
+    with open(journal_path, "w") as journal:
+
+        def on_song(event: str, song_id: str) -> None:
+            journal.write(f"{event} {song_id}\n")
+            journal.flush()  # Must be in the kernel before native code gets a chance to crash.
+
+        result = prepare_unit(unit, config, job["output_url"], skip=skip, on_song=on_song)
+    with open(result_path, "w") as handle:
+        json.dump(result.to_json(), handle)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,226 @@
+"""The prepare stage end to end: discover, run pending units on Ray Data, write run artifacts.
+
+Output layout under the output URL:
+    shards/<unit>-<part>.tar    WebDataset shards
+    rejects.parquet             every unusable input (path, stage, reason, song_id)
+    manifest.json               the complete shards with sample counts, and the run config
+    summary.json                counts, hours, throughput
+    _prepare/run.json           the input and config this output belongs to
+    _prepare/units/<unit>.json  per-unit completion markers (results, rejects)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.corpus import discover
+from pipeline.io import atomic_write, exists, filesystem, join, read_json, write_json
+from pipeline.isolation import run_unit_isolated
+from pipeline.records import Reject
+from pipeline.shards import ShardInfo
+from pipeline.unit import SHARDS_DIR, PrepareConfig, Unit, UnitResult, load_marker, plan_units
+from schemas.rejects import REJECTS_SCHEMA
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "_prepare/run.json"
+MANIFEST_VERSION = 1
+
+
+class OutputInUse(RuntimeError):
+    """The output already holds a run of a different input or config."""
+
+
+@dataclass
+class PrepareSummary:
+    songs_in: int
+    songs_ok: int
+    songs_rejected: int
+    rejects: int
+    audio_hours: float
+    segments: int
+    shards: int
+    units: int
+    units_run: int
+    units_already_done: int
+    units_failed: int
+    wall_seconds: float
+    audio_seconds_this_run: float
+    throughput_realtime: float  # Audio seconds prepared per wall second, this run.
+    throughput_per_core: float
+    cores: int
+    peak_worker_rss_bytes: int
+    failures: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_unit_row(row: dict[str, Any], config: PrepareConfig, output_url: str) -> dict[str, Any]:
+    """Ray Data map function: one unit per row; errors come back as data, never raised."""
+    unit = Unit.from_json(json.loads(row["unit"]))
+    try:
+        result = run_unit_isolated(unit, config, output_url)
+    except Exception as error:  # Ray Data fails the whole job on one raised row.
+        return {"index": unit.index, "result": "", "error": f"{type(error).__name__}: {error}"}
+    return {"index": unit.index, "result": json.dumps(result.to_json()), "error": ""}
+
+
+def prepare_corpus(
+    input_url: str,
+    output_url: str,
+    config: PrepareConfig,
+    *,
+    concurrency: int | None = None,
+    force: bool = False,
+    progress: Callable[[int, int, UnitResult | None], None] | None = None,
+) -> PrepareSummary:
+    """Prepare `input_url` into shards at `output_url`, resuming any earlier run there."""
+    import ray  # Imported here so the plain functions above stay usable without Ray.
+
+    started = time.perf_counter()
+    fs, root = filesystem(output_url, config.storage)
+    _claim_output(fs, root, input_url, config, force)
+
+    discovery = discover(input_url, config.storage)
+    units = plan_units(discovery.songs, config.songs_per_unit)
+    done = {u.index: r for u in units if (r := load_marker(output_url, u, config.storage))}
+    pending = [u for u in units if u.index not in done]
+    log.info("%d songs in %d units; %d already done", len(discovery.songs), len(units), len(done))
+
+    failures: list[str] = []
+    audio_this_run = 0.0
+    cores = int(ray.cluster_resources().get("CPU", 1))
+    if pending:
+        rows = [{"unit": json.dumps(u.to_json())} for u in pending]
+        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
+            run_unit_row,
+            fn_kwargs={"config": config, "output_url": output_url},
+            num_cpus=1,
+            concurrency=concurrency,
+        )
+        for finished, row in enumerate(dataset.iter_rows(), start=1):
+            if row["error"]:
+                failures.append(f"unit {row['index']}: {row['error']}")
+                log.error("unit %d failed: %s", row["index"], row["error"])
+                if progress:
+                    progress(finished, len(pending), None)
+                continue
+            result = UnitResult.from_json(json.loads(row["result"]))
+            done[result.index] = result
+            audio_this_run += result.audio_seconds
+            if progress:
+                progress(finished, len(pending), result)
+
+    results = [done[u.index] for u in units if u.index in done]
+    rejects = list(discovery.rejects) + [r for result in results for r in result.rejects]
+    _write_rejects(fs, join(root, "rejects.parquet"), rejects)
+    shards = [shard for result in results for shard in result.shards]
+    complete = len(results) == len(units)
+    _write_manifest(fs, root, input_url, config, shards, complete)
+    if complete:
+        _remove_orphan_shards(fs, join(root, SHARDS_DIR), {s.name for s in shards})
+
+    wall = time.perf_counter() - started
+    songs_in = len(discovery.songs) + sum(1 for r in discovery.rejects if r.song_id is None)
+    songs_ok = sum(r.songs_ok for r in results)
+    summary = PrepareSummary(
+        songs_in=songs_in,
+        songs_ok=songs_ok,
+        songs_rejected=len({(r.path, r.song_id) for r in rejects if r.stage != "lyrics"}),
+        rejects=len(rejects),
+        audio_hours=sum(r.audio_seconds for r in results) / 3600,
+        segments=sum(r.segments for r in results),
+        shards=len(shards),
+        units=len(units),
+        units_run=len(pending),
+        units_already_done=len(units) - len(pending),
+        units_failed=len(failures),
+        wall_seconds=wall,
+        audio_seconds_this_run=audio_this_run,
+        throughput_realtime=audio_this_run / wall if wall else 0.0,
+        throughput_per_core=audio_this_run / wall / max(1, cores) if wall else 0.0,
+        cores=cores,
+        peak_worker_rss_bytes=max((r.peak_rss_bytes for r in results), default=0),
+        failures=failures,
+    )
+    write_json(fs, join(root, "summary.json"), summary.to_json())
+    return summary
+
+
+def _claim_output(fs, root: str, input_url: str, config: PrepareConfig, force: bool) -> None:
+    """Refuse to mix two different runs in one output; `force` wipes the old one."""
+    run_path = join(root, RUN_FILE)
+    claim = {"input_url": input_url, "config": _output_shaping(config)}
+    if exists(fs, run_path):
+        previous = read_json(fs, run_path)
+        if previous != claim:
+            if not force:
+                raise OutputInUse(
+                    f"{root} holds a prepare run of {previous['input_url']!r} with another "
+                    "config; use a new --output, or --force to replace it"
+                )
+            for name in (
+                SHARDS_DIR,
+                "_prepare",
+                "rejects.parquet",
+                "manifest.json",
+                "summary.json",
+            ):
+                path = join(root, name)
+                if fs.exists(path):
+                    fs.rm(path, recursive=True)
+    write_json(fs, run_path, claim)
+
+
+def _output_shaping(config: PrepareConfig) -> dict[str, Any]:
+    """The config fields that change what is written (not where scratch files go)."""
+    data = config.to_json()
+    data.pop("scratch_dir")
+    data.pop("storage")
+    return data
+
+
+def _write_rejects(fs, path: str, rejects: list[Reject]) -> None:
+    table = pa.Table.from_pylist([r.to_json() for r in rejects], schema=REJECTS_SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    with atomic_write(fs, path) as handle:
+        handle.write(buffer.getvalue())
+
+
+def _write_manifest(
+    fs, root: str, input_url: str, config: PrepareConfig, shards: list[ShardInfo], complete: bool
+) -> None:
+    write_json(
+        fs,
+        join(root, "manifest.json"),
+        {
+            "version": MANIFEST_VERSION,
+            "complete": complete,
+            "input_url": input_url,
+            "config": _output_shaping(config),
+            "shards": [dict(s.__dict__) for s in shards],
+            "samples": sum(s.samples for s in shards),
+        },
+    )
+
+
+def _remove_orphan_shards(fs, shards_dir: str, keep: set[str]) -> None:
+    """Shards of units that no longer exist (the corpus shrank) or never finished."""
+    fs.invalidate_cache(shards_dir)
+    if not fs.exists(shards_dir):
+        return
+    for path in fs.ls(shards_dir, detail=False):
+        if os.path.basename(path) not in keep:
+            fs.rm_file(path)
