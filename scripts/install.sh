@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install everything the project needs on a fresh Debian/Ubuntu machine.
+#   bash scripts/install.sh        # runtime: ffmpeg + the package
+#   bash scripts/install.sh dev    # also the test and lint tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v ffmpeg >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg >/dev/null
+fi
+
+extras=""
+[ "${1:-}" = "dev" ] && extras="[dev]"
+python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
