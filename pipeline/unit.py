@@ -107,6 +107,22 @@ class UnitResult:
         return cls(**fields)
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory.
+
+    Linux's VmHWM restarts at exec; `ru_maxrss` would carry over the high-water mark of the
+    process that spawned us (a Ray worker), so it is only the fallback.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def plan_units(songs: tuple[SongSource, ...], songs_per_unit: int) -> list[Unit]:
     return [
         Unit(index, songs[start : start + songs_per_unit])
@@ -179,7 +195,7 @@ def prepare_unit(
         segments=segments,
         audio_seconds=audio_seconds,
         wall_seconds=time.perf_counter() - started,
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes=peak_rss_bytes(),
     )
     write_json(fs, marker_path(root, unit.index), result.to_json())
     return result

@@ -1,0 +1,136 @@
+"""Prepare throughput against raw decode + resample + FLAC encode, and worker peak memory.
+
+Both figures come from the same files in the same run, each on one core: the raw loop reads a
+whole file, resamples it with soxr and encodes 35.84 s FLAC segments, with none of the
+pipeline's work (spool, lyrics, metadata, tar, markers, process isolation, Ray). The pipeline
+runs the real stage on a one-CPU local Ray, timed from `prepare_corpus` call to return. The
+two alternate `--repeats` times and the best of each is kept, to damp noise from other load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from jobs.demo import make_demo_corpus
+from pipeline.audio import open_audio
+from pipeline.corpus import discover
+from pipeline.dsp import TARGET_RATE, to_pcm16, to_stereo
+from pipeline.execution import start_ray
+from pipeline.io import StorageOptions
+from pipeline.isolation import run_unit_isolated
+from pipeline.prepare import prepare_corpus
+from pipeline.records import SongSource
+from pipeline.segment import SegmentConfig
+from pipeline.synth import synth_song, write_audio
+from pipeline.unit import PrepareConfig, Unit
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", type=float, default=4.0, help="demo corpus duration scale")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--memory-minutes",
+        type=float,
+        default=60.0,
+        help="length of the long file for the peak-memory check (0: skip)",
+    )
+    parser.add_argument("--workdir", help="where to write corpora and outputs (default: tmp)")
+
+
+def _raw_seconds(paths: list[str], segment: SegmentConfig, flac_level: float) -> float:
+    """Wall time of decode -> stereo -> 48 kHz -> 16-bit FLAC segments, whole-file in memory."""
+    started = time.perf_counter()
+    for path in paths:
+        with open_audio(path, path.rsplit(".", 1)[-1].lower()) as stream:
+            audio = to_stereo(np.concatenate(list(stream.blocks)))
+            rate = stream.info.sample_rate
+        if rate != TARGET_RATE:
+            audio = soxr.resample(audio, rate, TARGET_RATE, quality="HQ")
+        for start in range(0, len(audio), segment.segment_frames):
+            pcm = to_pcm16(audio[start : start + segment.segment_frames])
+            sf.write(io.BytesIO(), pcm, TARGET_RATE, "PCM_16", format="FLAC",
+                     compression_level=flac_level)  # fmt: skip
+    return time.perf_counter() - started
+
+
+def _usable_paths(corpus: str) -> tuple[list[str], float]:
+    """The corpus files the pipeline accepts, and their total duration."""
+    paths, seconds = [], 0.0
+    for song in discover(corpus, StorageOptions()).songs:
+        try:
+            with open_audio(song.source, song.source.rsplit(".", 1)[-1].lower()) as stream:
+                frames = sum(len(block) for block in stream.blocks)
+                duration = frames / stream.info.sample_rate
+        except Exception:
+            continue
+        if duration >= SegmentConfig().min_tail_seconds:
+            paths.append(song.source)
+            seconds += duration
+    return paths, seconds
+
+
+def _peak_memory(workdir: str, minutes: float) -> dict:
+    """Prepare one `minutes`-long 44.1 kHz file in the isolated worker; report its peak RSS."""
+    path = os.path.join(workdir, "long", "long.flac")
+    seconds = minutes * 60
+    rate = 44_100
+    chunks = [
+        synth_song(min(600.0, seconds - 600 * index), rate, 2, seed=index)
+        for index in range(int(np.ceil(seconds / 600)))
+    ]
+    write_audio(path, np.concatenate(chunks), rate, "PCM_16")
+    del chunks
+    song = SongSource(song_id="long", source=path)
+    output = os.path.join(workdir, "long-out")
+    result = run_unit_isolated(Unit(0, (song,)), PrepareConfig(), output)
+    return {
+        "input_minutes": minutes,
+        "segments": result.segments,
+        "peak_worker_rss_mb": round(result.peak_rss_bytes / 2**20, 1),
+        "wall_seconds": round(result.wall_seconds, 1),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-prepare-")
+    corpus = os.path.join(workdir, "corpus")
+    shutil.rmtree(corpus, ignore_errors=True)
+    make_demo_corpus(corpus, args.scale)
+    paths, audio_seconds = _usable_paths(corpus)
+    config = PrepareConfig()
+    start_ray(num_cpus=1)
+
+    raw_best = pipeline_best = float("inf")
+    for repeat in range(args.repeats):
+        raw_best = min(raw_best, _raw_seconds(paths, config.segment, config.flac_level / 8))
+        output = os.path.join(workdir, f"out-{repeat}")
+        shutil.rmtree(output, ignore_errors=True)
+        started = time.perf_counter()
+        summary = prepare_corpus(corpus, output, config)
+        pipeline_best = min(pipeline_best, time.perf_counter() - started)
+        assert summary.units_failed == 0, summary.failures
+
+    raw_rate = audio_seconds / raw_best
+    pipeline_rate = audio_seconds / pipeline_best
+    result = {
+        "corpus_files": len(paths),
+        "corpus_audio_seconds": round(audio_seconds, 1),
+        "cores": 1,
+        "raw_audio_s_per_wall_s_per_core": round(raw_rate, 1),
+        "prepare_audio_s_per_wall_s_per_core": round(pipeline_rate, 1),
+        "prepare_over_raw": round(pipeline_rate / raw_rate, 3),
+    }
+    if args.memory_minutes > 0:
+        result["memory"] = _peak_memory(workdir, args.memory_minutes)
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
