@@ -12,6 +12,7 @@ import contextlib
 import os
 import posixpath
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -127,6 +128,11 @@ def _soundfile_stream(sound: sf.SoundFile, extension: str) -> DecodedStream:
     )
     _check_format(info)
     block = max(1, int(BLOCK_SECONDS * info.sample_rate))
+    expected = info.frames
+    if expected is not None and sound.format == "WAV":
+        # libsndfile shortens a WAV whose data chunk runs past the end of the file to the
+        # frames present, so a WAV cut in half reads as a shorter song; its header does not.
+        expected = max(expected, _wav_declared_frames(sound.name) or 0)
 
     def blocks() -> Iterator[np.ndarray]:
         read = 0
@@ -145,14 +151,42 @@ def _soundfile_stream(sound: sf.SoundFile, extension: str) -> DecodedStream:
             raise DecodeError("empty: no audio frames could be decoded")
         if (
             exact_length
-            and info.frames
-            and info.frames - read > TRUNCATION_TOLERANCE_S * (info.sample_rate)
+            and expected
+            and expected - read > TRUNCATION_TOLERANCE_S * (info.sample_rate)
         ):
             raise DecodeError(
-                f"truncated: header declares {info.frames} frames, only {read} decodable"
+                f"truncated: header declares {expected} frames, only {read} decodable"
             )
 
     return DecodedStream(info=info, blocks=blocks())
+
+
+def _wav_declared_frames(local_path: str) -> int | None:
+    """Frames the `data` chunk of a RIFF/WAVE header declares; None if it does not say.
+
+    Streaming writers leave the size 0 or 0xFFFFFFFF (unknown), and RF64/W64 keep it
+    elsewhere; those return None and are trusted as libsndfile reads them.
+    """
+    with open(local_path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] not in (b"RIFF", b"RIFX") or header[8:] != b"WAVE":
+            return None
+        order = "<" if header[:4] == b"RIFF" else ">"
+        block_align = 0
+        while len(chunk := handle.read(8)) == 8:
+            chunk_id, size = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
+            if chunk_id == b"data":
+                if block_align and size not in (0, 0xFFFFFFFF):
+                    return size // block_align
+                return None
+            padded = size + (size & 1)  # Chunks are padded to even sizes.
+            if chunk_id == b"fmt ":
+                body = handle.read(padded)
+                if len(body) >= 14:
+                    block_align = struct.unpack(order + "H", body[12:14])[0]
+            else:
+                handle.seek(padded, os.SEEK_CUR)
+    return None
 
 
 def _probe(local_path: str) -> tuple[AudioInfo, float | None]:
