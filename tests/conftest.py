@@ -36,3 +36,38 @@ def encoder_golden(golden_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def decoder_golden(golden_dir: Path) -> Path:
     return golden_dir / "decoder"
+
+
+# --- Pipeline tests: one local Ray for the whole session -------------------------------------
+
+# Dummy credentials for the loopback S3 server (moto). They must be in the environment before
+# Ray starts: Ray workers, and the crash-isolation children they spawn, inherit the
+# environment Ray was started with, not the test's later changes.
+TEST_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray (2 CPUs, no dashboard) shared by every test that runs a Ray job."""
+    import logging
+
+    import ray
+
+    saved = {name: os.environ.get(name) for name in TEST_AWS_ENV}
+    os.environ.update(TEST_AWS_ENV)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    if started:
+        ray.shutdown()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

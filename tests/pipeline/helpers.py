@@ -1,0 +1,141 @@
+"""Builders and readers shared by the pipeline tests: generated songs, shard inspection.
+
+Everything here is plain code over local files so that the tests can use it with or without
+Ray. Audio is always generated (`pipeline.synth`), never committed.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from pipeline.records import SongSource
+from pipeline.segment import SegmentConfig
+from pipeline.shards import ShardLimits
+from pipeline.synth import synth_song, write_audio
+from pipeline.unit import PrepareConfig, Unit, UnitResult, prepare_unit
+
+TARGET_RATE = 48_000
+
+
+def write_song(
+    path: str,
+    seconds: float = 2.5,
+    rate: int = 48_000,
+    channels: int = 2,
+    subtype: str | None = "PCM_16",
+    seed: int = 0,
+    peak: float = 0.7,
+) -> np.ndarray:
+    """Write a synthetic song and return the float32 audio `[frames, channels]` written.
+
+    For lossless containers the returned audio is what a reader gets back (quantised to the
+    file's bit depth), so it is the exact reference for the pipeline's output.
+    """
+    audio = synth_song(seconds, rate, channels, seed, peak)
+    write_audio(path, audio, rate, subtype)
+    if path.rsplit(".", 1)[-1] in ("wav", "flac", "aiff", "w64"):
+        return sf.read(path, dtype="float32", always_2d=True)[0]
+    return audio
+
+
+def reference_48k(audio: np.ndarray, rate: int) -> np.ndarray:
+    """A one-shot high-quality resample of `audio` to 48 kHz, the fidelity reference."""
+    if rate == TARGET_RATE:
+        return audio.astype(np.float32)
+    return soxr.resample(audio.astype(np.float32), rate, TARGET_RATE, quality="HQ")
+
+
+def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-noise ratio of `test` against `reference`, in dB."""
+    noise = np.sum((reference.astype(np.float64) - test) ** 2)
+    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / max(noise, 1e-30)))
+
+
+def small_config(
+    scratch: str,
+    segment_seconds: float = 1.0,
+    tail_policy: str = "keep",
+    min_tail_seconds: float = 0.25,
+    **kwargs,
+) -> PrepareConfig:
+    """A PrepareConfig with short segments so generated songs stay a few seconds long."""
+    return PrepareConfig(
+        segment=SegmentConfig(segment_seconds, tail_policy, min_tail_seconds),
+        scratch_dir=scratch,
+        **kwargs,
+    )
+
+
+def limits(max_samples: int = 100_000, max_bytes: int = 1_000_000_000) -> ShardLimits:
+    return ShardLimits(max_samples=max_samples, max_bytes=max_bytes)
+
+
+def run_unit(
+    songs: list[SongSource], output: str, config: PrepareConfig, index: int = 0
+) -> UnitResult:
+    """Prepare one unit of `songs` with the plain function (no Ray, no child process)."""
+    return prepare_unit(Unit(index, tuple(songs)), config, output)
+
+
+def tar_members(path: str) -> list[tuple[str, bytes]]:
+    """The (name, data) members of a tar file, in archive order."""
+    with tarfile.open(path) as archive:
+        return [(m.name, archive.extractfile(m).read()) for m in archive.getmembers()]
+
+
+@dataclass
+class ShardSample:
+    key: str
+    flac: bytes
+    meta: dict
+    txt: str
+
+    def audio(self) -> np.ndarray:
+        """The sample's audio as float32 `[frames, 2]`."""
+        return sf.read(io.BytesIO(self.flac), dtype="float32", always_2d=True)[0]
+
+    def info(self) -> sf._SoundFileInfo:
+        return sf.info(io.BytesIO(self.flac))
+
+
+def read_samples(shard_paths: list[str]) -> list[ShardSample]:
+    """Every sample of the shards, in order; asserts one sample's members are adjacent."""
+    samples: list[ShardSample] = []
+    for path in shard_paths:
+        members = tar_members(path)
+        assert len(members) % 3 == 0, f"{path}: {len(members)} members"
+        for i in range(0, len(members), 3):
+            group = members[i : i + 3]
+            keys = {name.split(".", 1)[0] for name, _ in group}
+            assert len(keys) == 1, f"{path}: members of one sample not adjacent: {group}"
+            by_ext = {name.split(".", 1)[1]: data for name, data in group}
+            assert set(by_ext) == {"flac", "json", "txt"}
+            samples.append(
+                ShardSample(
+                    key=keys.pop(),
+                    flac=by_ext["flac"],
+                    meta=json.loads(by_ext["json"]),
+                    txt=by_ext["txt"].decode("utf-8"),
+                )
+            )
+    return samples
+
+
+def shard_files(output: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(output, "shards", "*.tar")))
+
+
+def song_audio(samples: list[ShardSample], song_id: str) -> np.ndarray:
+    """A song's segments concatenated in order (real audio only, padding removed)."""
+    parts = sorted((s for s in samples if s.meta["song_id"] == song_id), key=lambda s: s.key)
+    audio = [s.audio()[: round(s.meta["duration_s"] * TARGET_RATE)] for s in parts]
+    return np.concatenate(audio) if audio else np.zeros((0, 2), np.float32)
