@@ -32,6 +32,7 @@ from pipeline.segment import SegmentSpan
 from schemas.shard_sample import SHARD_SAMPLE_SCHEMA_VERSION, validate_sample_metadata
 
 MAX_LYRICS_BYTES = 1 << 20  # A "lyrics" file larger than 1 MiB is not lyrics.
+_SPOOL_FRAME_BYTES = 2 * 4  # Stereo float32.
 
 
 @dataclass(frozen=True)
@@ -158,26 +159,34 @@ def encode_samples(
     decoded: DecodedSong, spans: list[SegmentSpan], flac_level: float
 ) -> Iterator[Sample]:
     """Phase two: segment audio (gain applied, 16-bit FLAC), metadata and lyrics per span."""
-    audio = np.memmap(decoded.spool_path, dtype=np.float32, mode="r", shape=(decoded.frames, 2))
     gain = decoded.gain
-    for span in spans:
-        segment = np.asarray(audio[span.start : span.start + span.frames])
-        if gain != 1.0:
-            segment = segment * np.float32(gain)
-        pcm = to_pcm16(segment)
-        if span.stored_frames > span.frames:
-            pcm = np.concatenate([pcm, np.zeros((span.stored_frames - span.frames, 2), np.int16)])
-        key = segment_key(decoded.song.song_id, span.index)
-        metadata = _metadata(decoded, span, len(spans), key, gain)
-        validate_sample_metadata(metadata)
-        yield Sample(
-            key=key,
-            members=(
-                ("flac", _flac_bytes(pcm, flac_level)),
-                ("json", json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode()),
-                ("txt", _segment_text(decoded.lyrics, metadata["lyrics"]).encode()),
-            ),
-        )
+    with open(decoded.spool_path, "rb") as spool:
+        for span in spans:
+            yield _encode_span(decoded, spool, span, len(spans), gain, flac_level)
+
+
+def _encode_span(
+    decoded: DecodedSong, spool, span: SegmentSpan, count: int, gain: float, flac_level: float
+) -> Sample:
+    # Plain reads, not a memmap: mapped pages would all count towards the worker's RSS.
+    spool.seek(span.start * _SPOOL_FRAME_BYTES)
+    segment = np.fromfile(spool, dtype=np.float32, count=span.frames * 2).reshape(-1, 2)
+    if gain != 1.0:
+        segment = segment * np.float32(gain)
+    pcm = to_pcm16(segment)
+    if span.stored_frames > span.frames:
+        pcm = np.concatenate([pcm, np.zeros((span.stored_frames - span.frames, 2), np.int16)])
+    key = segment_key(decoded.song.song_id, span.index)
+    metadata = _metadata(decoded, span, count, key, gain)
+    validate_sample_metadata(metadata)
+    return Sample(
+        key=key,
+        members=(
+            ("flac", _flac_bytes(pcm, flac_level)),
+            ("json", json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode()),
+            ("txt", _segment_text(decoded.lyrics, metadata["lyrics"]).encode()),
+        ),
+    )
 
 
 def _flac_bytes(pcm: np.ndarray, level: float) -> bytes:
