@@ -47,7 +47,9 @@ def _member(name: str, data: bytes) -> bytes:
     info.mode = 0o644
     info.mtime = 0
     info.uname = info.gname = ""
-    header = info.tobuf(format=tarfile.USTAR_FORMAT)
+    # PAX, not plain USTAR: USTAR holds 100-character names, and keys run to 126 + extension.
+    # Names that fit get the very same USTAR header; longer ones get a pax "path" record.
+    header = info.tobuf(format=tarfile.PAX_FORMAT)
     padding = (-len(data)) % _BLOCK
     return header + data + b"\0" * padding
 
