@@ -121,7 +121,7 @@ def test_mono_is_duplicated_to_both_channels(scratch, tmp_path):
 def test_every_rate_from_8_to_192_khz_resamples_to_the_exact_48k_length(scratch, tmp_path, rate):
     path = str(tmp_path / "song.flac")
     source = write_song(path, seconds=0.7, rate=rate, channels=2)
-    decoded, audio = _decode(path, scratch)
+    _, audio = _decode(path, scratch)
     assert len(audio) == resampled_length(len(source), rate)
     assert snr_db(reference_48k(source, rate), audio) > 70
 
@@ -129,7 +129,7 @@ def test_every_rate_from_8_to_192_khz_resamples_to_the_exact_48k_length(scratch,
 def test_float_source_above_full_scale_keeps_its_true_peak(scratch, tmp_path):
     path = str(tmp_path / "hot.wav")
     write_song(path, seconds=1.0, rate=48_000, channels=2, subtype="FLOAT", peak=1.6)
-    decoded, audio = _decode(path, scratch)
+    decoded, _ = _decode(path, scratch)
     assert decoded.peak == pytest.approx(1.6, rel=1e-5)
     assert decoded.gain == pytest.approx(32767 / 32768 / 1.6, rel=1e-6)
 
@@ -174,7 +174,7 @@ def test_file_cut_in_half_is_rejected(scratch, tmp_path, ext, subtype):
     write_song(str(path), seconds=3.0, rate=44_100, channels=2, subtype=subtype or "PCM_16")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DecodeError, match="truncated|corrupt"):
+    with pytest.raises(DecodeError, match=r"truncated|corrupt"):
         _decode(str(path), scratch)
 
 
@@ -192,5 +192,5 @@ def test_m4a_with_its_tail_cut_is_rejected(scratch, tmp_path):
         )
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
-        with pytest.raises(DecodeError, match="truncated|corrupt|no audio stream"):
+        with pytest.raises(DecodeError, match=r"truncated|corrupt|no audio stream"):
             _decode(str(path), scratch)

@@ -130,7 +130,8 @@ def _write_manifest(path: str, rows: list[dict]) -> None:
             writer.writerows(rows)
     else:
         columns = sorted({key for row in rows for key in row})
-        pq.write_table(pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows]), path)
+        table = pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows])
+        pq.write_table(table, path)
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])
@@ -143,7 +144,8 @@ def test_manifest_fields_and_relative_paths(tmp_path, kind):
     assert found.rejects == ()
     by_path = {os.path.relpath(s.source, root): s for s in found.songs}
     assert sorted(by_path) == ["audio/one.wav", "audio/three.ogg", "audio/two.flac"]
-    one, two, three = by_path["audio/one.wav"], by_path["audio/two.flac"], by_path["audio/three.ogg"]
+    one, two = by_path["audio/one.wav"], by_path["audio/two.flac"]
+    three = by_path["audio/three.ogg"]
     assert (one.song_id, one.title, one.artist) == ("song-001", "One", "Band")
     assert one.lyrics_source is None and one.lyrics_text is None
     assert two.lyrics_text == "[00:01.00]inline line"
