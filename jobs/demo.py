@@ -1,7 +1,12 @@
 """Generate the demo corpus and run the pipeline on it.
 
     python -m jobs.demo                       # corpus in ./demo-corpus, output in ./demo-output
+    python -m jobs.demo --checkpoint ./mucodec-ckpt   # real MuCodec weights
     python -m jobs.demo --corpus-only --scale 4 --corpus /tmp/bigger
+
+Without --checkpoint the tokenizer is the `tiny` preset with seeded random weights (no
+weights can be downloaded here): the tokens are real MuCodec computation, not meaningful
+codes.
 
 The corpus is a handful of synthetic songs in different containers, sample rates, bit depths
 and channel layouts, with LRC (several flavours) and plain-text lyrics, plus two bad files
@@ -100,14 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="demo-output")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply song durations")
     parser.add_argument("--corpus-only", action="store_true", help="only write the corpus")
+    parser.add_argument("--checkpoint", help="tokenizer checkpoint (default: tiny random weights)")
     args = parser.parse_args(argv)  # fmt: skip
     make_demo_corpus(args.corpus, args.scale)
     print(f"demo corpus written to {args.corpus}")
     if args.corpus_only:
         return 0
-    from jobs import prepare
+    from jobs import run
 
-    return prepare.main(["--input", args.corpus, "--output", os.path.join(args.output, "prepared")])
+    tokenizer = ["--checkpoint", args.checkpoint] if args.checkpoint else ["--config", "tiny"]
+    return run.main(["--input", args.corpus, "--output", args.output, *tokenizer])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""A PyTorch IterableDataset over token tables, yielding (codes, lyrics) for an LM trainer.
+
+Files are split between DataLoader workers (and, if given, distributed ranks) so that every
+row is read exactly once per epoch; within a file, row groups stream one at a time, so
+memory stays at one row group per worker. `shuffle=True` permutes the file order per epoch
+(seeded) and shuffles rows within a bounded buffer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pipeline.io import StorageOptions, filesystem, to_url
+from schemas.tokens import check_tokens_schema_version
+
+_COLUMNS = ["key", "n_codebooks", "n_frames", "codes", "lyrics_aligned", "lyrics", "lyrics_text"]
+
+
+def token_files(url: str, storage: StorageOptions | None = None) -> list[str]:
+    """The token Parquet files under `url` (a tokenize output, its tokens/ dir, or one file)."""
+    fs, path = filesystem(url, storage or StorageOptions())
+    if path.endswith(".parquet"):
+        return [url]
+    # Parts are named part-<n>.parquet; rejects.parquet and markers are not token tables.
+    parts = [p for p in sorted(fs.find(path)) if p.rsplit("/", 1)[-1].startswith("part-")]
+    return [to_url(fs, p) for p in parts if p.endswith(".parquet")]
+
+
+class TokenDataset(IterableDataset):
+    """Yields `(codes, lyrics)`: codes a LongTensor `[n_codebooks, n_frames]`, lyrics a dict
+    with `text` (the segment's lyrics), `aligned` and `lines` (`[{t, text}]`, t in seconds
+    from the segment start).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        storage: StorageOptions | None = None,
+        shuffle: bool = False,
+        shuffle_buffer: int = 1024,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.storage = storage or StorageOptions()
+        self.files = token_files(url, self.storage)
+        if not self.files:
+            raise FileNotFoundError(f"no token tables under {url}")
+        self.shuffle = shuffle
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the shuffle order between epochs (like DistributedSampler)."""
+        self.epoch = epoch
+
+    def _my_files(self) -> list[str]:
+        files = list(self.files)
+        if self.shuffle:
+            random.Random(self.seed + self.epoch).shuffle(files)
+        worker = get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
+        shard = self.rank * workers + worker_id
+        return files[shard :: self.world_size * workers]
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        for url in self._my_files():
+            fs, path = filesystem(url, self.storage)
+            with fs.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                check_tokens_schema_version(parquet.schema_arrow)
+                for group in range(parquet.num_row_groups):
+                    yield from parquet.read_row_group(group, columns=_COLUMNS).to_pylist()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+        rows = self._rows()
+        if self.shuffle:
+            rows = _buffered_shuffle(rows, self.shuffle_buffer, self.seed + self.epoch)
+        for row in rows:
+            codes = torch.from_numpy(np.asarray(row["codes"], dtype=np.int64))
+            codes = codes.reshape(row["n_codebooks"], row["n_frames"])
+            lyrics = {
+                "text": row["lyrics_text"],
+                "aligned": row["lyrics_aligned"],
+                "lines": row["lyrics"],
+            }
+            yield codes, lyrics
+
+
+def _buffered_shuffle(rows: Iterator[dict], size: int, seed: int) -> Iterator[dict]:
+    rng = random.Random(seed)
+    buffer: list[dict] = []
+    for row in rows:
+        buffer.append(row)
+        if len(buffer) >= size:
+            yield buffer.pop(rng.randrange(len(buffer)))
+    rng.shuffle(buffer)
+    yield from buffer

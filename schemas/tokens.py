@@ -1,0 +1,75 @@
+"""The token table: one Parquet row per segment, codes as [n_codebooks, n_frames] uint16 lists.
+
+Plain Arrow types only (no extension types), so pyarrow, DuckDB and Hugging Face `datasets`
+read it without custom code. `codes` is a list (codebooks) of lists (frames) of uint16:
+`codes[k][t]` is codebook k's code at frame t (25 frames per second). Provenance columns
+repeat per row (dictionary-encoded, so they cost almost nothing) and are also in the file's
+schema metadata, so any reader sees which tokenizer made the codes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TOKENS_SCHEMA_VERSION = 1
+
+LYRIC_LINE = pa.struct([pa.field("t", pa.float64()), pa.field("text", pa.string())])
+
+TOKENS_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("song_id", pa.string(), nullable=False),
+        pa.field("segment_index", pa.int32(), nullable=False),
+        pa.field("start_s", pa.float64(), nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("n_codebooks", pa.int16(), nullable=False),
+        pa.field("n_frames", pa.int32(), nullable=False),
+        pa.field("codes", pa.list_(pa.list_(pa.uint16())), nullable=False),
+        pa.field("lyrics_aligned", pa.bool_(), nullable=False),
+        pa.field("lyrics", pa.list_(LYRIC_LINE), nullable=False),
+        pa.field("lyrics_text", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("tokenizer", pa.string(), nullable=False),
+        pa.field("tokenizer_config", pa.string(), nullable=False),
+        pa.field("encoder_layer", pa.int16(), nullable=False),
+        pa.field("checkpoint_sha256", pa.string(), nullable=False),
+        pa.field("token_rate", pa.float32(), nullable=False),
+        pa.field("code_version", pa.string(), nullable=False),
+    ],
+    metadata={"schema": "mucodec-tokens", "schema_version": str(TOKENS_SCHEMA_VERSION)},
+)
+
+
+def check_tokens_schema_version(schema: pa.Schema) -> None:
+    """Readers refuse token tables of a version they do not know."""
+    version = (schema.metadata or {}).get(b"schema_version", b"").decode()
+    if version != str(TOKENS_SCHEMA_VERSION):
+        raise ValueError(
+            f"token table schema_version {version or 'missing'!r} is not supported "
+            f"(this code reads version {TOKENS_SCHEMA_VERSION})"
+        )
+
+
+def validate_tokens_table(table: pa.Table) -> None:
+    """Raise ValueError unless `table` has exactly the token schema and consistent shapes."""
+    if not table.schema.equals(TOKENS_SCHEMA, check_metadata=False):
+        raise ValueError(
+            f"token table schema mismatch:\n{table.schema}\nexpected:\n{TOKENS_SCHEMA}"
+        )
+    check_tokens_schema_version(table.schema)
+    codes = table.column("codes").combine_chunks()
+    n_codebooks = table.column("n_codebooks").to_numpy()
+    n_frames = table.column("n_frames").to_numpy()
+    outer = pc.list_value_length(codes).to_numpy(zero_copy_only=False)
+    inner = pc.list_value_length(pc.list_flatten(codes)).to_numpy(zero_copy_only=False)
+    frames_per_list = np.repeat(n_frames, outer)
+    bad = np.flatnonzero(outer != n_codebooks)
+    if len(bad) == 0 and not np.array_equal(inner, frames_per_list):
+        row_of_list = np.repeat(np.arange(len(outer)), outer)
+        bad = np.unique(row_of_list[inner != frames_per_list])
+    if len(bad):
+        key = table.column("key")[int(bad[0])].as_py()
+        raise ValueError(f"row {key}: codes do not have shape [n_codebooks, n_frames]")
