@@ -1,0 +1,77 @@
+"""The one place where decoder configs become modules.
+
+`build_decoder(config)` wires the parts by injection; tests and `MuCodecDecoder.from_config`
+go through it. Building on the meta device (`device="meta"`) costs no memory, which the
+strict key/shape checks of the full-size models use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from mucodec.decoder_config import DecoderConfig, FlowConfig
+from mucodec.dit import DiT
+from mucodec.flow import CodeConditioner, CodeToLatent
+from mucodec.normalizer import FeatureNormalizer
+from mucodec.quantizer import ResidualVectorQuantizer
+from mucodec.vae import MelVAEDecoder
+from mucodec.vocoder import HiFiGAN
+
+__all__ = ["DecoderParts", "build_code_to_latent", "build_decoder_parts"]
+
+
+class DecoderParts(nn.Module):
+    """The decoder's three trainable parts; its state dict is our checkpoint layout.
+
+    Keys: `flow.*` (conditioner, estimator, normaliser), `vae.*`, `vocoder.*`.
+    """
+
+    def __init__(self, *, flow: CodeToLatent, vae: MelVAEDecoder, vocoder: HiFiGAN) -> None:
+        super().__init__()
+        self.flow = flow
+        self.vae = vae
+        self.vocoder = vocoder
+
+
+def build_code_to_latent(config: FlowConfig) -> CodeToLatent:
+    """Conditioner + DiT + normaliser for `config`."""
+    cond = config.conditioner
+    conditioner = CodeConditioner(
+        rvq=ResidualVectorQuantizer(cond.quantizer),
+        proj=nn.Linear(cond.quantizer.input_dim, cond.cond_dim),
+        channels=config.latent_channels,
+        bins=config.latent_freq,
+        codes_per_frame=cond.codes_per_frame,
+    )
+    return CodeToLatent(
+        conditioner=conditioner,
+        estimator=DiT(config.estimator),
+        normalizer=FeatureNormalizer(
+            config.latent_channels, config.latent_freq, config.normalizer_samples
+        ),
+        sigma_min=config.sigma_min,
+    )
+
+
+def build_decoder_parts(
+    config: DecoderConfig, *, device: torch.device | str | None = None
+) -> DecoderParts:
+    """Builds every decoder part with fresh (random) weights.
+
+    Args:
+        config: The decoder config.
+        device: Where to allocate; "meta" for a shape-only model.
+
+    Returns:
+        The parts in eval mode.
+    """
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        parts = DecoderParts(
+            flow=build_code_to_latent(config.flow),
+            vae=MelVAEDecoder(config.vae),
+            vocoder=HiFiGAN(config.vocoder),
+        )
+    return parts.eval()
