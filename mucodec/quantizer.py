@@ -19,8 +19,6 @@ State-dict keys match the official `descript_quantize3.ResidualVectorQuantize` e
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mucodec.config import QuantizerConfig
+from mucodec.precision import float32_region
 
 __all__ = [
     "QuantizedResult",
@@ -40,20 +39,6 @@ __all__ = [
 # Rows of the (rows x K) distance matrix computed at once; bounds memory to ~256 MB at
 # K = 16384 (a batch of 32 segments of 896 frames would otherwise need 1.9 GB).
 _DISTANCE_ELEMENTS_PER_CHUNK = 2**26
-
-
-@contextlib.contextmanager
-def _float32(device: torch.device) -> Iterator[None]:
-    """Disables autocast so that code choice runs in float32 even inside a bf16 region.
-
-    The code lookup is an argmax over cosine similarities; doing it in bf16 would flip
-    codes whose margin is below bf16 resolution, for negligible speed gain (d = 32).
-    """
-    if torch.amp.is_autocast_available(device.type):
-        with torch.autocast(device_type=device.type, enabled=False):
-            yield
-    else:
-        yield
 
 
 class WeightNormConv1d(nn.Module):
@@ -190,7 +175,7 @@ class ResidualVectorQuantizer(nn.Module):
         Returns:
             `QuantizedResult` with codes [B, N, T], z_q [B, D, T], latents [B, N*d, T].
         """
-        with _float32(z.device):
+        with float32_region(z.device):
             residual = z.float()
             z_q = torch.zeros_like(residual)
             codes, latents = [], []
@@ -228,7 +213,7 @@ class ResidualVectorQuantizer(nn.Module):
                 f"codes must be [B, n, T] with 1 <= n <= {self.n_codebooks}, "
                 f"got {tuple(codes.shape)}"
             )
-        with _float32(codes.device):
+        with float32_region(codes.device):
             stages = [
                 stage.out_proj(stage.embed(codes[:, i].long()))  # [B, D, T]
                 for i, stage in enumerate(self.quantizers[: codes.shape[1]])
