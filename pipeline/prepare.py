@@ -132,7 +132,8 @@ def prepare_corpus(
         _remove_orphan_shards(fs, join(root, SHARDS_DIR), {s.name for s in shards})
 
     wall = time.perf_counter() - started
-    songs_in = len(discovery.songs) + sum(1 for r in discovery.rejects if r.song_id is None)
+    # Every discovery reject is one input turned away (a row without a path, a duplicate id).
+    songs_in = len(discovery.songs) + len(discovery.rejects)
     songs_ok = sum(r.songs_ok for r in results)
     summary = PrepareSummary(
         songs_in=songs_in,
