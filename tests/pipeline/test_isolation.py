@@ -1,0 +1,102 @@
+"""Crash isolation: a decoder that kills its process costs only the file it was decoding.
+
+The crash is real: a `sitecustomize.py` put first on the child's PYTHONPATH wraps
+`soundfile.SoundFile.__init__` so that opening a path containing "crashme" calls
+`os.abort()` (SIGABRT, as a native decoder crash would). Product code has no test hooks.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from pipeline.isolation import UnitFailed, run_unit_isolated
+from pipeline.records import SongSource
+from pipeline.unit import Unit, load_marker
+from tests.conftest import REPO_ROOT
+from tests.pipeline.helpers import read_samples, shard_files, small_config, write_song
+
+CRASHING_SITECUSTOMIZE = textwrap.dedent(
+    """
+    import os
+
+    if os.environ.get("CRASH_AT_STARTUP"):
+        os.abort()
+
+    import soundfile
+
+    _original_init = soundfile.SoundFile.__init__
+
+    def _init(self, file, *args, **kwargs):
+        if "crashme" in str(file):
+            os.abort()
+        _original_init(self, file, *args, **kwargs)
+
+    soundfile.SoundFile.__init__ = _init
+    """
+)
+
+
+@pytest.fixture
+def crashing_decoder(tmp_path, monkeypatch):
+    """Child Python processes started during the test crash on files named *crashme*."""
+    hook_dir = tmp_path / "crash-hook"
+    hook_dir.mkdir()
+    (hook_dir / "sitecustomize.py").write_text(CRASHING_SITECUSTOMIZE)
+    path = [str(hook_dir), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in path if p))
+    return hook_dir
+
+
+def _songs(corpus, names):
+    songs = []
+    for seed, name in enumerate(names):
+        path = os.path.join(corpus, f"{name}.flac")
+        write_song(path, seconds=2.0, seed=seed)
+        songs.append(SongSource(name, path))
+    return songs
+
+
+def test_a_song_that_crashes_the_decoder_is_rejected_and_the_rest_complete(
+    tmp_path, scratch, crashing_decoder
+):
+    songs = _songs(tmp_path, ["alpha", "beta-crashme", "gamma", "delta-crashme", "omega"])
+    unit = Unit(3, tuple(songs))
+    output = str(tmp_path / "out")
+    config = small_config(scratch)
+
+    result = run_unit_isolated(unit, config, output)
+
+    crashed = {r.song_id: r for r in result.rejects}
+    assert set(crashed) == {"beta-crashme", "delta-crashme"}
+    for song_id, reject in crashed.items():
+        assert reject.stage == "decode"
+        assert "crashed" in reject.reason and "SIGABRT" in reject.reason
+        assert reject.path.endswith(f"{song_id}.flac")
+    assert (result.songs, result.songs_ok, result.segments) == (5, 3, 6)
+    keys = [s.key for s in read_samples(shard_files(output))]
+    assert keys == [f"{song}_{i:05d}" for song in ("alpha", "gamma", "omega") for i in (0, 1)]
+    assert [os.path.basename(p) for p in shard_files(output)] == ["000003-0000.tar"]
+    assert load_marker(output, unit, config.storage) == result
+
+
+def test_a_crash_outside_any_song_fails_the_unit_with_the_exit_status(
+    tmp_path, scratch, crashing_decoder, monkeypatch
+):
+    monkeypatch.setenv("CRASH_AT_STARTUP", "1")
+    unit = Unit(0, tuple(_songs(tmp_path, ["fine"])))
+    with pytest.raises(UnitFailed, match="unit 0 failed with exit status -6"):
+        run_unit_isolated(unit, small_config(scratch), str(tmp_path / "out"))
+
+
+def test_without_crashes_the_isolated_result_equals_the_in_process_one(tmp_path, scratch):
+    from pipeline.unit import prepare_unit
+
+    unit = Unit(0, tuple(_songs(tmp_path, ["one", "two"])))
+    config = small_config(scratch)
+    isolated = run_unit_isolated(unit, config, str(tmp_path / "isolated"))
+    direct = prepare_unit(unit, config, str(tmp_path / "direct"))
+    assert isolated.shards == direct.shards
+    assert (isolated.songs_ok, isolated.segments, isolated.rejects) == (2, 4, [])
