@@ -161,10 +161,11 @@ class Frontend(nn.Module):
         lengths = lengths.to(device=audio.device, dtype=torch.long)
         tokens = self.token_lengths(lengths)
         if int(tokens.min()) < 2:
-            minimum = 2 * self.config.input_samples_per_token
+            ratio = self.config.input_sample_rate // self.config.encoder_sample_rate
+            minimum = (2 * self.config.samples_per_token - 1) * ratio + 1
             raise ValueError(
-                f"every segment needs at least {minimum} samples at "
-                f"{self.config.input_sample_rate} Hz (2 tokens); got lengths {lengths.tolist()}"
+                f"every segment needs 2 tokens of audio, at least {minimum} samples at "
+                f"{self.config.input_sample_rate} Hz; got lengths {lengths.tolist()}"
             )
         with float32_region(audio.device):
             return self._run(audio.float(), lengths, tokens)

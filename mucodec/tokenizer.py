@@ -56,6 +56,23 @@ class EncodedBatch:
         return [c[:, :n] for c, n in zip(self.codes, self.lengths.tolist(), strict=True)]
 
 
+@dataclass(frozen=True)
+class Sound2CodeResult:
+    """Tokens of a whole song in the official script's tiling.
+
+    Attributes:
+        codes: [N, output_len] int64, output_len = int(T / 48000 * 25) + 1.
+        codes_untruncated: [N, windows * 1024] every window's codes, window-major.
+        num_windows: Windows encoded (each 40.96 s + 10 ms, audio repeated to fill).
+        embeddings: [output_len, D] selected hidden state of the kept frames, if asked.
+    """
+
+    codes: Tensor
+    codes_untruncated: Tensor
+    num_windows: int
+    embeddings: Tensor | None = None
+
+
 class MuCodecTokenizer(nn.Module):
     """Turns 48 kHz stereo audio into MuCodec tokens at 25 Hz."""
 
@@ -291,7 +308,9 @@ class MuCodecTokenizer(nn.Module):
         return batch.unbatch()
 
     @torch.inference_mode()
-    def sound2code(self, song: Tensor, batch_size: int = 3) -> Tensor:
+    def sound2code(
+        self, song: Tensor, batch_size: int = 3, return_embeddings: bool = False
+    ) -> Sound2CodeResult:
         """The official whole-song script's tokens (`generate.py: MuCodec.sound2code`).
 
         Joint peak normalisation (0.8), window tiling with repeated audio, and the script's
@@ -300,11 +319,12 @@ class MuCodecTokenizer(nn.Module):
         Args:
             song: [2, T] (or [1, 2, T]) stereo song at 48 kHz.
             batch_size: Windows per forward pass (does not change the tokens).
+            return_embeddings: Also return the selected hidden state of the kept frames.
 
         Returns:
-            [N, output_len] int64 codes; the script returns [1, 1, output_len] for N = 1,
-            i.e. `codes[None]`. For N > 1 the script's assembly is wrong (it keeps only
-            codebook 0); this returns every codebook, each truncated to output_len.
+            `Sound2CodeResult`. The script returns `result.codes[None]` ([1, 1, output_len])
+            for one codebook. For N > 1 the script's assembly is wrong (it keeps only
+            codebook 0); here every codebook is kept, each truncated to output_len.
         """
         if song.dim() == 3:
             song = song[0]
@@ -312,11 +332,22 @@ class MuCodecTokenizer(nn.Module):
         threshold = self.config.frontend.song_peak_threshold
         song = song / song_peak_divisor(song.abs().max(), threshold)
         windows = sound2code_windows(song)  # [W, 2, 1,966,560]
-        codes = torch.cat(
-            [self.encode_batch(chunk).codes for chunk in windows.split(batch_size)]
-        )  # [W, N, 1024]
+        batches = [
+            self.encode_batch(chunk, return_embeddings=return_embeddings)
+            for chunk in windows.split(batch_size)
+        ]
+        codes = torch.cat([b.codes for b in batches])  # [W, N, 1024]
         codes = codes.transpose(0, 1).reshape(self.num_codebooks, -1)  # window-major
-        return codes[:, : sound2code_output_len(song.shape[-1])]
+        keep = sound2code_output_len(song.shape[-1])
+        embeddings = None
+        if return_embeddings:
+            embeddings = torch.cat([b.embeddings for b in batches]).flatten(0, 1)[:keep]
+        return Sound2CodeResult(
+            codes=codes[:, :keep],
+            codes_untruncated=codes,
+            num_windows=windows.shape[0],
+            embeddings=embeddings,
+        )
 
     def extra_repr(self) -> str:
         return f"name={self.config.name!r}, output_layer={self.config.encoder.output_layer}"
