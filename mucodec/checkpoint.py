@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mucodec.config import MuEncoderConfig, TokenizerConfig
-from mucodec.safe_load import InertObject, load_checkpoint
+from mucodec.safe_load import CheckpointFormatError, InertObject, load_checkpoint
 
 FORMAT_NAME = "mucodec-encoder"
 FORMAT_VERSION = 1
@@ -247,13 +247,20 @@ def _tensor_dict(obj: Any, source: str) -> dict[str, Tensor]:
     return dict(obj)
 
 
+def _load(path: str | Path) -> Any:
+    try:
+        return load_checkpoint(path)
+    except CheckpointFormatError as error:
+        raise CheckpointError(str(error)) from error
+
+
 def read_muq_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """The MuQModel state dict inside a fairseq checkpoint (`muq.pt`), read safely.
 
     Raises:
         CheckpointError: if the file has no fairseq `"model"` dict of MuQ weights.
     """
-    obj = load_checkpoint(path)
+    obj = _load(path)
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     elif isinstance(obj, Mapping) and any(str(k).startswith("muencoder.") for k in obj):
@@ -276,7 +283,7 @@ def read_mucodec_checkpoint(path: str | Path) -> dict[str, Tensor]:
     Raises:
         CheckpointError: if the file has no `rvq_muencoder_emb.*` keys.
     """
-    obj = load_checkpoint(path)
+    obj = _load(path)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]

@@ -1,0 +1,96 @@
+"""Convert the official MuCodec encoder weights into our safetensors checkpoint.
+
+Example:
+    python -m jobs.convert_checkpoint --muq muq.pt --mucodec mucodec.pt --output ./mucodec-ckpt
+
+Reads `muq.pt` (fairseq, read without executing any pickled code) and `mucodec.pt`,
+verifies every key and shape against the official layout, keeps only what the configured
+encoder layer needs, and writes OUTPUT/model.safetensors, OUTPUT/config.json (config,
+sha256 of the weights, sha256 of the source files) and OUTPUT/model.safetensors.sha256.
+The result loads with `MuCodecTokenizer.from_checkpoint(OUTPUT)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mucodec import checkpoint as ckpt
+from mucodec.config import PRESETS, preset
+from mucodec.tokenizer import MuCodecTokenizer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.convert_checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--mucodec", required=True, help="official mucodec.pt (holds the RVQ)")
+    parser.add_argument(
+        "--muq", help="official muq.pt; optional when mucodec.pt carries muencoder.* weights"
+    )
+    parser.add_argument("--output", required=True, help="directory to write")
+    parser.add_argument(
+        "--preset",
+        default="official",
+        choices=sorted(PRESETS),
+        help="tokenizer config of the weights (default: official)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    return parser
+
+
+def convert(
+    mucodec: str | Path,
+    output: str | Path,
+    *,
+    muq: str | Path | None = None,
+    preset_name: str = "official",
+    force: bool = False,
+) -> dict[str, Any]:
+    """Loads the official files strictly and writes our checkpoint directory.
+
+    Returns:
+        A summary: output path, weights sha256, tensor count and the sources' sha256.
+
+    Raises:
+        FileExistsError: if the output already holds a checkpoint and not `force`.
+        mucodec.checkpoint.CheckpointError: if the official files do not verify.
+    """
+    output = Path(output)
+    if (output / ckpt.CONFIG_FILE).exists() and not force:
+        raise FileExistsError(f"{output} already holds a checkpoint; use --force to replace it")
+    config = preset(preset_name)
+    tokenizer = MuCodecTokenizer.from_checkpoint(
+        muq=muq, mucodec=mucodec, config=config, hash_official=False
+    )
+    sources = {
+        name: {"file": Path(path).name, "sha256": ckpt.sha256_file(path)}
+        for name, path in (("mucodec", mucodec), ("muq", muq))
+        if path is not None
+    }
+    state = tokenizer.state_dict()
+    digest = ckpt.save_converted(output, config, state, sources)
+    return {"output": str(output), "sha256": digest, "tensors": len(state), "sources": sources}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = convert(
+            args.mucodec, args.output, muq=args.muq, preset_name=args.preset, force=args.force
+        )
+    except (FileExistsError, FileNotFoundError, ckpt.CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    json.dump(summary, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
