@@ -37,8 +37,13 @@ class StorageOptions:
         if protocol in ("s3", "s3a") and self.endpoint_url:
             options.setdefault("endpoint_url", self.endpoint_url)
         if protocol in ("s3", "s3a"):
-            # Retries of transient S3 errors are s3fs's own (bounded, with backoff).
-            options.setdefault("retries", 5)
+            # Transient S3 errors (throttling, 5xx, dropped connections) are retried by
+            # botocore's "standard" mode, bounded and with backoff; s3fs adds its own few
+            # retries on top. (s3fs takes no `retries` argument: it would reach aiobotocore's
+            # session and fail.)
+            options.setdefault(
+                "config_kwargs", {"retries": {"max_attempts": 5, "mode": "standard"}}
+            )
         return options
 
     def to_json(self) -> dict[str, Any]:
