@@ -7,6 +7,7 @@ crash-isolation children) get SIGKILL at once, as if the machine had died.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -92,10 +93,8 @@ def test_a_killed_run_resumes_without_loss_or_duplicates(tmp_path):
             time.sleep(0.02)
         victims = [job.pid, *_descendants(job.pid)]
         for pid in victims:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # Already gone.
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         job.wait(timeout=30)
         deadline = time.monotonic() + 30
         while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
