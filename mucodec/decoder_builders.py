@@ -12,6 +12,7 @@ import contextlib
 import torch
 from torch import nn
 
+from mucodec.decoder import MuCodecDecoder
 from mucodec.decoder_config import DecoderConfig, FlowConfig
 from mucodec.dit import DiT
 from mucodec.flow import CodeConditioner, CodeToLatent
@@ -20,20 +21,7 @@ from mucodec.quantizer import ResidualVectorQuantizer
 from mucodec.vae import MelVAEDecoder
 from mucodec.vocoder import HiFiGAN
 
-__all__ = ["DecoderParts", "build_code_to_latent", "build_decoder_parts"]
-
-
-class DecoderParts(nn.Module):
-    """The decoder's three trainable parts; its state dict is our checkpoint layout.
-
-    Keys: `flow.*` (conditioner, estimator, normaliser), `vae.*`, `vocoder.*`.
-    """
-
-    def __init__(self, *, flow: CodeToLatent, vae: MelVAEDecoder, vocoder: HiFiGAN) -> None:
-        super().__init__()
-        self.flow = flow
-        self.vae = vae
-        self.vocoder = vocoder
+__all__ = ["build_code_to_latent", "build_decoder"]
 
 
 def build_code_to_latent(config: FlowConfig) -> CodeToLatent:
@@ -56,22 +44,24 @@ def build_code_to_latent(config: FlowConfig) -> CodeToLatent:
     )
 
 
-def build_decoder_parts(
+def build_decoder(
     config: DecoderConfig, *, device: torch.device | str | None = None
-) -> DecoderParts:
-    """Builds every decoder part with fresh (random) weights.
+) -> MuCodecDecoder:
+    """Builds the decoder with fresh (random) weights.
 
     Args:
         config: The decoder config.
         device: Where to allocate; "meta" for a shape-only model.
 
     Returns:
-        The parts in eval mode.
+        The decoder in eval mode; its state dict is our checkpoint layout
+        (`flow.*`, `vae.*`, `vocoder.*`).
     """
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        parts = DecoderParts(
+        decoder = MuCodecDecoder(
+            config=config,
             flow=build_code_to_latent(config.flow),
             vae=MelVAEDecoder(config.vae),
             vocoder=HiFiGAN(config.vocoder),
         )
-    return parts.eval()
+    return decoder.eval()

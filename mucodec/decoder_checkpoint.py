@@ -17,7 +17,7 @@ missing, unexpected and mis-shaped keys are all reported at once. Unlike the ref
 (which loads `mucodec.pt` with `strict=False`, so a missing key silently keeps its random
 init), nothing is ever left at its initial value.
 
-Our own format is one safetensors file holding `DecoderParts.state_dict()` with metadata
+Our own format is one safetensors file holding `MuCodecDecoder.state_dict()` with metadata
 `format`, `format_version`, `config` (JSON) and `sources` (sha256 of the official files).
 Pickles are opened with `mucodec.safe_load.load_checkpoint`, which never runs code.
 """
@@ -206,7 +206,7 @@ def check_manifest(module: nn.Module, manifest: Mapping[str, Any], which: str) -
     """Strict key/shape check of a model against an official manifest, without weights.
 
     Args:
-        module: `DecoderParts` (any device, "meta" is enough).
+        module: `MuCodecDecoder` (any device, "meta" is enough).
         manifest: A parsed `manifest_*_fullsize.json` (`tensors`: key, shape, dtype).
         which: "main" (mucodec.pt) or "vae" (audioldm_48k.pth).
 
@@ -258,7 +258,7 @@ def load_official_state(mucodec_path: str | Path, audioldm_path: str | Path) -> 
             of that state dict.
 
     Returns:
-        Our key -> tensor for `DecoderParts`.
+        Our key -> tensor for `MuCodecDecoder`.
 
     Raises:
         CheckpointMismatchError: on keys no rule covers or a missing `state_dict`.
@@ -287,7 +287,7 @@ def save_decoder_checkpoint(
     Args:
         path: Output `.safetensors` path.
         config: The config the weights belong to (stored as JSON).
-        state: `DecoderParts` state dict.
+        state: `MuCodecDecoder` state dict.
         sources: Provenance, e.g. official file name -> sha256.
     """
     path = Path(path)
@@ -336,9 +336,9 @@ def convert_official(
     Raises:
         CheckpointMismatchError: if the official weights do not fit `config` exactly.
     """
-    from mucodec.decoder_builders import build_decoder_parts
+    from mucodec.decoder_builders import build_decoder
 
     state = load_official_state(mucodec_path, audioldm_path)
-    check_state(build_decoder_parts(config, device="meta"), state)
+    check_state(build_decoder(config, device="meta"), state)
     sources = {Path(p).name: _sha256(Path(p)) for p in (mucodec_path, audioldm_path)}
     save_decoder_checkpoint(out_path, config, state, sources)

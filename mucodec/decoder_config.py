@@ -241,19 +241,23 @@ class SamplingConfig(_JsonConfig):
         guidance_scale: Classifier-free guidance scale (<= 1 disables guidance).
         seed: Default noise seed of every item (noise depends on item seed and window
             index only, never on batch composition).
-        dtype: Compute dtype of estimator, VAE and vocoder ("float32", "bfloat16",
-            "float16"); the solver state and cross-fades stay float32.
-        official_way: Reproduce the reference's execution: fp16 autocast for the estimator
-            only, one window at a time, vocoder in 3/4-overlapping chunks. When False the
-            whole window is vocoded at once (4x less vocoder work; differs from the
-            reference only by chunk seams).
+        dtype: Autocast dtype of estimator, VAE and vocoder ("float32" = no autocast,
+            "bfloat16", "float16"); solver state, guidance and cross-fades stay float32.
+        vocoder_chunks: Vocode in the reference's 3/4-overlapping 1024-frame chunks (True,
+            bit-faithful) or each window at once (False: 4x less vocoder work, differs
+            from the reference only near chunk seams).
+        official_way: Replay the reference's execution instead, for comparison: one item
+            at a time, estimator under CUDA fp16 autocast with the guidance combined in
+            fp16, VAE and vocoder in float32, chunked vocoder. Overrides `dtype` and
+            `vocoder_chunks`.
     """
 
     num_steps: int = 50
     guidance_scale: float = 1.5
     seed: int = 0
     dtype: str = "float32"
-    official_way: bool = True
+    vocoder_chunks: bool = True
+    official_way: bool = False
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -291,6 +295,16 @@ class DecoderConfig(_JsonConfig):
             raise ValueError("vae.mel_bins must be flow.latent_freq * vae.upsampling")
         if self.vocoder.num_mels != self.vae.mel_bins:
             raise ValueError("vocoder.num_mels must equal vae.mel_bins")
+        rendered = (
+            self.vocoder.hop_length * self.vae.upsampling // self.flow.conditioner.codes_per_frame
+        )
+        if rendered != self.samples_per_code:
+            raise ValueError(
+                f"one code renders to {rendered} samples but sample_rate / token_rate is "
+                f"{self.samples_per_code}"
+            )
+        if self.window.overlap_codes % self.flow.conditioner.codes_per_frame:
+            raise ValueError("the window overlap must be a whole number of latent frames")
         if self.format_version != CONFIG_FORMAT_VERSION:
             raise ValueError(
                 f"config format_version {self.format_version} is not supported "

@@ -167,7 +167,8 @@ class CodeToLatent(nn.Module):
         incontext: Tensor | None = None,
         incontext_frames: int = 0,
         latent_length: int | None = None,
-        fp16_autocast: bool = False,
+        autocast_dtype: torch.dtype | None = None,
+        float32_guidance: bool = True,
     ) -> Tensor:
         """Generates the latents of one window.
 
@@ -181,9 +182,10 @@ class CodeToLatent(nn.Module):
             incontext_frames: Number of known frames.
             latent_length: Frames that get their cond; later ones get `null_cond`
                 (None: all frames, as whole-window decoding does).
-            fp16_autocast: Run the estimator under CUDA fp16 autocast with the reference's
-                dtype flow (the "official way"); otherwise the estimator runs in its
-                weights' dtype and guidance is combined in float32.
+            autocast_dtype: Run the estimator under autocast to this dtype (None: in its
+                weights' dtype, float32 unless the model was cast).
+            float32_guidance: Combine guidance and step in float32 (ours). False keeps the
+                estimator's output dtype, as the reference's fp16 autocast run does.
 
         Returns:
             [B, C, Tc/2, F] float32 latents in the VAE's (scaled) latent space.
@@ -200,18 +202,17 @@ class CodeToLatent(nn.Module):
             known = incontext[:, :, :incontext_frames].to(cond.device)
             ic[:, :, :incontext_frames] = self.normalizer.project(known)
 
-        weights_dtype = self.estimator.proj_out.weight.dtype
         velocity = GuidedVelocity(
             estimator=self.estimator,
             cond=cond,
             incontext=ic,
             guidance_scale=guidance_scale,
-            compute_dtype=None if fp16_autocast else weights_dtype,
-            float32_output=not fp16_autocast,
+            compute_dtype=self.estimator.proj_out.weight.dtype if autocast_dtype is None else None,
+            float32_output=float32_guidance,
         )
         autocast = (
-            torch.autocast(device_type="cuda", dtype=torch.float16)
-            if fp16_autocast and noise.device.type == "cuda"
+            torch.autocast(device_type=noise.device.type, dtype=autocast_dtype)
+            if autocast_dtype is not None
             else contextlib.nullcontext()
         )
         with autocast:

@@ -122,7 +122,73 @@ def linear_crossfade(head: Tensor, tail: Tensor, overlap: int) -> Tensor:
     return torch.cat([head[:, :-overlap], blended.float(), tail[:, overlap:]], dim=1)
 
 
-def vocode_chunked(vocoder: HiFiGAN, mel: Tensor) -> Tensor:
+def boundary_margin(config: VocoderConfig) -> int:
+    """Mel frames next to a cut within which a chunk's output feels the cut (upper bound).
+
+    Every convolution zero-pads at the ends of its input, so near a chunk boundary the
+    chunk's samples differ from those of the whole spectrogram; further in they are the
+    same computation. The contaminated stretch grows by each layer's reach: the kernel
+    half-width of `conv_pre`/`conv_post`, `u * c + k` through a transposed conv (stride u,
+    kernel k), and the largest ResBlock's summed dilated reach.
+
+    Returns:
+        A frame count m such that chunk samples >= m frames from every cut are exact.
+    """
+    res_reach = max(
+        sum((k - 1) // 2 * d + (k - 1) // 2 for d in config.resblock_dilations)
+        for k in config.resblock_kernel_sizes
+    )
+    reach = 3  # conv_pre, in frames = samples at the mel rate
+    for rate, kernel in zip(config.upsample_rates, config.upsample_kernel_sizes, strict=True):
+        reach = rate * reach + kernel + res_reach
+    reach += 3  # conv_post
+    return -(-reach // config.hop_length) + 2
+
+
+def chunk_starts(frames: int, config: VocoderConfig) -> list[int]:
+    """First frame of every chunk: 0, hop, 2 hop, ... until a chunk reaches the end."""
+    starts = [0]
+    while starts[-1] + config.chunk_frames < frames:
+        starts.append(starts[-1] + config.chunk_hop)
+    return starts
+
+
+def _chunks_direct(vocoder: HiFiGAN, mel: Tensor, starts: list[int]) -> list[Tensor]:
+    size = vocoder.config.chunk_frames
+    return [vocoder(mel[..., s : s + size]).float() for s in starts]
+
+
+def _chunks_from_whole(vocoder: HiFiGAN, mel: Tensor, starts: list[int]) -> list[Tensor]:
+    """Every chunk's output, from one whole-spectrogram pass plus short edge pieces.
+
+    A chunk's samples more than `boundary_margin` frames from its cuts equal the whole
+    pass's; only the stretches next to a cut inside the spectrogram are recomputed, from
+    pieces of 2 m frames cut at the same place. Same result as `_chunks_direct` up to
+    float rounding, for ~1.4 instead of ~4 vocoder passes per frame.
+    """
+    cfg = vocoder.config
+    frames, hop, m = mel.shape[-1], cfg.hop_length, boundary_margin(cfg)
+    whole = vocoder(mel).float()  # [B, hop * T + 16]
+    bounds = [(s, min(s + cfg.chunk_frames, frames)) for s in starts]
+    # Edge pieces: (chunk, side, first frame); each piece is 2m frames, batched together.
+    pieces = [(c, "left", s) for c, (s, _) in enumerate(bounds) if s > 0]
+    pieces += [(c, "right", e - 2 * m) for c, (_, e) in enumerate(bounds) if e < frames]
+    batch = mel.shape[0]
+    outputs: dict[tuple[int, str], Tensor] = {}
+    if pieces:
+        stacked = torch.cat([mel[..., f : f + 2 * m] for _, _, f in pieces], dim=0)
+        rendered = vocoder(stacked).float().split(batch, dim=0)  # each [B, hop * 2m + 16]
+        outputs = {(c, side): r for (c, side, _), r in zip(pieces, rendered, strict=True)}
+    chunks = []
+    for c, (s, e) in enumerate(bounds):
+        left = outputs[(c, "left")][:, : hop * m] if s > 0 else whole[:, : hop * m]
+        middle = whole[:, hop * (s + m) : hop * (e - m)]
+        right = outputs[(c, "right")][:, hop * m :] if e < frames else whole[:, hop * (e - m) :]
+        chunks.append(torch.cat([left, middle, right], dim=1))
+    return chunks
+
+
+def vocode_chunked(vocoder: HiFiGAN, mel: Tensor, *, reuse_interior: bool = True) -> Tensor:
     """The reference's `vocoder_chunk_infer`: 3/4-overlapping chunks, recursive blends.
 
     Chunks of `chunk_frames` start every `chunk_hop` frames until one reaches the end.
@@ -133,21 +199,24 @@ def vocode_chunked(vocoder: HiFiGAN, mel: Tensor) -> Tensor:
     Args:
         vocoder: The HiFi-GAN.
         mel: [B, M, T] log-mel.
+        reuse_interior: Compute the chunks from one whole pass plus edge pieces
+            (`_chunks_from_whole`, same values up to float rounding, ~2.4x cheaper) rather
+            than vocoding every chunk as the reference does.
 
     Returns:
         [B, S] float32 waveform; S = 480 T for T = 1024 + 256 k (e.g. 1,966,080 samples for
         a 4096-frame window).
     """
     cfg = vocoder.config
-    frames = mel.shape[-1]
-    size, hop = cfg.chunk_frames, cfg.chunk_hop
-    out = vocoder(mel[..., :size]).float()
-    keep = out.shape[-1] // size * size
-    out = out[:, :keep]
-    overlap = keep * (size - hop) // size
-    start = 0
-    while start + size < frames:
-        start += hop
-        chunk = vocoder(mel[..., start : start + size]).float()[:, :keep]
-        out = linear_crossfade(out, chunk, overlap)
+    starts = chunk_starts(mel.shape[-1], cfg)
+    shortest = mel.shape[-1] - starts[-1]
+    if reuse_interior and len(starts) > 1 and shortest >= 4 * boundary_margin(cfg):
+        chunks = _chunks_from_whole(vocoder, mel, starts)
+    else:
+        chunks = _chunks_direct(vocoder, mel, starts)
+    keep = chunks[0].shape[-1] // cfg.chunk_frames * cfg.chunk_frames
+    overlap = keep * (cfg.chunk_frames - cfg.chunk_hop) // cfg.chunk_frames
+    out = chunks[0][:, :keep]
+    for chunk in chunks[1:]:
+        out = linear_crossfade(out, chunk[:, :keep], overlap)
     return out
