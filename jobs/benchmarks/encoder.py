@@ -1,0 +1,204 @@
+"""Encoder: our tokenizer on 35.84 s segments vs a naive run of the official tiling.
+
+    python -m jobs.bench encoder --segments 3 --device cpu            # CPU, fp32
+    python -m jobs.bench encoder --segments 64 --batch-size 16 --device cuda --dtype bfloat16
+
+Both sides use the full-size `official` config with random weights, on the same machine in
+one run, on the same audio (N segments of 35.84 s of noise-like music, back to back):
+
+* ours: `MuCodecTokenizer.encode_batch` on the N segments (front end, subsampling, the 6
+  blocks layer_results[6] needs, RVQ), in batches of --batch-size, in --dtype;
+* naive: what the official script computes for that audio as one song: its 40.96 s window
+  tiling (repeated audio included), the whole 12-block stack plus the final LayerNorm,
+  float32, batches of 3 windows.
+
+Reported: wall times, their ratio on the same audio, the per-audio-second ratio (which
+ignores the tiling's repeated audio), segments/second, and model FLOP/s (counted
+analytically) as a fraction of --peak-tflops (auto for H100/H200).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import platform
+import time
+from typing import Any
+
+import torch
+
+from mucodec.config import TokenizerConfig, preset
+from mucodec.frontend import normalise_song
+from mucodec.tiling import WINDOW, sound2code_windows
+from mucodec.tokenizer import MuCodecTokenizer
+
+SEGMENT_SAMPLES = int(35.84 * 48000)
+# Dense bf16 tensor-core peaks (TFLOP/s) by device-name fragment.
+KNOWN_PEAKS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--segments", type=int, default=3, help="35.84 s segments (default 3)")
+    parser.add_argument("--batch-size", type=int, default=3, help="our segments per batch")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="our precision"
+    )
+    parser.add_argument("--preset", default="official", help="tokenizer preset (default official)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument("--warmup", type=int, default=-1, help="warm-up batches (-1: GPU 2, CPU 0)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the naive official run")
+    parser.add_argument(
+        "--agreement",
+        action="store_true",
+        help="with --dtype bfloat16, also encode in float32 and report token agreement",
+    )
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="peak for the FLOP fraction")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def encoder_flops(config: TokenizerConfig, tokens: int, blocks: int, final_norm: bool) -> float:
+    """Model FLOPs (2 x multiply-adds) of the encoder and RVQ for one item of `tokens` frames.
+
+    Counts the convolutions, linear layers, attention matmuls and the code lookup;
+    normalisations and activations are ignored (well under 1 %).
+    """
+    enc, rvq = config.encoder, config.quantizer
+    frames, mels, conv = 4 * tokens, enc.n_mels, enc.conv_dim
+    macs = 0.0
+    # Subsampling block 0 (1 -> C at M/2 x F/2) and block 1 (C -> C at M/4 x F/4).
+    macs += 2 * conv * 9 * (mels // 2) * (frames // 2)  # conv1, conv3 of block 0
+    macs += conv * conv * 9 * (mels // 2) * (frames // 2)  # conv2 of block 0
+    macs += 3 * conv * conv * 9 * (mels // 4) * (frames // 4)  # conv1..3 of block 1
+    macs += tokens * conv * (mels // 4) * enc.dim  # flatten projection
+    dim, ffn = enc.dim, enc.ffn_dim
+    per_block = tokens * (2 * 2 * dim * ffn + 4 * dim * dim + 3 * dim * dim)
+    per_block += tokens * dim * enc.depthwise_kernel_size
+    per_block += 2 * tokens * tokens * dim  # scores and weighted sum
+    macs += blocks * per_block
+    macs += (
+        rvq.n_codebooks
+        * tokens
+        * (2 * dim * rvq.codebook_dim + rvq.codebook_size * rvq.codebook_dim)
+    )
+    return 2.0 * macs
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _audio(segments: int, seed: int) -> torch.Tensor:
+    """Stereo test music: decaying tones on a beat plus noise, [2, segments x 35.84 s]."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = segments * SEGMENT_SAMPLES
+    t = torch.arange(samples, dtype=torch.float64) / 48000.0
+    pitch = 110.0 * 2 ** (torch.floor(t * 2) % 12 / 12.0)
+    envelope = torch.exp(-4.0 * (t % 0.5))
+    tone = (torch.sin(2 * math.pi * pitch * t) * envelope * 0.4).float()
+    return tone + 0.05 * torch.randn(2, samples, generator=generator)
+
+
+def _timed_batches(run: Any, batches: list[torch.Tensor], device: torch.device) -> float:
+    _synchronize(device)
+    start = time.perf_counter()
+    for batch in batches:
+        run(batch.to(device, non_blocking=True))
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    warmup = args.warmup if args.warmup >= 0 else (2 if device.type == "cuda" else 0)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    config = preset(args.preset)
+    tokenizer = MuCodecTokenizer.from_config(config, seed=args.seed).to(device)
+    autocast = torch.bfloat16 if args.dtype == "bfloat16" else None
+    tokenizer.autocast_dtype = autocast
+
+    audio = _audio(args.segments, args.seed)  # [2, N x 35.84 s]
+    segments = audio.reshape(2, args.segments, SEGMENT_SAMPLES).transpose(0, 1)
+    batches = list(segments.split(args.batch_size))
+    codes: list[torch.Tensor] = []
+
+    def ours(batch: torch.Tensor) -> None:
+        codes.append(tokenizer.encode_batch(batch).codes.cpu())
+
+    for _ in range(warmup):
+        ours(batches[0].to(device))
+    codes.clear()
+    ours_s = _timed_batches(ours, batches, device)
+    tokens = SEGMENT_SAMPLES // 1920
+    ours_flops = args.segments * encoder_flops(config, tokens, config.encoder.n_blocks_run, False)
+
+    result: dict[str, Any] = {
+        "machine": {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "config": config.name,
+        "segments": args.segments,
+        "audio_seconds": round(args.segments * 35.84, 2),
+        "ours": {
+            "dtype": args.dtype,
+            "batch_size": args.batch_size,
+            "blocks_run": config.encoder.n_blocks_run,
+            "seconds": round(ours_s, 3),
+            "segments_per_second": round(args.segments / ours_s, 3),
+            "frames_per_segment": int(codes[0].shape[-1]),
+            "model_tflop_per_s": round(ours_flops / ours_s / 1e12, 3),
+        },
+    }
+    peak = args.peak_tflops or next(
+        (p for k, p in KNOWN_PEAKS.items() if k in result["machine"]["device"]), 0.0
+    )
+    if peak:
+        result["ours"]["fraction_of_peak"] = round(ours_flops / ours_s / 1e12 / peak, 4)
+        result["ours"]["peak_tflops"] = peak
+
+    if autocast is not None and args.agreement:
+        tokenizer.autocast_dtype = None
+        reference = [tokenizer.encode_batch(b.to(device)).codes.cpu() for b in batches]
+        tokenizer.autocast_dtype = autocast
+        same = sum(int((a == b).sum()) for a, b in zip(codes, reference, strict=True))
+        total = sum(a.numel() for a in codes)
+        result["ours"]["token_agreement_vs_float32"] = round(same / total, 5)
+
+    if not args.no_baseline:
+        result["naive_official_tiling"] = _baseline(config, audio, device, args.seed, ours_s)
+    return result
+
+
+def _baseline(
+    config: TokenizerConfig, audio: torch.Tensor, device: torch.device, seed: int, ours_s: float
+) -> dict[str, Any]:
+    """All 12 blocks + final LayerNorm, fp32, batches of 3 windows of the official tiling."""
+    full = dataclasses.replace(
+        config, encoder=dataclasses.replace(config.encoder, output_layer=config.encoder.depth)
+    )
+    naive = MuCodecTokenizer.from_config(full, seed=seed).to(device)
+    song = normalise_song(audio, config.frontend.song_peak_threshold)
+    windows = sound2code_windows(song)  # [W, 2, 1,966,560]
+    seconds = _timed_batches(naive.encode_batch, list(windows.split(3)), device)
+    tokens = (WINDOW // 2) // 960
+    flops = windows.shape[0] * encoder_flops(full, tokens, full.encoder.depth, True)
+    audio_s = audio.shape[-1] / 48000.0
+    computed_s = windows.shape[0] * WINDOW / 48000.0
+    del naive
+    return {
+        "windows": int(windows.shape[0]),
+        "computed_audio_seconds": round(computed_s, 2),
+        "blocks_run": full.encoder.depth,
+        "seconds": round(seconds, 3),
+        "model_tflop_per_s": round(flops / seconds / 1e12, 3),
+        "speedup_same_audio": round(seconds / ours_s, 3),
+        "speedup_per_audio_second": round((seconds / computed_s) / (ours_s / audio_s), 3),
+    }
