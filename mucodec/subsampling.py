@@ -81,8 +81,8 @@ class Conv2dSubsampling(nn.Module):
                 F are valid.
 
         Returns:
-            [B, F / factor, D]; frames past lengths / factor are garbage-free but not
-            meaningful (the encoder masks them).
+            [B, F / factor, D]; frames at or past lengths / factor hold only the
+            projection bias (the encoder masks them).
         """
         x = _zero_beyond(features, lengths).unsqueeze(1)  # [B, 1, M, F]
         for block in self.blocks:
