@@ -97,11 +97,8 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config = config_from_args(args)
-    start_ray(args.address, args.num_cpus)
+def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> int:
+    """Run the stage with a progress bar; print the summary; return the exit status."""
     bar = tqdm(desc="prepare units", unit="unit", total=0, dynamic_ncols=True)
 
     def progress(finished: int, total: int, result) -> None:
@@ -112,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = prepare_corpus(
-            args.input, args.output, config,
+            input_url, output_url, config_from_args(args),
             concurrency=args.concurrency, force=args.force, progress=progress,
         )  # fmt: skip
     except (OutputInUse, FileNotFoundError, ValueError) as error:
@@ -121,7 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bar.close()
     print(json.dumps(summary.to_json(), indent=2))
-    return 1 if summary.units_failed else 0
+    if summary.units_failed:
+        print("error: some units failed; rerun the same command to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    start_ray(args.address, args.num_cpus)
+    return run_prepare(args, args.input, args.output)
 
 
 if __name__ == "__main__":

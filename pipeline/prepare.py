@@ -58,7 +58,7 @@ class PrepareSummary:
     audio_seconds_this_run: float
     throughput_realtime: float  # Audio seconds prepared per wall second, this run.
     throughput_per_core: float
-    cores: int
+    cores: int  # CPUs that had work: min(cluster CPUs, concurrency, units run).
     peak_worker_rss_bytes: int
     failures: list[str]
 
@@ -132,6 +132,8 @@ def prepare_corpus(
         _remove_orphan_shards(fs, join(root, SHARDS_DIR), {s.name for s in shards})
 
     wall = time.perf_counter() - started
+    # Units run one per CPU; with fewer units than CPUs the rest sat idle.
+    cores_used = max(1, min(cores, concurrency or cores, len(pending)))
     # Every discovery reject is one input turned away (a row without a path, a duplicate id).
     songs_in = len(discovery.songs) + len(discovery.rejects)
     songs_ok = sum(r.songs_ok for r in results)
@@ -150,8 +152,8 @@ def prepare_corpus(
         wall_seconds=wall,
         audio_seconds_this_run=audio_this_run,
         throughput_realtime=audio_this_run / wall if wall else 0.0,
-        throughput_per_core=audio_this_run / wall / max(1, cores) if wall else 0.0,
-        cores=cores,
+        throughput_per_core=audio_this_run / wall / cores_used if wall else 0.0,
+        cores=cores_used,
         peak_worker_rss_bytes=max((r.peak_rss_bytes for r in results), default=0),
         failures=failures,
     )

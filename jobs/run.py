@@ -1,0 +1,41 @@
+"""Run the whole pipeline: prepare, then tokenize, into one output root.
+
+Example:
+    python -m jobs.run --input ./catalog --output ./run --checkpoint ./mucodec-ckpt
+    python -m jobs.run --input ./catalog --output ./run --config tiny
+
+Writes <output>/prepared (shards) and <output>/tokens (token tables). Every stage resumes,
+so rerunning the same command after a crash finishes only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from jobs import prepare, tokenize
+from pipeline.execution import start_ray
+from pipeline.io import join
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = prepare.build_parser()
+    parser.prog = "python -m jobs.run"
+    parser.description = __doc__
+    tokenize.add_tokenizer_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    start_ray(args.address, args.num_cpus)
+    prepared_url = join(args.output, "prepared")
+    status = prepare.run_prepare(args, args.input, prepared_url)
+    if status:
+        return status
+    return tokenize.run_tokenize(args, prepared_url, join(args.output, "tokens"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
