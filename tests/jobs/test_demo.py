@@ -1,0 +1,58 @@
+"""`python -m jobs.demo` end to end: generate the demo corpus and run the pipeline on it.
+
+Only the prepare stage's output is checked here (`<output>/prepared`); the demo must still
+exit 0, so every stage it runs has to finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.demo import BROKEN_FILE, DEMO_SONGS
+from pipeline.segment import SegmentConfig, plan_segments
+from tests.pipeline.helpers import read_samples
+
+
+def _expected_segments() -> int:
+    config = SegmentConfig()  # The job's defaults: 35.84 s, keep tails of 10 s or more.
+    return sum(len(plan_segments(round(song.seconds * 48_000), config)) for song in DEMO_SONGS)
+
+
+@pytest.mark.integration
+def test_demo_runs_end_to_end(tmp_path):
+    corpus, output = tmp_path / "corpus", tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, "-m", "jobs.demo", "--corpus", str(corpus), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    prepared = output / "prepared"
+    summary = json.loads((prepared / "summary.json").read_text())
+    expected = _expected_segments()
+    assert expected == 12  # Guards the helper itself against silent drift.
+    assert summary["segments"] == expected
+    assert summary["songs_in"] == len(DEMO_SONGS) + 1
+    assert (summary["songs_ok"], summary["songs_rejected"], summary["rejects"]) == (7, 2, 2)
+    assert summary["units_failed"] == 0
+
+    rejects = pq.read_table(prepared / "rejects.parquet").to_pylist()
+    by_path = {os.path.relpath(r["path"], corpus): r for r in rejects}
+    assert set(by_path) == {BROKEN_FILE, "Artist D/tiny-intro.wav"}
+    assert by_path[BROKEN_FILE]["stage"] == "decode"
+    assert by_path["Artist D/tiny-intro.wav"]["reason"].startswith("too short")
+
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    samples = read_samples([str(prepared / "shards" / s["name"]) for s in manifest["shards"]])
+    assert len(samples) == len({s.key for s in samples}) == expected
+    hot = [s for s in samples if s.meta["source"].endswith("hot float.wav")]
+    assert hot and all(s.meta["gain"] < 1 < s.meta["song_peak"] for s in hot)
+    surround = [s for s in samples if s.meta["source"].endswith("surround.m4a")]
+    assert [s.meta["source_channels"] for s in surround] == [6]

@@ -1,0 +1,85 @@
+"""The `python -m jobs.prepare` command line: help, argument mapping, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jobs import prepare as prepare_job
+from pipeline.segment import SegmentConfig
+from pipeline.shards import ShardLimits
+from pipeline.synth import synth_song, write_audio
+
+
+def test_help_explains_the_options():
+    completed = subprocess.run(
+        [sys.executable, "-m", "jobs.prepare", "--help"], capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
+    for option in (
+        "--input", "--output", "--segment-seconds", "--tail", "--min-tail-seconds",
+        "--shard-max-samples", "--shard-max-bytes", "--songs-per-unit", "--s3-endpoint-url",
+        "--storage-option", "--force", "Rerunning with the same --output",
+    ):  # fmt: skip
+        assert option in completed.stdout
+
+
+def test_arguments_map_onto_the_prepare_config():
+    args = prepare_job.build_parser().parse_args(
+        [
+            "--input", "in", "--output", "out", "--segment-seconds", "10", "--tail", "pad",
+            "--min-tail-seconds", "2.5", "--shard-max-samples", "7", "--shard-max-bytes", "5e6",
+            "--songs-per-unit", "3", "--flac-level", "8", "--scratch-dir", "/tmp/s",
+            "--s3-endpoint-url", "http://127.0.0.1:9", "--storage-option", "key=k",
+            "--storage-option", "secret=a=b",
+        ]
+    )  # fmt: skip
+    config = prepare_job.config_from_args(args)
+    assert config.segment == SegmentConfig(10.0, "pad", 2.5)
+    assert config.shard_limits == ShardLimits(max_samples=7, max_bytes=5_000_000)
+    assert (config.songs_per_unit, config.flac_level, config.scratch_dir) == (3, 8, "/tmp/s")
+    assert config.storage.endpoint_url == "http://127.0.0.1:9"
+    assert config.storage.extra == {"key": "k", "secret": "a=b"}
+    defaults = prepare_job.config_from_args(
+        prepare_job.build_parser().parse_args(["--input", "i", "--output", "o"])
+    )
+    assert defaults.segment == SegmentConfig()  # 35.84 s, keep tails of 10 s or more.
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--output", "o"], ["--input", "i", "--output", "o", "--tail", "trim"],
+     ["--input", "i", "--output", "o", "--flac-level", "9"]],
+)  # fmt: skip
+def test_bad_arguments_exit_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_job.build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_exit_codes_for_success_missing_input_and_a_claimed_output(ray_local, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    write_audio(str(corpus / "a.flac"), synth_song(1.5, 48_000, 2, 0), 48_000, "PCM_16")
+    other = tmp_path / "other"
+    write_audio(str(other / "b.flac"), synth_song(1.0, 48_000, 2, 1), 48_000, "PCM_16")
+    output = tmp_path / "out"
+    common = ["--output", str(output), "--segment-seconds", "1", "--min-tail-seconds", "0.5"]
+
+    assert prepare_job.main(["--input", str(corpus), *common]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{") :])
+    assert (summary["songs_ok"], summary["segments"]) == (1, 2)
+
+    assert prepare_job.main(["--input", str(tmp_path / "nowhere"), *common, "--force"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+    assert prepare_job.main(["--input", str(other), *common]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert prepare_job.main(["--input", str(other), *common, "--force"]) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert (summary["songs_in"], summary["segments"]) == (1, 1)
