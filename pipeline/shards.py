@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tarfile
-import tempfile
 from dataclasses import dataclass
 
 import fsspec
@@ -84,8 +83,11 @@ class ShardWriter:
         ):
             self._finish_shard()
         if self._handle is None:
-            handle, self._local_path = tempfile.mkstemp(dir=self._scratch, suffix=".tar")
-            self._handle = os.fdopen(handle, "wb")
+            # Not mkstemp: its 0600 mode would survive the rename and leave the shards
+            # unreadable to other users. The scratch dir is private to this attempt.
+            name = shard_name(self._unit, len(self.finished))
+            self._local_path = os.path.join(self._scratch, f"{name}.partial")
+            self._handle = open(self._local_path, "xb")  # noqa: SIM115 (closed in _finish_shard)
         self._handle.write(payload)
         self._samples += 1
         self._bytes += len(payload)
