@@ -440,3 +440,15 @@ def test_marker_with_another_fingerprint_is_not_trusted(corpus, tmp_path, scratc
     assert load_marker(output, Unit(0, (other,)), config.storage) is None
     assert load_marker(output, Unit(1, (song,)), config.storage) is None
     assert UnitResult.from_json(result.to_json()) == result
+
+
+def test_shards_get_the_same_permissions_as_the_other_outputs(corpus, tmp_path, scratch):
+    """Shards are staged in private scratch space, but must not stay private (0600)."""
+    song, _ = _song(corpus, "p.flac", seconds=1.0)
+    output = str(tmp_path / "out")
+    run_unit([song], output, small_config(scratch))
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    assert os.stat(marker_path(output, 0)).st_mode & 0o777 == expected
+    assert {os.stat(p).st_mode & 0o777 for p in shard_files(output)} == {expected}
