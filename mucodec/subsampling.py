@@ -48,9 +48,11 @@ class ResidualConvBlock(nn.Module):
         `lengths` are the output frame counts; the input must already be zero past
         2 x lengths.
         """
-        h = torch.relu(self.bn1(self.conv1(x)))
+        # In-place activations: at full size each intermediate is ~270 MB per segment, and
+        # fresh allocations of that size cost page faults on CPU. Same arithmetic.
+        h = self.bn1(self.conv1(x)).relu_()
         h = self.bn2(self.conv2(_zero_beyond(h, lengths)))
-        return torch.relu(self.skip_bn(self.skip_conv(x)) + h)
+        return h.add_(self.skip_bn(self.skip_conv(x))).relu_()
 
 
 class Conv2dSubsampling(nn.Module):
