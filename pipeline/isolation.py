@@ -50,7 +50,10 @@ def run_unit_isolated(unit: Unit, config: PrepareConfig, output_url: str) -> Uni
                 with open(result_path) as handle:
                     return UnitResult.from_json(json.load(handle))
             culprit = _song_in_flight(journal)
-            if culprit is None or culprit in crashed:
+            # Only death by a signal is a native crash. A Python error exits with a status:
+            # per-song errors are already rejects inside the child, so a status means the
+            # unit itself failed (storage, disk) and no song is to blame.
+            if completed.returncode > 0 or culprit is None or culprit in crashed:
                 tail = completed.stderr.decode(errors="replace").strip()[-2000:]
                 raise UnitFailed(
                     f"unit {unit.index} failed with exit status {completed.returncode}:\n{tail}"

@@ -24,6 +24,18 @@ CRASHING_SITECUSTOMIZE = textwrap.dedent(
 
     if os.environ.get("CRASH_AT_STARTUP"):
         os.abort()
+    if os.environ.get("EXIT_IN_SONG"):
+        import atexit
+        import pipeline.unit
+
+        _prepare_song = pipeline.unit._prepare_song
+
+        def _failing(song, *args):
+            if "exitme" in song.song_id:
+                raise SystemExit(3)  # A Python-level unit failure, not a crash.
+            return _prepare_song(song, *args)
+
+        pipeline.unit._prepare_song = _failing
 
     import soundfile
 
@@ -88,6 +100,16 @@ def test_a_crash_outside_any_song_fails_the_unit_with_the_exit_status(
     monkeypatch.setenv("CRASH_AT_STARTUP", "1")
     unit = Unit(0, tuple(_songs(tmp_path, ["fine"])))
     with pytest.raises(UnitFailed, match="unit 0 failed with exit status -6"):
+        run_unit_isolated(unit, small_config(scratch), str(tmp_path / "out"))
+
+
+def test_a_python_failure_during_a_song_fails_the_unit_without_blaming_the_song(
+    tmp_path, scratch, crashing_decoder, monkeypatch
+):
+    """Only a signal is a decoder crash; an exit status means the unit failed (storage...)."""
+    monkeypatch.setenv("EXIT_IN_SONG", "1")
+    unit = Unit(0, tuple(_songs(tmp_path, ["fine", "song-exitme"])))
+    with pytest.raises(UnitFailed, match="exit status 3"):
         run_unit_isolated(unit, small_config(scratch), str(tmp_path / "out"))
 
 
