@@ -13,9 +13,9 @@ import contextlib
 import re
 from dataclasses import dataclass
 
-# Order matters: utf-8 is strict and self-validating; gb18030 covers the Chinese catalogs that
-# most often arrive without a BOM; cp1252 covers Western taggers; latin-1 never fails.
-_FALLBACK_ENCODINGS = ("utf-8", "gb18030", "cp1252", "latin-1")
+# Without a BOM: utf-8 is strict and self-validating, so it goes first. gb18030 (Chinese
+# catalogs) and cp1252 (Western taggers) both accept most byte strings, so gb18030 wins only
+# when its reading looks like Chinese; latin-1 is the last resort and never fails.
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
     (codecs.BOM_UTF32_BE, "utf-32-be"),
@@ -62,12 +62,29 @@ def decode_text(data: bytes) -> str:
         # BOM-less UTF-16: every other byte of ASCII text is NUL.
         encoding = "utf-16-le" if data[1] == 0 else "utf-16-be"
         return data.decode(encoding, errors="replace")
-    for encoding in _FALLBACK_ENCODINGS:
+    for encoding in ("utf-8", "gb18030", "cp1252"):
         try:
-            return data.decode(encoding)
+            text = data.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise AssertionError("latin-1 decodes every byte string")
+        if encoding != "gb18030" or _reads_as_chinese(text):
+            return text
+    return data.decode("latin-1")
+
+
+def _reads_as_chinese(text: str) -> bool:
+    """Western text misread as gb18030 gives CJK characters glued to Latin letters ("cr?me",
+    an accent byte paired with the next letter); real Chinese lyrics rarely do.
+    """
+    cjk = [i for i, char in enumerate(text) if "\u3400" <= char <= "\u9fff"]
+    if len(cjk) < 2:
+        return False
+
+    def latin(i: int) -> bool:
+        return 0 <= i < len(text) and text[i].isascii() and text[i].isalpha()
+
+    glued = sum(1 for i in cjk if latin(i - 1) or latin(i + 1))
+    return glued * 2 <= len(cjk)
 
 
 def _timestamp_seconds(minutes: str, seconds: str, fraction: str | None) -> float:

@@ -55,6 +55,14 @@ def test_decode_text_falls_back_to_cp1252_for_western_text():
     assert decode_text(text.encode("cp1252")) == text
 
 
+@pytest.mark.parametrize(
+    "text", ["für", "crème brûlée à la française", "[00:01.00]Ça va très bien, señor"]
+)
+def test_western_text_is_not_misread_as_gb18030(text):
+    """Accent bytes pair with the next letter into valid gb18030; that must not win."""
+    assert decode_text(text.encode("cp1252")) == text
+
+
 def test_decode_text_never_raises_on_arbitrary_bytes():
     assert isinstance(decode_text(bytes(range(256)) * 3), str)
     assert decode_text(b"") == ""
