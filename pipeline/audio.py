@@ -197,7 +197,10 @@ def _probe(local_path: str) -> tuple[AudioInfo, float | None]:
         raise DecodeError(f"corrupt: ffprobe failed: {error}") from None
     audio = [s for s in probe.get("streams", []) if s.get("codec_type") == "audio"]
     if not audio:
-        raise DecodeError("unsupported: ffprobe found no audio stream")
+        raise DecodeError(
+            "corrupt, truncated or unsupported: ffprobe found no audio stream "
+            "(a cut-off MP4/M4A loses its index)"
+        )
     stream = audio[0]
     try:
         info = AudioInfo(
