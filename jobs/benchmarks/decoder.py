@@ -1,0 +1,182 @@
+"""Decoder speed as a real-time factor (RTF = decode wall time / audio duration).
+
+Decodes random codes with a randomly initialised decoder (`--config official` = the
+full-size architecture) and reports, per step count, the measured wall time and RTF, plus
+a breakdown: estimator time per Euler step and the per-window cost of the Mel-VAE and
+the vocoder. The flow cost is exactly linear in the number of steps, so a run at a few
+steps also gives a projection to any other count (`projected_rtf`), which is how the
+full-size model gets a CPU figure at all: one full-size window costs ~1 PFLOP at 50 steps.
+
+`--official-way` replays the reference's execution (one item and window at a time,
+estimator under CUDA fp16 autocast, float32 VAE/vocoder, vocoder in 3/4-overlapping
+chunks) for comparison with ours (batched, `--dtype` autocast, chunk reuse or
+`--whole-window-vocoder`). `--window-codes/--hop-codes` shrink the window for a short CPU
+run of the full-size model (the result is then not representative of the real window,
+whose attention spans 4096 tokens); leave them unset for real figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from mucodec.decoder import MuCodecDecoder, plan_windows
+from mucodec.decoder_config import WindowConfig, decoder_preset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="official", help="decoder preset (random weights)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--official-way", action="store_true", help="replay the reference")
+    parser.add_argument(
+        "--whole-window-vocoder", action="store_true", help="vocode each window at once"
+    )
+    parser.add_argument("--steps", default="50,20", help="comma-separated Euler step counts")
+    parser.add_argument("--seconds", type=float, default=35.84, help="audio length to decode")
+    parser.add_argument("--batch", type=int, default=1, help="items decoded together")
+    parser.add_argument("--window-codes", type=int, help="override the window (short CPU runs)")
+    parser.add_argument("--hop-codes", type=int, help="override the window hop")
+    parser.add_argument("--warmup", type=int, help="warm-up decodes (default: 1 on GPU, 0 on CPU)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--project", default="50,20", help="step counts to project RTF to")
+
+
+class _Timers:
+    """Wall time spent inside chosen modules' forward (synchronising CUDA around each)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def attached(self, modules: dict[str, nn.Module]) -> Iterator[None]:
+        handles, started = [], {}
+        for name, module in modules.items():
+
+            def pre(_m: nn.Module, _a: object, name: str = name) -> None:
+                self._sync()
+                started[name] = time.perf_counter()
+
+            def post(_m: nn.Module, _a: object, _o: object, name: str = name) -> None:
+                self._sync()
+                self.seconds[name] += time.perf_counter() - started[name]
+                self.calls[name] += 1
+
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _decode_once(
+    decoder: MuCodecDecoder, codes: torch.Tensor, steps: int, sampling_changes: dict
+) -> tuple[float, _Timers]:
+    sampling = decoder.with_sampling(num_steps=steps, **sampling_changes)
+    timers = _Timers(decoder.device)
+    modules = {
+        "estimator": decoder.flow.estimator,
+        "vae": decoder.vae,
+        "vocoder": decoder.vocoder,
+    }
+    with timers.attached(modules):
+        timers._sync()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        decoder.decode(codes, seeds=list(range(codes.shape[0])), sampling=sampling)
+        timers._sync()
+        wall = time.perf_counter() - started
+    timers.seconds["process_cpu"] = time.process_time() - cpu_started
+    return wall, timers
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = decoder_preset(args.config)
+    if args.window_codes or args.hop_codes:
+        window_codes = args.window_codes or config.window.window_codes
+        hop = args.hop_codes or window_codes * 3 // 4
+        config = dataclasses.replace(
+            config, window=WindowConfig(window_codes=window_codes, hop_codes=hop)
+        )
+    device = torch.device(args.device)
+    decoder = MuCodecDecoder.from_config(config, seed=0, device=device)
+
+    n_codes = round(args.seconds * config.window.token_rate)
+    audio_seconds = n_codes / config.window.token_rate
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, decoder.codebook_size, (args.batch, 1, n_codes), generator=generator)
+    windows = len(plan_windows(n_codes, config.window).starts)
+    changes = {
+        "dtype": args.dtype,
+        "official_way": args.official_way,
+        "vocoder_chunks": not args.whole_window_vocoder,
+    }
+    warmup = args.warmup if args.warmup is not None else (1 if device.type == "cuda" else 0)
+    for _ in range(warmup):
+        _decode_once(decoder, codes, 1, changes)
+
+    measured = {}
+    per_step_window = render_window = None
+    for steps in [int(s) for s in args.steps.split(",")]:
+        wall, timers = _decode_once(decoder, codes, steps, changes)
+        estimator = timers.seconds["estimator"]
+        # Per window and item: the estimator runs `steps` times (CFG rows batched).
+        per_step_window = estimator / (steps * windows)
+        render_window = (timers.seconds["vae"] + timers.seconds["vocoder"]) / windows
+        measured[steps] = {
+            "wall_s": round(wall, 3),
+            "rtf": round(wall / (audio_seconds * args.batch), 4),
+            "estimator_s": round(estimator, 3),
+            "vae_s": round(timers.seconds["vae"], 3),
+            "vocoder_s": round(timers.seconds["vocoder"], 3),
+            "other_s": round(wall - estimator - render_window * windows, 3),
+            # CPU seconds of this process: wall >> cpu / threads means a shared machine.
+            "process_cpu_s": round(timers.seconds["process_cpu"], 1),
+        }
+    assert per_step_window is not None and render_window is not None
+    other = measured[steps]["other_s"]
+    projected = {
+        int(s): round(
+            (int(s) * per_step_window * windows + render_window * windows + other)
+            / (audio_seconds * args.batch),
+            4,
+        )
+        for s in args.project.split(",")
+    }
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {
+        "config": args.config,
+        "device": device_name,
+        "threads": torch.get_num_threads(),
+        "dtype": "float16 autocast (official way)" if args.official_way else args.dtype,
+        "official_way": args.official_way,
+        "vocoder": "chunked"
+        if args.official_way or not args.whole_window_vocoder
+        else "whole window",
+        "window_codes": config.window.window_codes,
+        "hop_codes": config.window.hop_codes,
+        "batch": args.batch,
+        "codes_per_item": n_codes,
+        "audio_seconds_per_item": audio_seconds,
+        "windows": windows,
+        "measured": measured,
+        "estimator_s_per_step_per_window": round(per_step_window, 4),
+        "render_s_per_window": round(render_window, 3),
+        "projected_rtf": projected,
+        "note": "rtf = wall / audio seconds (batch included); < 1 is faster than real time",
+    }
