@@ -212,7 +212,8 @@ class MuCodecDecoder(nn.Module):
             sampling: Steps, guidance, dtype and execution mode (default: the config's).
 
         Returns:
-            [B, 2, 1920 * N] float32 waveform in [-1, 1]; row 0 left, row 1 right.
+            [B, 2, 1920 * N] float32 waveform in [-1, 1] on the decoder's device; row 0
+            left, row 1 right.
         """
         sampling = sampling or self.config.sampling
         if codes.dim() != 3:
@@ -295,7 +296,14 @@ class MuCodecDecoder(nn.Module):
             )  # [B, C, T, F]
             previous = latents
             chunked = sampling.official_way or sampling.vocoder_chunks
-            wave = self.render(latents, chunked=chunked, autocast_dtype=render_dtype)
+            # One item at a time: a window's full-resolution VAE activations are ~1 GB per
+            # stereo side at full size, and two rows already fill a GPU.
+            wave = torch.cat(
+                [
+                    self.render(item, chunked=chunked, autocast_dtype=render_dtype)
+                    for item in latents.split(1)
+                ]
+            )
             wave = wave[..., : window.window_codes * cfg.samples_per_code]  # [B, 2, S_w]
             audio = wave if audio is None else self._crossfade(audio, wave, overlap_samples)
         assert audio is not None
