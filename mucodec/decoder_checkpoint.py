@@ -17,24 +17,25 @@ missing, unexpected and mis-shaped keys are all reported at once. Unlike the ref
 (which loads `mucodec.pt` with `strict=False`, so a missing key silently keeps its random
 init), nothing is ever left at its initial value.
 
-Our own format is one safetensors file holding `MuCodecDecoder.state_dict()` with metadata
-`format`, `format_version`, `config` (JSON) and `sources` (sha256 of the official files).
+Our own format is the encoder's checkpoint layout (`mucodec.checkpoint`): a directory with
+`model.safetensors` (`MuCodecDecoder.state_dict()`), `config.json` (format
+`mucodec-decoder`, version, `DecoderConfig`, sha256 of the weights, sha256 of the official
+sources) and a `sha256sum`-style checksum file.
 Pickles are opened with `mucodec.safe_load.load_checkpoint`, which never runs code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from mucodec.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, sha256_file
 from mucodec.decoder_config import DecoderConfig
 from mucodec.safe_load import load_checkpoint
 
@@ -97,8 +98,12 @@ VAE_KEY_MAP: tuple[tuple[str, str | None], ...] = (
 _VAE_SCOPE = ("first_stage_model.", "scale_factor")
 
 
-class CheckpointMismatchError(ValueError):
-    """Keys or shapes of a checkpoint do not match the model; the message lists them."""
+class CheckpointMismatchError(CheckpointError):
+    """A decoder checkpoint does not fit the model (the message lists every problem).
+
+    A `mucodec.checkpoint.CheckpointError`, so callers handle encoder and decoder
+    checkpoint problems alike.
+    """
 
 
 def _compile(table: tuple[tuple[str, str | None], ...]) -> list[tuple[re.Pattern[str], Any]]:
@@ -230,19 +235,10 @@ def check_manifest(module: nn.Module, manifest: Mapping[str, Any], which: str) -
     return len(given)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_state(path: Path) -> Mapping[str, Any]:
     """A state dict from a safetensors file or (safely) from a torch pickle."""
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        return load_file(path)
     data = load_checkpoint(path)
     if not isinstance(data, Mapping):
         raise CheckpointMismatchError(f"{path}: expected a dict, got {type(data).__name__}")
@@ -277,61 +273,91 @@ def load_official_state(mucodec_path: str | Path, audioldm_path: str | Path) -> 
 
 
 def save_decoder_checkpoint(
-    path: str | Path,
+    directory: str | Path,
     config: DecoderConfig,
     state: Mapping[str, Tensor],
-    sources: Mapping[str, str] | None = None,
-) -> None:
-    """Writes our decoder checkpoint (atomically: temp file, then rename).
+    sources: Mapping[str, Any] | None = None,
+) -> str:
+    """Writes our decoder checkpoint directory, in the encoder's layout.
+
+    `model.safetensors` (our state dict), `config.json` (format tag and version, the
+    `DecoderConfig`, the weights' sha256 and their provenance) and
+    `model.safetensors.sha256` (`sha256sum -c` compatible). The weights are written to a
+    temporary name and renamed, and `config.json` last, so a crash never leaves a
+    directory that loads.
 
     Args:
-        path: Output `.safetensors` path.
-        config: The config the weights belong to (stored as JSON).
+        directory: Output directory (created).
+        config: The config the weights belong to.
         state: `MuCodecDecoder` state dict.
         sources: Provenance, e.g. official file name -> sha256.
+
+    Returns:
+        The sha256 of the weights file.
     """
-    path = Path(path)
-    metadata = {
-        "format": DECODER_FORMAT,
-        "format_version": str(DECODER_FORMAT_VERSION),
-        "config": config.to_json(),
-        "sources": json.dumps(dict(sources or {}), sort_keys=True),
-    }
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / WEIGHTS_FILE
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    save_file(tensors, str(tmp), metadata={"format": DECODER_FORMAT})
+    tmp.replace(weights)
+    digest = sha256_file(weights)
+    header = {
+        "format": DECODER_FORMAT,
+        "format_version": DECODER_FORMAT_VERSION,
+        "weights": WEIGHTS_FILE,
+        "sha256": digest,
+        "sources": dict(sources or {}),
+        "config": config.to_dict(),
+    }
+    (directory / f"{WEIGHTS_FILE}.sha256").write_text(f"{digest}  {WEIGHTS_FILE}\n")
+    (directory / CONFIG_FILE).write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
+    return digest
 
 
-def load_decoder_checkpoint(path: str | Path) -> tuple[DecoderConfig, dict[str, Tensor]]:
-    """Reads our decoder checkpoint.
+def load_decoder_checkpoint(
+    directory: str | Path, *, verify_sha256: bool = True
+) -> tuple[DecoderConfig, dict[str, Tensor]]:
+    """Reads a directory written by `save_decoder_checkpoint`.
 
     Returns:
         (config, state dict).
 
     Raises:
-        CheckpointMismatchError: if the file is not ours or has an unknown version.
+        CheckpointMismatchError: if it is not a decoder checkpoint, has an unknown format
+            version, or its weights do not match the recorded sha256.
     """
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        if metadata.get("format") != DECODER_FORMAT:
-            raise CheckpointMismatchError(f"{path}: not a {DECODER_FORMAT} checkpoint")
-        if metadata.get("format_version") != str(DECODER_FORMAT_VERSION):
-            raise CheckpointMismatchError(
-                f"{path}: format_version {metadata.get('format_version')!r} is not supported "
-                f"(this code reads {DECODER_FORMAT_VERSION})"
-            )
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    return DecoderConfig.from_json(metadata["config"]), state
+    directory = Path(directory)
+    header_path = directory / CONFIG_FILE
+    if not header_path.is_file():
+        raise CheckpointMismatchError(f"{directory}: no {CONFIG_FILE}; not a converted checkpoint")
+    header = json.loads(header_path.read_text())
+    if header.get("format") != DECODER_FORMAT:
+        raise CheckpointMismatchError(
+            f"{header_path}: format {header.get('format')!r} is not {DECODER_FORMAT!r}"
+        )
+    if header.get("format_version") != DECODER_FORMAT_VERSION:
+        raise CheckpointMismatchError(
+            f"{header_path}: format_version {header.get('format_version')!r} is not supported "
+            f"(this code reads {DECODER_FORMAT_VERSION})"
+        )
+    weights = directory / header["weights"]
+    if verify_sha256 and sha256_file(weights) != header["sha256"]:
+        raise CheckpointMismatchError(f"{weights}: sha256 differs from the recorded one")
+    return DecoderConfig.from_dict(header["config"]), load_file(weights)
 
 
 def convert_official(
     mucodec_path: str | Path,
     audioldm_path: str | Path,
-    out_path: str | Path,
+    out_dir: str | Path,
     config: DecoderConfig,
-) -> None:
-    """Official files -> our safetensors, after a strict check against `config`'s model.
+) -> str:
+    """Official files -> our checkpoint directory, after a strict check against `config`.
+
+    Returns:
+        The sha256 of the written weights.
 
     Raises:
         CheckpointMismatchError: if the official weights do not fit `config` exactly.
@@ -340,5 +366,5 @@ def convert_official(
 
     state = load_official_state(mucodec_path, audioldm_path)
     check_state(build_decoder(config, device="meta"), state)
-    sources = {Path(p).name: _sha256(Path(p)) for p in (mucodec_path, audioldm_path)}
-    save_decoder_checkpoint(out_path, config, state, sources)
+    sources = {Path(p).name: sha256_file(p) for p in (mucodec_path, audioldm_path)}
+    return save_decoder_checkpoint(out_dir, config, state, sources)

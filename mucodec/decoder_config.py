@@ -241,8 +241,8 @@ class SamplingConfig(_JsonConfig):
         guidance_scale: Classifier-free guidance scale (<= 1 disables guidance).
         seed: Default noise seed of every item (noise depends on item seed and window
             index only, never on batch composition).
-        dtype: Autocast dtype of estimator, VAE and vocoder ("float32" = no autocast,
-            "bfloat16", "float16"); solver state, guidance and cross-fades stay float32.
+        dtype: Autocast dtype of estimator and VAE ("float32" = no autocast, "bfloat16",
+            "float16"); solver state, guidance, vocoder and cross-fades stay float32.
         vocoder_chunks: Vocode in the reference's 3/4-overlapping 1024-frame chunks (True,
             bit-faithful) or each window at once (False: 4x less vocoder work, differs
             from the reference only near chunk seams).

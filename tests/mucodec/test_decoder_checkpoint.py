@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from mucodec.checkpoint import CheckpointError
 from mucodec.decoder import MuCodecDecoder
 from mucodec.decoder_checkpoint import (
     MAIN_KEY_MAP,
@@ -134,8 +135,11 @@ def test_convert_official_round_trip(
     decoder_golden: Path, tmp_path: Path, tiny_state: dict[str, torch.Tensor]
 ) -> None:
     main_path, vae_path = _write_official_pickles(decoder_golden, tmp_path)
-    out = tmp_path / "decoder_tiny.safetensors"
-    convert_official(main_path, vae_path, out, decoder_preset("tiny"))
+    out = tmp_path / "decoder_tiny"
+    digest = convert_official(main_path, vae_path, out, decoder_preset("tiny"))
+    header = json.loads((out / "config.json").read_text())
+    assert header["sha256"] == digest and header["format"] == "mucodec-decoder"
+    assert set(header["sources"]) == {"mucodec.pt", "audioldm_48k.pth"}
 
     config, state = load_decoder_checkpoint(out)
     assert config == decoder_preset("tiny")
@@ -161,24 +165,28 @@ def test_official_file_with_a_missing_key_is_refused(decoder_golden: Path, tmp_p
         )
 
 
-def test_our_format_refuses_foreign_files_and_unknown_versions(
+def test_our_format_refuses_foreign_tampered_and_unknown_versions(
     tmp_path: Path, tiny_state: dict[str, torch.Tensor]
 ) -> None:
-    plain = tmp_path / "plain.safetensors"
-    save_file({"x": torch.zeros(1)}, str(plain))
-    with pytest.raises(CheckpointMismatchError, match="not a mucodec-decoder checkpoint"):
-        load_decoder_checkpoint(plain)
-    future = tmp_path / "future.safetensors"
-    save_file(
-        {"x": torch.zeros(1)},
-        str(future),
-        metadata={"format": "mucodec-decoder", "format_version": "99", "config": "{}"},
-    )
-    with pytest.raises(CheckpointMismatchError, match="format_version '99'"):
-        load_decoder_checkpoint(future)
-    ours = tmp_path / "ours.safetensors"
+    with pytest.raises(CheckpointError, match="not a converted checkpoint"):
+        load_decoder_checkpoint(tmp_path)
+    ours = tmp_path / "ours"
     save_decoder_checkpoint(ours, decoder_preset("tiny"), tiny_state, {"a.pt": "00"})
     assert load_decoder_checkpoint(ours)[0] == decoder_preset("tiny")
+
+    header_path = ours / "config.json"
+    header = json.loads(header_path.read_text())
+    header_path.write_text(json.dumps({**header, "format": "mucodec-encoder"}))
+    with pytest.raises(CheckpointMismatchError, match="is not 'mucodec-decoder'"):
+        load_decoder_checkpoint(ours)
+    header_path.write_text(json.dumps({**header, "format_version": 99}))
+    with pytest.raises(CheckpointMismatchError, match="format_version 99 is not supported"):
+        load_decoder_checkpoint(ours)
+    header_path.write_text(json.dumps(header))
+    tampered = {**tiny_state, "vae.scale_factor": torch.tensor(0.5)}
+    save_file(tampered, str(ours / "model.safetensors"))
+    with pytest.raises(CheckpointMismatchError, match="sha256 differs"):
+        load_decoder_checkpoint(ours)
 
 
 @pytest.mark.parametrize("name", sorted(DECODER_PRESETS))
