@@ -4,9 +4,8 @@
     python -m jobs.demo --checkpoint ./mucodec-ckpt   # real MuCodec weights
     python -m jobs.demo --corpus-only --scale 4 --corpus /tmp/bigger
 
-Without --checkpoint the tokenizer is the `tiny` preset with seeded random weights (no
-weights can be downloaded here): the tokens are real MuCodec computation, not meaningful
-codes.
+Without --checkpoint the tokenizer and decoder are the `tiny` presets with seeded random
+weights (no weights can be downloaded here): real MuCodec computation, meaningless sound.
 
 The corpus is a handful of synthetic songs in different containers, sample rates, bit depths
 and channel layouts, with LRC (several flavours) and plain-text lyrics, plus two bad files
@@ -106,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply song durations")
     parser.add_argument("--corpus-only", action="store_true", help="only write the corpus")
     parser.add_argument("--checkpoint", help="tokenizer checkpoint (default: tiny random weights)")
+    parser.add_argument("--decoder-checkpoint", help="decoder checkpoint (with --checkpoint)")
     args = parser.parse_args(argv)  # fmt: skip
     make_demo_corpus(args.corpus, args.scale)
     print(f"demo corpus written to {args.corpus}")
@@ -113,8 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from jobs import run
 
-    tokenizer = ["--checkpoint", args.checkpoint] if args.checkpoint else ["--config", "tiny"]
-    return run.main(["--input", args.corpus, "--output", args.output, *tokenizer])
+    if args.checkpoint:
+        models = ["--checkpoint", args.checkpoint]
+        if args.decoder_checkpoint:
+            models += ["--decoder-checkpoint", args.decoder_checkpoint]
+    else:
+        models = ["--config", "tiny", "--decoder-config", "tiny", "--steps", "8"]
+    return run.main(["--input", args.corpus, "--output", args.output, "--count", "4", *models])
 
 
 if __name__ == "__main__":
