@@ -199,6 +199,8 @@ class CodeToLatent(nn.Module):
         # Known frames, projected to the normalised space; exactly zero elsewhere.
         ic = torch.zeros_like(cond)
         if incontext_frames:
+            if incontext is None or incontext.shape[2] < incontext_frames:
+                raise ValueError(f"incontext must hold at least {incontext_frames} frames")
             known = incontext[:, :, :incontext_frames].to(cond.device)
             ic[:, :, :incontext_frames] = self.normalizer.project(known)
 
