@@ -57,7 +57,7 @@ def test_facade_and_segment_length() -> None:
     assert (tokenizer.num_codebooks, tokenizer.codebook_size) == (1, 1024)
     assert codes.shape == (1, 896)
     assert codes.dtype == torch.int64
-    assert 0 <= int(codes.min()) and int(codes.max()) < 1024
+    assert int(codes.min()) >= 0 and int(codes.max()) < 1024
 
 
 def test_from_config_is_seeded_and_leaves_global_rng_alone() -> None:
