@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             models += ["--decoder-checkpoint", args.decoder_checkpoint]
     else:
         models = ["--config", "tiny", "--decoder-config", "tiny", "--steps", "8"]
-    return run.main(["--input", args.corpus, "--output", args.output, "--count", "4", *models])
+    return run.main(["--input", args.corpus, "--output", args.output, "--count", "2", *models])
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ import sys
 
 from tqdm import tqdm
 
+from jobs.cli import add_ray_arguments, add_storage_arguments, storage_from_args
+from pipeline.claims import OutputInUse
 from pipeline.execution import start_ray
-from pipeline.io import StorageOptions
-from pipeline.prepare import OutputInUse, prepare_corpus
+from pipeline.prepare import prepare_corpus
 from pipeline.segment import TAIL_POLICIES, SegmentConfig
 from pipeline.shards import ShardLimits
 from pipeline.unit import PrepareConfig
@@ -61,29 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--flac-level", type=int, default=5, choices=range(9), metavar="0-8")
     parser.add_argument("--scratch-dir", help="local directory for temporary files")
-    parser.add_argument("--s3-endpoint-url", help="S3 API endpoint for non-AWS servers")
-    parser.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra fsspec option (repeatable)",
-    )
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    add_storage_arguments(parser)
+    add_ray_arguments(parser)
     parser.add_argument("--concurrency", type=int, help="units processed at once")
     parser.add_argument(
         "--force", action="store_true", help="replace an output that holds a different run"
     )
     return parser  # fmt: skip
-
-
-def storage_from_args(args: argparse.Namespace) -> StorageOptions:
-    extra = {}
-    for item in args.storage_option:
-        key, _, value = item.partition("=")
-        extra[key] = value
-    return StorageOptions(endpoint_url=args.s3_endpoint_url, extra=extra)
 
 
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:

@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 
-from jobs.prepare import storage_from_args
+from jobs.cli import add_ray_arguments, add_storage_arguments, storage_from_args
 from pipeline.execution import start_ray
 from pipeline.spotcheck import SpotcheckConfig, spotcheck
 from pipeline.spotcheck_actor import DecoderSpec
@@ -84,10 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", required=True, help="prepare output URL")
     parser.add_argument("--output", required=True, help="where to write the spot-check")
     add_spotcheck_arguments(parser)
-    parser.add_argument("--s3-endpoint-url", help="S3 API endpoint for non-AWS servers")
-    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    add_storage_arguments(parser)
+    add_ray_arguments(parser)
     args = parser.parse_args(argv)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start_ray(args.address, args.num_cpus)

@@ -20,9 +20,10 @@ import sys
 
 from tqdm import tqdm
 
-from jobs.prepare import storage_from_args
+from jobs.cli import add_ray_arguments, add_storage_arguments, storage_from_args
+from pipeline.claims import OutputInUse
 from pipeline.execution import start_ray
-from pipeline.tokenize import OutputInUse, TokenizeConfig, tokenize_shards
+from pipeline.tokenize import TokenizeConfig, tokenize_shards
 from pipeline.tokenize_actor import TokenizerSpec
 
 
@@ -68,10 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shards", required=True, help="prepare output URL (or a dir of .tar)")
     parser.add_argument("--output", required=True, help="output URL for the token tables")
     add_tokenizer_arguments(parser)
-    parser.add_argument("--s3-endpoint-url", help="S3 API endpoint for non-AWS servers")
-    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    add_storage_arguments(parser)
+    add_ray_arguments(parser)
     parser.add_argument("--force", action="store_true", help="replace a different run's output")
     return parser
 

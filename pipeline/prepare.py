@@ -23,8 +23,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.claims import claim_output
 from pipeline.corpus import discover
-from pipeline.io import atomic_write, exists, filesystem, join, read_json, write_json
+from pipeline.io import atomic_write, filesystem, join, write_json
 from pipeline.isolation import run_unit_isolated
 from pipeline.records import Reject
 from pipeline.shards import ShardInfo
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "_prepare/run.json"
 MANIFEST_VERSION = 1
-
-
-class OutputInUse(RuntimeError):
-    """The output already holds a run of a different input or config."""
 
 
 @dataclass
@@ -162,28 +159,12 @@ def prepare_corpus(
 
 
 def _claim_output(fs, root: str, input_url: str, config: PrepareConfig, force: bool) -> None:
-    """Refuse to mix two different runs in one output; `force` wipes the old one."""
-    run_path = join(root, RUN_FILE)
-    claim = {"input_url": input_url, "config": _output_shaping(config)}
-    if exists(fs, run_path):
-        previous = read_json(fs, run_path)
-        if previous != claim:
-            if not force:
-                raise OutputInUse(
-                    f"{root} holds a prepare run of {previous['input_url']!r} with another "
-                    "config; use a new --output, or --force to replace it"
-                )
-            for name in (
-                SHARDS_DIR,
-                "_prepare",
-                "rejects.parquet",
-                "manifest.json",
-                "summary.json",
-            ):
-                path = join(root, name)
-                if fs.exists(path):
-                    fs.rm(path, recursive=True)
-    write_json(fs, run_path, claim)
+    claim_output(
+        fs, root, RUN_FILE, {"input_url": input_url, "config": _output_shaping(config)},
+        owned=(SHARDS_DIR, "_prepare", "rejects.parquet", "manifest.json", "summary.json"),
+        force=force,
+        describe=lambda previous: f"a prepare run of {previous['input_url']!r} with another config",
+    )  # fmt: skip
 
 
 def _output_shaping(config: PrepareConfig) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.claims import claim_output
 from pipeline.codebook_stats import CodebookHistogram, codebook_report, plot_codebook_usage
 from pipeline.io import (
     StorageOptions,
@@ -57,10 +58,6 @@ from schemas.rejects import REJECTS_SCHEMA
 log = logging.getLogger(__name__)
 
 RUN_FILE = "_tokenize/run.json"
-
-
-class OutputInUse(RuntimeError):
-    """The output already holds tokens of different shards or another tokenizer."""
 
 
 @dataclass(frozen=True)
@@ -222,26 +219,19 @@ def _build_dataset(
 
 
 def _claim_output(fs, root: str, shards_url: str, config: TokenizeConfig, force: bool) -> None:
-    run_path = join(root, RUN_FILE)
     claim = {
         "shards_url": shards_url,
         "tokenizer": config.tokenizer.identity(),
         "shards_per_part": config.shards_per_part,
     }
-    if exists(fs, run_path):
-        previous = read_json(fs, run_path)
-        if previous != claim:
-            if not force:
-                raise OutputInUse(
-                    f"{root} holds tokens of {previous['shards_url']!r} made by "
-                    f"{previous['tokenizer']}; use a new --output, or --force to replace them"
-                )
-            for name in (TOKENS_DIR, "_tokenize", "rejects.parquet", "summary.json",
-                         "codebook_stats.json", "codebook_stats.png"):  # fmt: skip
-                path = join(root, name)
-                if fs.exists(path):
-                    fs.rm(path, recursive=True)
-    write_json(fs, run_path, claim)
+    owned = (TOKENS_DIR, "_tokenize", "rejects.parquet", "summary.json",
+             "codebook_stats.json", "codebook_stats.png")  # fmt: skip
+    claim_output(
+        fs, root, RUN_FILE, claim, owned, force,
+        describe=lambda previous: (
+            f"tokens of {previous['shards_url']!r} made by {previous['tokenizer']}"
+        ),
+    )  # fmt: skip
 
 
 def _write_run_artifacts(fs, root: str, results: list[PartResult]) -> None:

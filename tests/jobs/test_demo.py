@@ -31,7 +31,7 @@ def test_demo_runs_end_to_end(tmp_path):
         [sys.executable, "-m", "jobs.demo", "--corpus", str(corpus), "--output", str(output)],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,  # Three stages; decoding two 35.84 s segments dominates on CPU.
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     prepared = output / "prepared"
@@ -56,3 +56,10 @@ def test_demo_runs_end_to_end(tmp_path):
     assert hot and all(s.meta["gain"] < 1 < s.meta["song_peak"] for s in hot)
     surround = [s for s in samples if s.meta["source"].endswith("surround.m4a")]
     assert [s.meta["source_channels"] for s in surround] == [6]
+
+    # The other two stages: every segment tokenized, two of them decoded into the report.
+    tokens = json.loads((output / "tokens" / "summary.json").read_text())
+    assert (tokens["segments"], tokens["rejects"]) == (expected, 0)
+    spotcheck = json.loads((output / "spotcheck" / "summary.json").read_text())
+    assert (spotcheck["sampled"], spotcheck["missing"]) == (2, [])
+    assert (output / "spotcheck" / "report.html").exists()

@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+from pipeline.claims import OutputInUse
 from pipeline.corpus import discover
-from pipeline.prepare import OutputInUse, prepare_corpus
+from pipeline.prepare import prepare_corpus
 from pipeline.unit import UNITS_DIR
 from schemas.rejects import REJECTS_SCHEMA
 from schemas.shard_sample import validate_sample_metadata

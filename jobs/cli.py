@@ -1,0 +1,26 @@
+"""Command-line pieces every job shares: storage options and where Ray runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.io import StorageOptions
+
+
+def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--s3-endpoint-url", help="S3 API endpoint for non-AWS servers")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra fsspec option (repeatable)")  # fmt: skip
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+
+
+def storage_from_args(args: argparse.Namespace) -> StorageOptions:
+    extra = {}
+    for item in args.storage_option:
+        key, _, value = item.partition("=")
+        extra[key] = value
+    return StorageOptions(endpoint_url=args.s3_endpoint_url, extra=extra)
