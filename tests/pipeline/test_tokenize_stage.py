@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -240,3 +241,22 @@ def test_resume_after_the_job_is_killed_midway(tmp_path, ray_local):
         assert (markers / name).stat().st_mtime_ns == mtime
     leftovers = [p for p in (output / "tokens").iterdir() if ".partial" in p.name]
     assert leftovers == [] or all(not p.name.endswith(".parquet") for p in leftovers)
+
+
+def test_audit_passes_a_clean_run_and_catches_duplicates_and_losses(prepared, tokenized, tmp_path):
+    from pipeline.audit import audit_run
+
+    output, _ = tokenized
+    clean = audit_run(prepared, str(output), StorageOptions())
+    assert clean.ok and clean.shard_samples == clean.token_rows > 0
+
+    copy = tmp_path / "copy"
+    shutil.copytree(output, copy)
+    parts = sorted((copy / "tokens").glob("*.parquet"))
+    shutil.copy(parts[0], copy / "tokens" / "part-999999.parquet")  # A part written twice.
+    parts[1].unlink()  # A part lost.
+    broken = audit_run(prepared, str(copy), StorageOptions())
+    lost = set(pq.read_table(output / "tokens" / parts[1].name).column("key").to_pylist())
+    assert not broken.ok
+    assert set(broken.duplicated) == set(pq.read_table(parts[0]).column("key").to_pylist())
+    assert set(broken.missing) == lost and broken.unexpected == []
