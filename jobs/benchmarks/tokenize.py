@@ -15,13 +15,14 @@ import shutil
 import tempfile
 import time
 
+import ray
 import torch
 
 from jobs.demo import make_demo_corpus
 from pipeline.execution import start_ray
 from pipeline.prepare import prepare_corpus
 from pipeline.shard_reader import iter_shard_samples, sample_row
-from pipeline.tokenize import TokenizeConfig, find_shards, tokenize_shards
+from pipeline.tokenize import TokenizeConfig, actor_pool_shape, find_shards, tokenize_shards
 from pipeline.tokenize_actor import TokenizeBatch, TokenizerSpec
 from pipeline.unit import PrepareConfig
 
@@ -63,7 +64,12 @@ def run(args: argparse.Namespace) -> dict:
         for key, members in iter_shard_samples(shard.url, config.storage)
     ]
     audio_seconds = sum(r["duration_s"] for r in rows)
-    threads = torch.get_num_threads()
+    # The bare run gets the threads the stage gives its model: actors x CPUs per actor.
+    resources = ray.cluster_resources()
+    actors, per_actor = actor_pool_shape(
+        config, int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+    )
+    threads = actors * per_actor
     actor = TokenizeBatch(spec, torch_threads=threads)
     actor._encode(rows[: args.batch_size])  # Warm-up: kernels, allocator.
     bare = min(_bare_seconds(actor, rows, args.batch_size) for _ in range(args.repeats))
@@ -81,7 +87,8 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "config": args.config,
         "dtype": args.dtype,
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{threads}",
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "model_threads": threads,
         "segments": len(rows),
         "audio_seconds": round(audio_seconds, 1),
         "batch_size": args.batch_size,
