@@ -301,7 +301,12 @@ class MuCodecDecoder(nn.Module):
             # stereo side at full size, and two rows already fill a GPU.
             wave = torch.cat(
                 [
-                    self.render(item, chunked=chunked, autocast_dtype=render_dtype)
+                    self.render(
+                        item,
+                        chunked=chunked,
+                        reuse_interior=not sampling.official_way,
+                        autocast_dtype=render_dtype,
+                    )
                     for item in latents.split(1)
                 ]
             )
@@ -319,7 +324,12 @@ class MuCodecDecoder(nn.Module):
 
     @torch.no_grad()
     def render(
-        self, latents: Tensor, *, chunked: bool = True, autocast_dtype: torch.dtype | None = None
+        self,
+        latents: Tensor,
+        *,
+        chunked: bool = True,
+        reuse_interior: bool = True,
+        autocast_dtype: torch.dtype | None = None,
     ) -> Tensor:
         """Latents -> waveform: Mel-VAE then HiFi-GAN, stereo sides as separate rows.
 
@@ -328,6 +338,9 @@ class MuCodecDecoder(nn.Module):
                 the left side, C/2..C-1 the right.
             chunked: Vocode in the reference's 3/4-overlapping 1024-frame chunks (True) or
                 the whole spectrogram at once (4x cheaper; differs only near chunk seams).
+            reuse_interior: Build the chunks from one whole pass plus edge pieces (same
+                values up to rounding, `vocoder.vocode_chunked`); False vocodes every chunk
+                as the reference does.
             autocast_dtype: Run the VAE under autocast to this dtype (None: float32). The
                 vocoder always runs in its weights' dtype (float32 unless cast): its output
                 is the waveform, and a bf16 vocoder would put bf16's 8-bit mantissa (a
@@ -348,7 +361,10 @@ class MuCodecDecoder(nn.Module):
         mel = mel.squeeze(1).transpose(1, 2)  # [2B, M, 8T]
         mel = mel.to(self.vocoder.conv_pre.weight.dtype)
         with float32_region(latents.device):
-            wave = vocode_chunked(self.vocoder, mel) if chunked else self.vocoder(mel)
+            if chunked:
+                wave = vocode_chunked(self.vocoder, mel, reuse_interior=reuse_interior)
+            else:
+                wave = self.vocoder(mel)
         return wave.float().view(batch, 2, -1)
 
     def with_sampling(self, **changes: object) -> SamplingConfig:
