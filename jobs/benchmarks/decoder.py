@@ -103,6 +103,14 @@ def _decode_once(
     return wall, timers
 
 
+def _dtype_label(args: argparse.Namespace, device: torch.device) -> str:
+    if not args.official_way:
+        return args.dtype
+    if device.type == "cuda":
+        return "float16 autocast estimator, float32 VAE/vocoder (official way)"
+    return "float32 (official way: its fp16 autocast is CUDA-only)"
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,7 +171,7 @@ def run(args: argparse.Namespace) -> dict:
         "config": args.config,
         "device": device_name,
         "threads": torch.get_num_threads(),
-        "dtype": "float16 autocast (official way)" if args.official_way else args.dtype,
+        "dtype": _dtype_label(args, device),
         "official_way": args.official_way,
         "vocoder": "chunked"
         if args.official_way or not args.whole_window_vocoder
