@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
+from pipeline.claims import OutputInUse
+from pipeline.execution import start_ray
 from pipeline.io import StorageOptions
+
+# What a job reports as "error: ..." with exit status 2 instead of a traceback: the user's
+# inputs or settings are wrong, not the code.
+USAGE_ERRORS = (OutputInUse, FileNotFoundError, ValueError)
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,3 +31,9 @@ def storage_from_args(args: argparse.Namespace) -> StorageOptions:
         key, _, value = item.partition("=")
         extra[key] = value
     return StorageOptions(endpoint_url=args.s3_endpoint_url, extra=extra)
+
+
+def start_job(args: argparse.Namespace) -> None:
+    """Log to stderr and start (or join) Ray as `--address` / `--num-cpus` say."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    start_ray(args.address, args.num_cpus)

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from tqdm import tqdm
 
-from jobs.cli import add_ray_arguments, add_storage_arguments, storage_from_args
-from pipeline.claims import OutputInUse
-from pipeline.execution import start_ray
+from jobs.cli import (
+    USAGE_ERRORS,
+    add_ray_arguments,
+    add_storage_arguments,
+    start_job,
+    storage_from_args,
+)
 from pipeline.prepare import prepare_corpus
 from pipeline.segment import TAIL_POLICIES, SegmentConfig
 from pipeline.shards import ShardLimits
@@ -97,7 +100,7 @@ def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> in
             input_url, output_url, config_from_args(args),
             concurrency=args.concurrency, force=args.force, progress=progress,
         )  # fmt: skip
-    except (OutputInUse, FileNotFoundError, ValueError) as error:
+    except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
@@ -111,8 +114,7 @@ def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> in
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    start_ray(args.address, args.num_cpus)
+    start_job(args)
     return run_prepare(args, args.input, args.output)
 
 

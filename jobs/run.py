@@ -13,10 +13,9 @@ command after a crash finishes only what is missing.
 from __future__ import annotations
 
 import argparse
-import logging
 
 from jobs import prepare, spotcheck, tokenize
-from pipeline.execution import start_ray
+from jobs.cli import start_job
 from pipeline.io import join
 
 
@@ -31,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    start_ray(args.address, args.num_cpus)
+    start_job(args)
     prepared_url = join(args.output, "prepared")
     status = prepare.run_prepare(args, args.input, prepared_url)
     if status:

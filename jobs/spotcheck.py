@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
-from jobs.cli import add_ray_arguments, add_storage_arguments, storage_from_args
-from pipeline.execution import start_ray
+from jobs.cli import (
+    USAGE_ERRORS,
+    add_ray_arguments,
+    add_storage_arguments,
+    start_job,
+    storage_from_args,
+)
 from pipeline.spotcheck import SpotcheckConfig, spotcheck
 from pipeline.spotcheck_actor import DecoderSpec
 
@@ -66,7 +70,7 @@ def spotcheck_config_from_args(args: argparse.Namespace) -> SpotcheckConfig:
 def run_spotcheck(args: argparse.Namespace, tokens: str, shards: str, output: str) -> int:
     try:
         summary = spotcheck(tokens, shards, output, spotcheck_config_from_args(args))
-    except (FileNotFoundError, ValueError) as error:
+    except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(summary.to_json(), indent=2))
@@ -87,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     add_storage_arguments(parser)
     add_ray_arguments(parser)
     args = parser.parse_args(argv)  # fmt: skip
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    start_ray(args.address, args.num_cpus)
+    start_job(args)
     return run_spotcheck(args, args.tokens, args.shards, args.output)
 
 

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from tqdm import tqdm
 
-from jobs.cli import add_ray_arguments, add_storage_arguments, storage_from_args
-from pipeline.claims import OutputInUse
-from pipeline.execution import start_ray
+from jobs.cli import (
+    USAGE_ERRORS,
+    add_ray_arguments,
+    add_storage_arguments,
+    start_job,
+    storage_from_args,
+)
 from pipeline.tokenize import TokenizeConfig, tokenize_shards
 from pipeline.tokenize_actor import TokenizerSpec
 
@@ -87,7 +90,7 @@ def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> 
     try:
         summary = tokenize_shards(shards_url, output_url, config, force=args.force,
                                   progress=progress)  # fmt: skip
-    except (OutputInUse, FileNotFoundError, ValueError) as error:
+    except USAGE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
@@ -98,8 +101,7 @@ def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    start_ray(args.address, args.num_cpus)
+    start_job(args)
     return run_tokenize(args, args.shards, args.output)
 
 
