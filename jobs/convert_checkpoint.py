@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mucodec import checkpoint as ckpt
+from mucodec.checkpoint_dir import CONFIG_FILE, sha256_file
 from mucodec.config import PRESETS, preset
 from mucodec.tokenizer import MuCodecTokenizer
 
@@ -62,14 +63,14 @@ def convert(
         mucodec.checkpoint.CheckpointError: if the official files do not verify.
     """
     output = Path(output)
-    if (output / ckpt.CONFIG_FILE).exists() and not force:
+    if (output / CONFIG_FILE).exists() and not force:
         raise FileExistsError(f"{output} already holds a checkpoint; use --force to replace it")
     config = preset(preset_name)
     tokenizer = MuCodecTokenizer.from_checkpoint(
         muq=muq, mucodec=mucodec, config=config, hash_official=False
     )
     sources = {
-        name: {"file": Path(path).name, "sha256": ckpt.sha256_file(path)}
+        name: {"file": Path(path).name, "sha256": sha256_file(path)}
         for name, path in (("mucodec", mucodec), ("muq", muq))
         if path is not None
     }

@@ -23,8 +23,6 @@ format version and the hash.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,16 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from mucodec.checkpoint_dir import read_checkpoint_dir, write_checkpoint_dir
 from mucodec.config import MuEncoderConfig, TokenizerConfig
 from mucodec.safe_load import CheckpointFormatError, InertObject, load_checkpoint
 
 FORMAT_NAME = "mucodec-encoder"
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 # Official MuQModel module paths (without "model.") -> ours; "{}" is a layer index; None
 # marks a module that exists in the checkpoint but never influences the tokens.
@@ -402,15 +398,6 @@ def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], source: str
     model.load_state_dict(cast, strict=True, assign=False)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 24) -> str:
-    """Hex sha256 of a file, read in 16 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_converted(
     directory: str | Path,
     config: TokenizerConfig,
@@ -428,23 +415,9 @@ def save_converted(
     Returns:
         The sha256 of the weights file.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / WEIGHTS_FILE
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    save_file(tensors, weights, metadata={"format": FORMAT_NAME, "version": str(FORMAT_VERSION)})
-    digest = sha256_file(weights)
-    header = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "weights": WEIGHTS_FILE,
-        "sha256": digest,
-        "sources": dict(sources or {}),
-        "config": config.to_dict(),
-    }
-    (directory / CONFIG_FILE).write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
-    (directory / f"{WEIGHTS_FILE}.sha256").write_text(f"{digest}  {WEIGHTS_FILE}\n")
-    return digest
+    return write_checkpoint_dir(
+        directory, FORMAT_NAME, FORMAT_VERSION, config.to_dict(), state, sources
+    )
 
 
 @dataclass(frozen=True)
@@ -470,27 +443,12 @@ def load_converted(directory: str | Path, verify_sha256: bool = True) -> Convert
     Raises:
         CheckpointError: on an unknown format or version, or a hash mismatch.
     """
-    directory = Path(directory)
-    header_path = directory / CONFIG_FILE
-    if not header_path.is_file():
-        raise CheckpointError(f"{directory}: no {CONFIG_FILE}; not a converted checkpoint")
-    header = json.loads(header_path.read_text())
-    if header.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{header_path}: format {header.get('format')!r} != {FORMAT_NAME}")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{header_path}: format_version {header.get('format_version')!r} is not supported "
-            f"(this code reads {FORMAT_VERSION})"
-        )
-    weights = directory / header["weights"]
-    digest = header["sha256"]
-    if verify_sha256:
-        actual = sha256_file(weights)
-        if actual != digest:
-            raise CheckpointError(f"{weights}: sha256 {actual} != recorded {digest}")
+    header, state = read_checkpoint_dir(
+        directory, FORMAT_NAME, FORMAT_VERSION, CheckpointError, verify_sha256
+    )
     return ConvertedCheckpoint(
         config=TokenizerConfig.from_dict(header["config"]),
-        state=load_file(weights),
-        sha256=digest,
+        state=state,
+        sha256=header["sha256"],
         sources=header.get("sources", {}),
     )

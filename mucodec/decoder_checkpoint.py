@@ -26,16 +26,16 @@ Pickles are opened with `mucodec.safe_load.load_checkpoint`, which never runs co
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from mucodec.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, sha256_file
+from mucodec.checkpoint import CheckpointError
+from mucodec.checkpoint_dir import read_checkpoint_dir, sha256_file, write_checkpoint_dir
 from mucodec.decoder_config import DecoderConfig
 from mucodec.safe_load import load_checkpoint
 
@@ -295,25 +295,9 @@ def save_decoder_checkpoint(
     Returns:
         The sha256 of the weights file.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / WEIGHTS_FILE
-    tmp = directory / (WEIGHTS_FILE + ".tmp")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    save_file(tensors, str(tmp), metadata={"format": DECODER_FORMAT})
-    tmp.replace(weights)
-    digest = sha256_file(weights)
-    header = {
-        "format": DECODER_FORMAT,
-        "format_version": DECODER_FORMAT_VERSION,
-        "weights": WEIGHTS_FILE,
-        "sha256": digest,
-        "sources": dict(sources or {}),
-        "config": config.to_dict(),
-    }
-    (directory / f"{WEIGHTS_FILE}.sha256").write_text(f"{digest}  {WEIGHTS_FILE}\n")
-    (directory / CONFIG_FILE).write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
-    return digest
+    return write_checkpoint_dir(
+        directory, DECODER_FORMAT, DECODER_FORMAT_VERSION, config.to_dict(), state, sources
+    )
 
 
 def load_decoder_checkpoint(
@@ -328,24 +312,10 @@ def load_decoder_checkpoint(
         CheckpointMismatchError: if it is not a decoder checkpoint, has an unknown format
             version, or its weights do not match the recorded sha256.
     """
-    directory = Path(directory)
-    header_path = directory / CONFIG_FILE
-    if not header_path.is_file():
-        raise CheckpointMismatchError(f"{directory}: no {CONFIG_FILE}; not a converted checkpoint")
-    header = json.loads(header_path.read_text())
-    if header.get("format") != DECODER_FORMAT:
-        raise CheckpointMismatchError(
-            f"{header_path}: format {header.get('format')!r} is not {DECODER_FORMAT!r}"
-        )
-    if header.get("format_version") != DECODER_FORMAT_VERSION:
-        raise CheckpointMismatchError(
-            f"{header_path}: format_version {header.get('format_version')!r} is not supported "
-            f"(this code reads {DECODER_FORMAT_VERSION})"
-        )
-    weights = directory / header["weights"]
-    if verify_sha256 and sha256_file(weights) != header["sha256"]:
-        raise CheckpointMismatchError(f"{weights}: sha256 differs from the recorded one")
-    return DecoderConfig.from_dict(header["config"]), load_file(weights)
+    header, state = read_checkpoint_dir(
+        directory, DECODER_FORMAT, DECODER_FORMAT_VERSION, CheckpointMismatchError, verify_sha256
+    )
+    return DecoderConfig.from_dict(header["config"]), state
 
 
 def convert_official(

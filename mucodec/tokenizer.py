@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from mucodec import checkpoint as ckpt
 from mucodec.builders import build_encoder, build_frontend, build_quantizer
+from mucodec.checkpoint_dir import sha256_file
 from mucodec.config import TokenizerConfig
 from mucodec.frontend import Frontend, song_peak_divisor
 from mucodec.muencoder import MuEncoder
@@ -171,7 +172,7 @@ class MuCodecTokenizer(nn.Module):
         ckpt.load_state_strict(tokenizer, state, str(mucodec))
         if hash_official:
             files = [p for p in (mucodec, muq) if p is not None]
-            tokenizer.checkpoint_sha256 = "+".join(ckpt.sha256_file(p) for p in files)
+            tokenizer.checkpoint_sha256 = "+".join(sha256_file(p) for p in files)
         return tokenizer
 
     @classmethod

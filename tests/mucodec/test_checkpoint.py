@@ -17,6 +17,7 @@ from jobs.convert_checkpoint import convert
 from jobs.convert_checkpoint import main as convert_main
 from mucodec import checkpoint as ckpt
 from mucodec.builders import build_encoder, build_quantizer
+from mucodec.checkpoint_dir import sha256_file
 from mucodec.config import official, preset, tiny
 from mucodec.safe_load import InertObject, load_checkpoint
 from mucodec.tokenizer import MuCodecTokenizer
@@ -220,14 +221,12 @@ def test_converter_round_trip(
 
     assert torch.equal(tokenizer.encode(golden_inputs["input_a"]), golden_outputs["codes"][0])
     assert (
-        tokenizer.checkpoint_sha256
-        == summary["sha256"]
-        == ckpt.sha256_file(out / "model.safetensors")
+        tokenizer.checkpoint_sha256 == summary["sha256"] == sha256_file(out / "model.safetensors")
     )
     assert (out / "model.safetensors.sha256").read_text().split()[0] == summary["sha256"]
     header = json.loads((out / "config.json").read_text())
     assert header["config"]["name"] == "tiny"
-    assert header["sources"]["muq"]["sha256"] == ckpt.sha256_file(official_files["muq"])
+    assert header["sources"]["muq"]["sha256"] == sha256_file(official_files["muq"])
     # Only what layer_results[2] needs is kept: blocks 0 and 1.
     assert not any(k.startswith("encoder.blocks.2.") for k in load_file(out / "model.safetensors"))
 
