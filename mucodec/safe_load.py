@@ -2,7 +2,7 @@
 
 A `.pt` file is a zip archive holding a pickle (`data.pkl`) plus one raw record per tensor
 storage. Unpickling runs whatever callables the pickle names, which is why untrusted
-checkpoints must not go through plain `pickle` / `torch.load(weights_only=False)`.
+checkpoints must not go through plain `pickle`, nor through torch's loader with weights_only off.
 
 `load_checkpoint` first tries `torch.load(weights_only=True, mmap=True)`, PyTorch's own
 restricted loader. Fairseq checkpoints such as MuQ's `muq.pt` fail there: besides the
