@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.io import StorageOptions, atomic_write, exists, filesystem, join, read_json
@@ -94,25 +93,27 @@ def choose_keys(index: list[tuple[str, str]], count: int, seed: int) -> list[str
     return chosen
 
 
-def _read_index(files: list[str], storage: StorageOptions) -> list[tuple[str, str]]:
+def _read_index(files: list[str], storage: StorageOptions) -> list[tuple[str, str, str]]:
+    """(key, song_id, file) of every token row: only the two small columns are read."""
     index = []
     for url in files:
         fs, path = filesystem(url, storage)
         with fs.open(path, "rb") as handle:
             table = pq.read_table(handle, columns=["key", "song_id"])
         keys, songs = table.column("key").to_pylist(), table.column("song_id").to_pylist()
-        index.extend(zip(keys, songs, strict=True))
+        index.extend((key, song, url) for key, song in zip(keys, songs, strict=True))
     return index
 
 
-def _read_rows(files: list[str], keys: set[str], storage: StorageOptions) -> list[dict]:
+def _read_rows(keys_by_file: dict[str, list[str]], storage: StorageOptions) -> list[dict]:
+    """The sampled rows, reading only their files; parts are sorted by key, so the filter
+    lets row-group statistics skip most of each file."""
     rows = []
-    for url in files:
+    for url, keys in sorted(keys_by_file.items()):
         fs, path = filesystem(url, storage)
         with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle, columns=_ROW_COLUMNS)
-        mask = pc.is_in(table.column("key"), value_set=pa.array(sorted(keys), pa.string()))
-        rows.extend(table.filter(mask).to_pylist())
+            table = pq.read_table(handle, columns=_ROW_COLUMNS, filters=[("key", "in", keys)])
+        rows.extend(table.to_pylist())
     return rows
 
 
@@ -144,11 +145,15 @@ def spotcheck(
         raise FileNotFoundError(f"no token tables under {tokens_url}")
     index = _read_index(files, config.storage)
     count = config.count or max(1, math.ceil(config.fraction * len(index)))
-    keys = choose_keys(index, min(count, len(index)), config.seed)
+    keys = choose_keys([(k, song) for k, song, _ in index], min(count, len(index)), config.seed)
 
     fs, root = filesystem(output_url, config.storage)
     done = {k for k in keys if exists(fs, join(root, SAMPLES_DIR, k, "metrics.json"))}
-    pending = _read_rows(files, set(keys) - done, config.storage)
+    file_of = {key: url for key, _, url in index}
+    keys_by_file: dict[str, list[str]] = defaultdict(list)
+    for key in sorted(set(keys) - done):
+        keys_by_file[file_of[key]].append(key)
+    pending = _read_rows(keys_by_file, config.storage)
     if pending:
         shard_urls = {s.name: s.url for s in find_shards(shards_url, config.storage)}
         by_shard: dict[str, list[dict]] = defaultdict(list)
