@@ -29,7 +29,7 @@ from pipeline.io import atomic_write, filesystem, join, write_json
 from pipeline.isolation import run_unit_isolated
 from pipeline.records import Reject
 from pipeline.shards import ShardInfo
-from pipeline.unit import SHARDS_DIR, PrepareConfig, Unit, UnitResult, load_marker, plan_units
+from pipeline.unit import SHARDS_DIR, PrepareConfig, Unit, UnitResult, load_markers, plan_units
 from schemas.rejects import REJECTS_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def prepare_corpus(
 
     discovery = discover(input_url, config.storage)
     units = plan_units(discovery.songs, config.songs_per_unit)
-    done = {u.index: r for u in units if (r := load_marker(output_url, u, config.storage))}
+    done = load_markers(output_url, units, config.storage)
     pending = [u for u in units if u.index not in done]
     log.info("%d songs in %d units; %d already done", len(discovery.songs), len(units), len(done))
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.codebook_stats import CodebookHistogram
-from pipeline.io import atomic_write, exists, join, read_json, write_json
+from pipeline.io import atomic_write, completed_markers, join, marker_name, write_json
 from pipeline.records import Reject
 from schemas.tokens import LYRIC_LINE, TOKENS_SCHEMA, validate_tokens_table
 
@@ -91,15 +91,16 @@ def plan_parts(shards: list[ShardRef], shards_per_part: int) -> list[Part]:
 
 
 def part_marker_path(root: str, index: int) -> str:
-    return join(root, PARTS_DIR, f"{index:06d}.json")
+    return join(root, PARTS_DIR, marker_name(index))
+
+
+def load_part_markers(fs, root: str, parts: list[Part]) -> dict[int, PartResult]:
+    """Results of the parts that completed with exactly their current shards."""
+    return completed_markers(fs, join(root, PARTS_DIR), parts, PartResult.from_json)
 
 
 def load_part_marker(fs, root: str, part: Part) -> PartResult | None:
-    path = part_marker_path(root, part.index)
-    if not exists(fs, path):
-        return None
-    result = PartResult.from_json(read_json(fs, path))
-    return result if result.fingerprint == part.fingerprint else None
+    return load_part_markers(fs, root, [part]).get(part.index)
 
 
 @dataclass

@@ -49,7 +49,7 @@ from pipeline.token_parts import (
     PartAssembler,
     PartResult,
     ShardRef,
-    load_part_marker,
+    load_part_markers,
     plan_parts,
 )
 from pipeline.tokenize_actor import TokenizeBatch, TokenizerSpec
@@ -130,7 +130,7 @@ def tokenize_shards(
     fs, root = filesystem(output_url, config.storage)
     _claim_output(fs, root, shards_url, config, force)
     parts = plan_parts(find_shards(shards_url, config.storage), config.shards_per_part)
-    done = {p.index: r for p in parts if (r := load_part_marker(fs, root, p))}
+    done = load_part_markers(fs, root, parts)
     pending = [p for p in parts if p.index not in done]
     log.info("%d parts, %d already done", len(parts), len(done))
 

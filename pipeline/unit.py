@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.audio import DecodeError
-from pipeline.io import StorageOptions, exists, filesystem, join, read_json, write_json
+from pipeline.io import StorageOptions, completed_markers, filesystem, join, marker_name, write_json
 from pipeline.records import Reject, SongSource
 from pipeline.segment import SegmentConfig, plan_segments
 from pipeline.shards import ShardInfo, ShardLimits, ShardWriter
@@ -131,17 +131,20 @@ def plan_units(songs: tuple[SongSource, ...], songs_per_unit: int) -> list[Unit]
 
 
 def marker_path(output_path: str, unit_index: int) -> str:
-    return join(output_path, UNITS_DIR, f"{unit_index:06d}.json")
+    return join(output_path, UNITS_DIR, marker_name(unit_index))
+
+
+def load_markers(
+    output_url: str, units: list[Unit], storage: StorageOptions
+) -> dict[int, UnitResult]:
+    """Results of the units that completed with exactly their current songs."""
+    fs, root = filesystem(output_url, storage)
+    return completed_markers(fs, join(root, UNITS_DIR), units, UnitResult.from_json)
 
 
 def load_marker(output_url: str, unit: Unit, storage: StorageOptions) -> UnitResult | None:
     """The unit's result if it completed with exactly these songs, else None."""
-    fs, root = filesystem(output_url, storage)
-    path = marker_path(root, unit.index)
-    if not exists(fs, path):
-        return None
-    result = UnitResult.from_json(read_json(fs, path))
-    return result if result.fingerprint == unit.fingerprint else None
+    return load_markers(output_url, [unit], storage).get(unit.index)
 
 
 def prepare_unit(
