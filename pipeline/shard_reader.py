@@ -104,13 +104,21 @@ def read_shard_rows(row: dict[str, Any], storage: StorageOptions) -> Iterator[di
         for key, members in iter_shard_samples(row["shard"], storage):
             count += 1
             yield sample_row(row["name"], key, members)
-    except (OSError, tarfile.TarError) as error:
-        # The rest of the shard is unreadable: one error row stands for it.
+    except tarfile.TarError as error:
+        # A corrupt tar is bad input: one error row stands for the rest of the shard.
         count += 1
         yield _with_defaults(
             {"shard": row["name"], "key": "", "pcm": b"", "n_samples": 0, "end_of_shard": False,
              "error": f"shard {row['name']} unreadable: {type(error).__name__}: {error}"}
         )  # fmt: skip
+    except OSError as error:
+        # Storage failed (after s3fs's own retries): the shard is not finished, so its part
+        # must not be written; a negative count tells the driver, and a rerun retries.
+        yield _with_defaults(
+            {"shard": row["name"], "key": "", "pcm": b"", "n_samples": -1, "end_of_shard": True,
+             "error": f"shard {row['name']}: reading failed: {type(error).__name__}: {error}"}
+        )  # fmt: skip
+        return
     yield _with_defaults(
         {"shard": row["name"], "key": "", "pcm": b"", "n_samples": count, "end_of_shard": True,
          "error": ""}

@@ -125,11 +125,18 @@ class PartAssembler:
         self._row_group_size = row_group_size
         self._buffers = {p.index: _PartBuffer(p) for p in parts}
         self._part_of_shard = {s.name: p.index for p in parts for s in p.shards}
+        self.failures: dict[int, str] = {}  # Parts left unwritten, and why.
 
     def add(self, row: dict[str, Any]) -> PartResult | None:
         """Take one row from the actors; returns the part's result if this completed it."""
         index = self._part_of_shard[row["shard"]]
+        if index in self.failures:
+            return None
         buffer = self._buffers[index]
+        if row["end_of_shard"] and row["n_samples"] < 0:
+            self.failures[index] = row["error"]
+            del self._buffers[index]
+            return None
         if row["end_of_shard"]:
             buffer.announced[row["shard"]] = row["n_samples"]
         else:
@@ -142,7 +149,7 @@ class PartAssembler:
 
     @property
     def unfinished(self) -> list[int]:
-        return sorted(self._buffers)
+        return sorted([*self._buffers, *self.failures])
 
     def _write(self, buffer: _PartBuffer) -> PartResult:
         part = buffer.part

@@ -80,6 +80,7 @@ class TokenizeSummary:
     parts_run: int
     parts_already_done: int
     parts_unfinished: int
+    failures: list[str]
     segments: int
     audio_hours: float
     tokens: int
@@ -149,8 +150,11 @@ def tokenize_shards(
                     if progress:
                         progress(len(done), len(parts))
         unfinished = assembler.unfinished
+        failures = [f"part {i}: {why}" for i, why in sorted(assembler.failures.items())]
+        for failure in failures:
+            log.error("%s (rerun to retry)", failure)
     else:
-        unfinished = []
+        unfinished, failures = [], []
 
     results = [done[p.index] for p in parts if p.index in done]
     _write_run_artifacts(fs, root, results)
@@ -163,6 +167,7 @@ def tokenize_shards(
         parts_run=len(pending),
         parts_already_done=len(parts) - len(pending),
         parts_unfinished=len(unfinished),
+        failures=failures,
         segments=sum(r.rows for r in results),
         audio_hours=sum(r.audio_seconds for r in results) / 3600,
         tokens=sum(r.tokens for r in results),

@@ -143,3 +143,26 @@ def test_codebook_report_usage_and_efficiency():
     restored = CodebookHistogram.from_json(json.loads(json.dumps(histogram.to_json())))
     np.testing.assert_array_equal(restored.counts, histogram.counts)
     assert plot_codebook_usage(histogram, report).startswith(b"\x89PNG")
+
+
+def test_a_shard_that_failed_to_read_leaves_its_part_unwritten_for_a_rerun(tmp_path):
+    from pipeline.io import StorageOptions
+    from pipeline.shard_reader import read_shard_rows
+
+    (failed,) = read_shard_rows({"shard": str(tmp_path / "gone.tar"), "name": "a.tar"},
+                                StorageOptions())  # fmt: skip
+    assert failed["end_of_shard"] and failed["n_samples"] == -1
+    assert "FileNotFoundError" in failed["error"]
+
+    fs = fsspec.filesystem("file")
+    parts = plan_parts([ShardRef("a.tar", "/a", 1), ShardRef("b.tar", "/b", 1)], 1)
+    assembler = PartAssembler(fs, str(tmp_path), parts, row_group_size=64)
+    assert (
+        assembler.add({**end_row("a.tar", 0), **{k: failed[k] for k in ("n_samples", "error")}})
+        is None
+    )
+    assert assembler.add(token_row("a.tar", "s1_00000", np.ones((1, 5)))) is None  # Late row.
+    assert assembler.add(end_row("b.tar", 0)) is not None
+    assert assembler.unfinished == [0] and "gone.tar" in assembler.failures[0]
+    assert not (tmp_path / "tokens" / parts[0].name).exists()
+    assert load_part_marker(fs, str(tmp_path), parts[0]) is None
