@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh Debian/Ubuntu machine.
 #   bash scripts/install.sh        # runtime: ffmpeg + the package
-#   bash scripts/install.sh dev    # also the test and lint tools
+#   bash scripts/install.sh dev    # also the test, lint and cluster tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,12 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 fi
 
+# Every Python package at the exact version in requirements/lock.txt, so a fresh machine
+# installs what CI tested (requirements/refresh-lock.sh regenerates the lock). The build
+# backend comes from the lock too, hence no build isolation.
 extras=""
 [ "${1:-}" = "dev" ] && extras="[dev]"
-python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
+lock="requirements/lock.txt"
+pip_install=(python -m pip install --quiet --disable-pip-version-check --constraint "$lock")
+"${pip_install[@]}" setuptools
+"${pip_install[@]}" --no-build-isolation -e ".${extras}"
