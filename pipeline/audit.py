@@ -10,9 +10,7 @@ import tarfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-import pyarrow.parquet as pq
-
-from pipeline.io import StorageOptions, exists, filesystem, join
+from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet
 from pipeline.token_dataset import token_files
 from pipeline.tokenize import find_shards
 
@@ -48,14 +46,12 @@ def audit_run(shards_url: str, tokens_url: str, storage: StorageOptions) -> Audi
     found: Counter = Counter()
     for url in token_files(tokens_url, storage):
         fs, path = filesystem(url, storage)
-        with fs.open(path, "rb") as handle:
-            found.update(pq.read_table(handle, columns=["key"]).column("key").to_pylist())
+        found.update(read_parquet(fs, path, ["key"]).column("key").to_pylist())
     rejected = set()
     fs, root = filesystem(tokens_url, storage)
     rejects_path = join(root, "rejects.parquet")
     if exists(fs, rejects_path):
-        with fs.open(rejects_path, "rb") as handle:
-            paths = pq.read_table(handle, columns=["path"]).column("path").to_pylist()
+        paths = read_parquet(fs, rejects_path, ["path"]).column("path").to_pylist()
         rejected = {p.split("#", 1)[1] for p in paths if "#" in p}
     return AuditReport(
         shard_samples=sum(expected.values()),

@@ -17,9 +17,8 @@ import re
 from dataclasses import dataclass
 
 import fsspec
-import pyarrow.parquet as pq
 
-from pipeline.io import StorageOptions, filesystem, to_url
+from pipeline.io import StorageOptions, filesystem, read_parquet, to_url
 from pipeline.records import Reject, SongSource
 
 AUDIO_EXTENSIONS = frozenset(
@@ -100,11 +99,11 @@ def _from_tree(fs: fsspec.AbstractFileSystem, root: str) -> Discovery:
 
 def _read_manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> list[dict]:
     """Manifest rows as dicts; CSV values stay text so ids like "007" keep their zeros."""
-    with fs.open(path, "rb") as handle:
-        data = handle.read()
     extension = _extension(path)
     if extension == "parquet":
-        return pq.read_table(io.BytesIO(data)).to_pylist()
+        return read_parquet(fs, path).to_pylist()
+    with fs.open(path, "rb") as handle:
+        data = handle.read()
     text = data.decode("utf-8-sig")
     if extension == "csv":
         return list(csv.DictReader(io.StringIO(text)))

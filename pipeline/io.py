@@ -12,13 +12,16 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 
@@ -148,6 +151,39 @@ def completed_markers(
         if data is not None and (result := parse(data)).fingerprint == unit.fingerprint:
             done[unit.index] = result
     return done
+
+
+def read_parquet(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    columns: list[str] | None = None,
+    keys: Collection[str] | None = None,
+) -> pa.Table:
+    """`columns` of a Parquet file, or only its rows whose `key` is in `keys`.
+
+    Synchronous on purpose: `pq.read_table` on a Python file object leaves read-ahead
+    futures that Arrow's threads release during interpreter shutdown, which aborts the
+    process (exit 134) after the job has finished. With `keys`, row groups whose `key`
+    statistics exclude every key are not read.
+    """
+    with fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        if keys is None:
+            return parquet.read(columns=columns)
+        wanted = sorted(keys)
+        groups = [g for g in range(parquet.num_row_groups)
+                  if _may_hold_keys(parquet.metadata.row_group(g), wanted)]  # fmt: skip
+        table = parquet.read_row_groups(groups, columns=columns)
+    return table.filter(pc.is_in(table.column("key"), value_set=pa.array(wanted)))
+
+
+def _may_hold_keys(row_group: pq.RowGroupMetaData, wanted: list[str]) -> bool:
+    for index in range(row_group.num_columns):
+        column = row_group.column(index)
+        if column.path_in_schema == "key" and column.is_stats_set:
+            low, high = column.statistics.min, column.statistics.max
+            return any(low <= key <= high for key in wanted)
+    return True
 
 
 def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
