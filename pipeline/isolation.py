@@ -6,11 +6,14 @@ journals each song it starts and finishes. When it dies, the supervisor blames t
 was in flight, records it as a reject, and runs the unit again without it. The retry rewrites
 the unit's shards from scratch under the same names, so nothing is duplicated.
 
-Child protocol: `python -m pipeline.isolation JOURNAL RESULT` with the job on stdin as JSON.
+Child protocol: `python -m pipeline.isolation JOURNAL RESULT SUPERVISOR_PID` with the job on
+stdin as JSON. The child dies with its supervisor (Linux), so a job stopped by a signal or a
+lost worker leaves no unit writing behind it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -20,6 +23,8 @@ import tempfile
 
 from pipeline.records import Reject
 from pipeline.unit import PrepareConfig, Unit, UnitResult, prepare_unit
+
+_PR_SET_PDEATHSIG = 1  # From <sys/prctl.h>.
 
 
 class UnitFailed(RuntimeError):
@@ -41,7 +46,14 @@ def run_unit_isolated(unit: Unit, config: PrepareConfig, output_url: str) -> Uni
                 "skip": {song_id: r.to_json() for song_id, r in crashed.items()},
             }
             completed = subprocess.run(
-                [sys.executable, "-m", "pipeline.isolation", journal, result_path],
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.isolation",
+                    journal,
+                    result_path,
+                    str(os.getpid()),
+                ],
                 input=json.dumps(job).encode(),
                 stderr=subprocess.PIPE,
                 check=False,
@@ -88,7 +100,17 @@ def _describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
-def _child_main(journal_path: str, result_path: str) -> None:
+def _exit_with(parent_pid: int) -> None:
+    """Die when the supervisor does: a stopped job must not leave a unit writing behind it."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # The supervisor died before the line above.
+        os._exit(1)
+
+
+def _child_main(journal_path: str, result_path: str, parent_pid: int) -> None:
+    _exit_with(parent_pid)
     job = json.loads(sys.stdin.buffer.read())
     unit = Unit.from_json(job["unit"])
     config = PrepareConfig.from_json(job["config"])
@@ -105,4 +127,4 @@ def _child_main(journal_path: str, result_path: str) -> None:
 
 
 if __name__ == "__main__":
-    _child_main(sys.argv[1], sys.argv[2])
+    _child_main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -8,7 +8,11 @@ The crash is real: a `sitecustomize.py` put first on the child's PYTHONPATH wrap
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +126,43 @@ def test_without_crashes_the_isolated_result_equals_the_in_process_one(tmp_path,
     direct = prepare_unit(unit, config, str(tmp_path / "direct"))
     assert isolated.shards == direct.shards
     assert (isolated.songs_ok, isolated.segments, isolated.rejects) == (2, 4, [])
+
+
+SUPERVISOR = """
+import os, subprocess, sys, time
+child = subprocess.Popen(
+    [sys.executable, "-m", "pipeline.isolation", sys.argv[1], sys.argv[2], str(os.getpid())],
+    stdin=int(sys.argv[3]),  # The test holds the other end: the child waits for its job.
+)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_unit_child_dies_with_its_supervisor(tmp_path):
+    # A job stopped by a signal (or a lost Ray worker) must not leave a unit writing shards.
+    job_reader, job_writer = os.pipe()
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, str(tmp_path / "journal"), str(tmp_path / "result"),
+         str(job_reader)],
+        stdout=subprocess.PIPE, text=True, pass_fds=(job_reader,),
+    )  # fmt: skip
+    os.close(job_reader)
+    child = int(supervisor.stdout.readline())
+    time.sleep(3)  # Let the child get past its imports to where it waits for the job.
+    assert Path(f"/proc/{child}").exists()
+    supervisor.kill()
+    supervisor.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.close(job_writer)
+    assert not _alive(child), "the unit's child outlived its supervisor"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # A zombie has exited; only its parent (init now) reaps it.
