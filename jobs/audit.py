@@ -8,27 +8,29 @@ Exits 0 when nothing is missing, duplicated or unexpected, else 1, and prints th
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from jobs.cli import add_storage_arguments, storage_from_args
+from jobs.cli import JobParser, add_storage_arguments, require_input, run_job, storage_from_args
 from pipeline.audit import audit_run
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.audit",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser() -> JobParser:
+    parser = JobParser("python -m jobs.audit", __doc__)
     parser.add_argument("--shards", required=True, help="prepare output URL")
     parser.add_argument("--tokens", required=True, help="tokenize output URL")
     add_storage_arguments(parser)
-    args = parser.parse_args(argv)  # fmt: skip
-    report = audit_run(args.shards, args.tokens, storage_from_args(args))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    storage = storage_from_args(args)
+    require_input(args.shards, "--shards", storage)
+    require_input(args.tokens, "--tokens", storage)
+    report = audit_run(args.shards, args.tokens, storage)
     print(json.dumps(report.to_json(), indent=2))
     return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_job(main))

@@ -1,17 +1,89 @@
-"""Command-line pieces every job shares: storage options and where Ray runs."""
+"""Command-line pieces every job shares: the parser, storage and Ray options, and `run_job`.
+
+Every job follows one contract:
+- a usage error (bad flag value, unknown preset, missing input) is one `error:` line on
+  stderr and exit status 2, reported before Ray starts;
+- an environment failure (storage, an unreachable cluster) is one `error:` line and status 1;
+- SIGINT / SIGTERM stop the job promptly with status 130 / 143; what finished is kept and
+  rerunning the same command resumes;
+- the status returned is the status the process exits with, every time.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
+from collections.abc import Callable
 
 from pipeline.claims import OutputInUse
-from pipeline.execution import start_ray
-from pipeline.io import StorageOptions
+from pipeline.execution import ClusterUnreachable, start_ray, stop_ray
+from pipeline.io import StorageOptions, exists, filesystem
 
-# What a job reports as "error: ..." with exit status 2 instead of a traceback: the user's
+# What a stage reports as "error: ..." with exit status 2 instead of a traceback: the user's
 # inputs or settings are wrong, not the code.
 USAGE_ERRORS = (OutputInUse, FileNotFoundError, ValueError)
+
+
+class UsageError(ValueError):
+    """The command line asks for something that cannot be done; checked before Ray starts."""
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; raised in the main thread wherever the job is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class JobParser(argparse.ArgumentParser):
+    """argparse whose errors are one `error:` line (exit 2) rather than usage + message."""
+
+    def __init__(self, prog: str, description: str | None) -> None:
+        super().__init__(
+            prog=prog, description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {text}")
+    return value
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,19 +93,73 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    parser.add_argument(
+        "--address",
+        help="Ray cluster to join: auto (the head this machine's `ray start` runs), HOST:PORT "
+        "or ray://HOST:PORT. Default: RAY_ADDRESS when set, else a private local Ray for "
+        "this job alone (never a cluster left recorded by an earlier `ray start`)",
+    )
+    parser.add_argument(
+        "--num-cpus", type=positive_int, help="CPUs for the private local Ray (default: all)"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show Ray's own progress bars and logs"
+    )
 
 
 def storage_from_args(args: argparse.Namespace) -> StorageOptions:
     extra = {}
     for item in args.storage_option:
-        key, _, value = item.partition("=")
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise UsageError(f"--storage-option {item!r} is not KEY=VALUE")
         extra[key] = value
     return StorageOptions(endpoint_url=args.s3_endpoint_url, extra=extra)
 
 
+def require_input(url: str, option: str, storage: StorageOptions) -> None:
+    """A usage error when the input named by `option` does not exist (checked before Ray)."""
+    fs, path = filesystem(url, storage)
+    if not exists(fs, path):
+        raise UsageError(f"{option} {url}: no such file or directory")
+
+
 def start_job(args: argparse.Namespace) -> None:
     """Log to stderr and start (or join) Ray as `--address` / `--num-cpus` say."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    start_ray(args.address, args.num_cpus)
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    start_ray(args.address, args.num_cpus, args.verbose)
+
+
+def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a job's `main` under the contract above and return its exit status."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def interrupt(signum: int, frame) -> None:
+        raise JobInterrupted(signum)
+
+    for signum in previous:
+        signal.signal(signum, interrupt)
+    try:
+        return main(argv)
+    except UsageError as error:
+        return _fail(str(error), 2)
+    except ClusterUnreachable as error:
+        return _fail(str(error), 1)
+    except JobInterrupted as interruption:
+        for signum in previous:  # A second signal while stopping must not cut the stop short.
+            signal.signal(signum, signal.SIG_IGN)
+        return _fail(
+            f"interrupted by {interruption}; finished work is kept: rerun the same command "
+            "to resume",
+            128 + interruption.signum,
+        )
+    finally:
+        stop_ray()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return status

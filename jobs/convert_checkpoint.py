@@ -12,24 +12,20 @@ The result loads with `MuCodecTokenizer.from_checkpoint(OUTPUT)`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from jobs.cli import JobParser, run_job
 from mucodec import checkpoint as ckpt
 from mucodec.checkpoint_dir import CONFIG_FILE, sha256_file
 from mucodec.config import PRESETS, preset
 from mucodec.tokenizer import MuCodecTokenizer
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.convert_checkpoint",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser() -> JobParser:
+    parser = JobParser("python -m jobs.convert_checkpoint", __doc__)
     parser.add_argument("--mucodec", required=True, help="official mucodec.pt (holds the RVQ)")
     parser.add_argument(
         "--muq", help="official muq.pt; optional when mucodec.pt carries muencoder.* weights"
@@ -94,4 +90,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_job(main))

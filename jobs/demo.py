@@ -14,10 +14,10 @@ that must land in the rejects table.
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 
+from jobs.cli import JobParser, positive_float, run_job
 from pipeline.synth import synth_song, write_audio
 
 
@@ -94,19 +94,25 @@ def make_demo_corpus(root: str, scale: float = 1.0) -> list[str]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.demo",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def build_parser() -> JobParser:
+    parser = JobParser("python -m jobs.demo", __doc__)
+    parser.add_argument(
+        "--corpus", default="demo-corpus", help="where to write the corpus (default: demo-corpus)"
     )
-    parser.add_argument("--corpus", default="demo-corpus")
-    parser.add_argument("--output", default="demo-output")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply song durations")
+    parser.add_argument(
+        "--output", default="demo-output", help="where the pipeline writes (default: demo-output)"
+    )
+    parser.add_argument(
+        "--scale", type=positive_float, default=1.0, help="multiply song durations (default: 1)"
+    )
     parser.add_argument("--corpus-only", action="store_true", help="only write the corpus")
     parser.add_argument("--checkpoint", help="tokenizer checkpoint (default: tiny random weights)")
     parser.add_argument("--decoder-checkpoint", help="decoder checkpoint (with --checkpoint)")
-    args = parser.parse_args(argv)  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     make_demo_corpus(args.corpus, args.scale)
     print(f"demo corpus written to {args.corpus}")
     if args.corpus_only:
@@ -123,4 +129,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_job(main))

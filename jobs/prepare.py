@@ -11,67 +11,94 @@ Rerunning with the same --output finishes only what is missing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-
-from tqdm import tqdm
+import time
 
 from jobs.cli import (
     USAGE_ERRORS,
+    JobParser,
     add_ray_arguments,
     add_storage_arguments,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    require_input,
+    run_job,
     start_job,
     storage_from_args,
 )
-from pipeline.prepare import prepare_corpus
+from jobs.console import StageOutcome, print_outcomes, stage_bar
+from pipeline.prepare import PrepareSummary, prepare_corpus
 from pipeline.segment import TAIL_POLICIES, SegmentConfig
 from pipeline.shards import ShardLimits
 from pipeline.unit import PrepareConfig
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.prepare",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def build_parser() -> JobParser:
+    parser = JobParser("python -m jobs.prepare", __doc__)
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="catalog: a directory, a URL prefix (s3://...) or a manifest "
+        "(.jsonl, .json, .csv, .parquet)",
     )
-    parser.add_argument("--input", required=True, help="corpus directory/prefix URL or manifest")
     parser.add_argument("--output", required=True, help="output URL (local path, s3://...)")
-    parser.add_argument("--segment-seconds", type=float, default=35.84)
+    parser.add_argument(
+        "--segment-seconds",
+        type=positive_float,
+        default=35.84,
+        help="segment length in seconds (default: 35.84, 896 MuCodec tokens)",
+    )
     parser.add_argument(
         "--tail",
         choices=TAIL_POLICIES,
         default="keep",
-        help="what to do with the final partial segment (default: keep)",
+        help="the final partial segment: keep it short, pad it with silence, "
+        "or drop it (default: keep)",
     )
     parser.add_argument(
         "--min-tail-seconds",
-        type=float,
+        type=non_negative_float,
         default=10.0,
         help="a shorter final partial segment is dropped (default: 10)",
     )
-    parser.add_argument("--shard-max-samples", type=int, default=100_000)
+    parser.add_argument(
+        "--shard-max-samples",
+        type=positive_int,
+        default=100_000,
+        help="roll over to a new shard past this many segments (default: 100000)",
+    )
     parser.add_argument(
         "--shard-max-bytes",
-        type=float,
+        type=positive_float,
         default=1e9,
         help="roll over to a new shard past this size (default: 1e9)",
     )
     parser.add_argument(
         "--songs-per-unit",
-        type=int,
+        type=positive_int,
         default=32,
-        help="songs per unit of work (restart granularity)",
+        help="songs per unit of work: the restart granularity (default: 32)",
     )
-    parser.add_argument("--flac-level", type=int, default=5, choices=range(9), metavar="0-8")
+    parser.add_argument(
+        "--flac-level",
+        type=int,
+        default=5,
+        choices=range(9),
+        metavar="0-8",
+        help="FLAC compression level of the stored audio: higher is smaller "
+        "and slower to write; decoding speed barely changes (default: 5)",
+    )
     parser.add_argument("--scratch-dir", help="local directory for temporary files")
     add_storage_arguments(parser)
     add_ray_arguments(parser)
-    parser.add_argument("--concurrency", type=int, help="units processed at once")
+    parser.add_argument(
+        "--concurrency", type=positive_int, help="units processed at once (default: one per CPU)"
+    )
     parser.add_argument(
         "--force", action="store_true", help="replace an output that holds a different run"
     )
-    return parser  # fmt: skip
+    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:
@@ -85,14 +112,22 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
     )
 
 
-def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> int:
-    """Run the stage with a progress bar; print the summary; return the exit status."""
-    bar = tqdm(desc="prepare units", unit="unit", total=0, dynamic_ncols=True)
+def check_usage(args: argparse.Namespace) -> None:
+    """Refuse what cannot work before Ray starts."""
+    config_from_args(args)
+    require_input(args.input, "--input", storage_from_args(args))
+
+
+def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> StageOutcome:
+    """Run the stage with a progress bar over units; return its row of the summary."""
+    started = time.perf_counter()
+    bar = stage_bar("prepare", "unit")
 
     def progress(finished: int, total: int, result) -> None:
         bar.total = total
         if result is not None:
-            bar.set_postfix(segments=result.segments, rejects=len(result.rejects))
+            bar.set_postfix(segments=result.segments, rejects=len(result.rejects),
+                            refresh=False)  # fmt: skip
         bar.update(1)
 
     try:
@@ -101,22 +136,35 @@ def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> in
             concurrency=args.concurrency, force=args.force, progress=progress,
         )  # fmt: skip
     except USAGE_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    finally:
         bar.close()
-    print(json.dumps(summary.to_json(), indent=2))
+        print(f"error: {error}", file=sys.stderr)
+        return StageOutcome("prepare", 2, wall_seconds=time.perf_counter() - started)
+    bar.close()
+    status = 0
     if summary.units_failed:
-        print("error: some units failed; rerun the same command to retry them", file=sys.stderr)
-        return 1
-    return 0
+        print(f"error: {summary.units_failed} of {summary.units} units failed; rerun the same "
+              "command to retry them", file=sys.stderr)  # fmt: skip
+        status = 1
+    return prepare_outcome(summary, status, output_url)
+
+
+def prepare_outcome(summary: PrepareSummary, status: int, output_url: str) -> StageOutcome:
+    return StageOutcome(
+        "prepare", status,
+        f"{summary.songs_ok:,}/{summary.songs_in:,} songs, {summary.segments:,} segments "
+        f"in {summary.shards:,} shards, {summary.audio_hours:,.2f} h",
+        summary.rejects, summary.wall_seconds, output_url,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_usage(args)
     start_job(args)
-    return run_prepare(args, args.input, args.output)
+    outcome = run_prepare(args, args.input, args.output)
+    print_outcomes([outcome])
+    return outcome.status
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_job(main))

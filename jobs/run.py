@@ -1,4 +1,4 @@
-"""Run the whole pipeline: prepare, then tokenize, into one output root.
+"""Run the whole pipeline: prepare, tokenize, then spotcheck, into one output root.
 
 Example:
     python -m jobs.run --input ./catalog --output ./run --checkpoint ./mucodec-ckpt
@@ -15,11 +15,15 @@ from __future__ import annotations
 import argparse
 
 from jobs import prepare, spotcheck, tokenize
-from jobs.cli import start_job
+from jobs.cli import JobParser, run_job, start_job
+from jobs.console import StageOutcome, print_outcomes
 from pipeline.io import join
 
+# Segments decoded when a decoder is given without --count or --fraction.
+DEFAULT_SPOTCHECK_COUNT = 8
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser() -> JobParser:
     parser = prepare.build_parser()
     parser.prog = "python -m jobs.run"
     parser.description = __doc__
@@ -30,20 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prepare.check_usage(args)
+    tokenize.check_tokenizer_usage(args)
+    if spotcheck.decoder_given(args):
+        if args.count is None and args.fraction is None:
+            args.count = DEFAULT_SPOTCHECK_COUNT
+        spotcheck.check_spotcheck_usage(args)
     start_job(args)
-    prepared_url = join(args.output, "prepared")
-    status = prepare.run_prepare(args, args.input, prepared_url)
-    if status:
-        return status
-    tokens_url = join(args.output, "tokens")
-    status = tokenize.run_tokenize(args, prepared_url, tokens_url)
-    decoder_given = args.decoder_checkpoint or args.official_mucodec or args.decoder_config
-    if status or not decoder_given:
-        return status
-    if args.count is None and args.fraction is None:
-        args.count = 8
-    return spotcheck.run_spotcheck(args, tokens_url, prepared_url, join(args.output, "spotcheck"))
+    outcomes = run_stages(args)
+    print_outcomes(outcomes)
+    return next((o.status for o in outcomes if o.status), 0)
+
+
+def run_stages(args: argparse.Namespace) -> list[StageOutcome]:
+    """Each stage in turn, stopping at the first that fails."""
+    prepared, tokens = join(args.output, "prepared"), join(args.output, "tokens")
+    outcomes = [prepare.run_prepare(args, args.input, prepared)]
+    if outcomes[-1].status:
+        return outcomes
+    outcomes.append(tokenize.run_tokenize(args, prepared, tokens))
+    if outcomes[-1].status or not spotcheck.decoder_given(args):
+        return outcomes
+    output = join(args.output, "spotcheck")
+    outcomes.append(spotcheck.run_spotcheck(args, tokens, prepared, output))
+    return outcomes
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_job(main))

@@ -13,37 +13,81 @@ Open <output>/report.html in a browser. Rerunning skips samples already decoded.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import time
 
 from jobs.cli import (
     USAGE_ERRORS,
+    JobParser,
+    UsageError,
     add_ray_arguments,
     add_storage_arguments,
+    fraction,
+    non_negative_float,
+    positive_int,
+    require_input,
+    run_job,
     start_job,
     storage_from_args,
 )
-from pipeline.spotcheck import SpotcheckConfig, spotcheck
+from jobs.console import StageOutcome, print_outcomes, stage_bar
+from mucodec.decoder_config import DECODER_PRESETS
+from pipeline.io import join
+from pipeline.spotcheck import SpotcheckConfig, SpotcheckSummary, spotcheck
 from pipeline.spotcheck_actor import DecoderSpec
 
 
 def add_spotcheck_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
     amount = parser.add_mutually_exclusive_group(required=required)
-    amount.add_argument("--count", type=int, help="number of segments to decode")
-    amount.add_argument("--fraction", type=float, help="fraction of segments to decode")
-    parser.add_argument("--sample-seed", type=int, default=0, help="seed of the sample choice")
-    source = parser.add_mutually_exclusive_group(required=required)
-    source.add_argument("--decoder-checkpoint", help="our converted decoder checkpoint")
-    source.add_argument("--official-mucodec", help="official mucodec.pt (with --official-audioldm)")
-    source.add_argument("--decoder-config", help="decoder preset with random weights (e.g. tiny)")
-    parser.add_argument("--official-audioldm", help="official audioldm_48k.pth")
-    parser.add_argument("--steps", type=int, default=50, help="flow-matching Euler steps")
-    parser.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance")
+    amount.add_argument("--count", type=positive_int, help="number of segments to decode")
+    amount.add_argument("--fraction", type=fraction, help="fraction of segments to decode")
     parser.add_argument(
-        "--decoder-dtype", choices=("float32", "bfloat16", "float16"), default="float32"
+        "--sample-seed", type=int, default=0, help="seed of the sample choice (default: 0)"
     )
-    parser.add_argument("--noise-seed", type=int, default=0)
-    parser.add_argument("--decode-batch-size", type=int, default=4)  # fmt: skip
+    source = parser.add_mutually_exclusive_group(required=required)
+    source.add_argument(
+        "--decoder-checkpoint", help="our converted decoder checkpoint (a directory)"
+    )
+    source.add_argument(
+        "--official-mucodec",
+        help="official mucodec.pt (with --official-audioldm), as released by the official "
+        "MuCodec repository",
+    )
+    source.add_argument(
+        "--decoder-config",
+        choices=sorted(DECODER_PRESETS),
+        help="a decoder preset with seeded random weights, for tests and the demo "
+        f"({', '.join(sorted(DECODER_PRESETS))})",
+    )
+    parser.add_argument("--official-audioldm", help="official audioldm_48k.pth")
+    parser.add_argument(
+        "--steps", type=positive_int, default=50, help="flow-matching Euler steps (default: 50)"
+    )
+    parser.add_argument(
+        "--guidance",
+        type=non_negative_float,
+        default=1.5,
+        help="classifier-free guidance scale (default: 1.5)",
+    )
+    parser.add_argument(
+        "--decoder-dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="precision of the flow-matching model and the VAE on GPU; the vocoder always "
+        "runs in float32 (default: float32)",
+    )
+    parser.add_argument(
+        "--noise-seed",
+        type=int,
+        default=0,
+        help="seed of the decoder's initial noise: the same seed gives the same audio (default: 0)",
+    )
+    parser.add_argument(
+        "--decode-batch-size",
+        type=positive_int,
+        default=4,
+        help="segments decoded together per actor call (default: 4)",
+    )
 
 
 def spotcheck_config_from_args(args: argparse.Namespace) -> SpotcheckConfig:
@@ -67,33 +111,80 @@ def spotcheck_config_from_args(args: argparse.Namespace) -> SpotcheckConfig:
     )
 
 
-def run_spotcheck(args: argparse.Namespace, tokens: str, shards: str, output: str) -> int:
+def decoder_given(args: argparse.Namespace) -> bool:
+    return bool(args.decoder_checkpoint or args.official_mucodec or args.decoder_config)
+
+
+def check_spotcheck_usage(args: argparse.Namespace) -> None:
+    """Refuse a decoder that cannot load before Ray starts."""
+    if args.official_audioldm and not args.official_mucodec:
+        raise UsageError("--official-audioldm needs --official-mucodec")
+    if args.official_mucodec and not args.official_audioldm:
+        raise UsageError("--official-mucodec needs --official-audioldm")
+    spotcheck_config_from_args(args)
+    storage = storage_from_args(args)
+    for option in ("decoder_checkpoint", "official_mucodec", "official_audioldm"):
+        if getattr(args, option):
+            require_input(getattr(args, option), "--" + option.replace("_", "-"), storage)
+
+
+def run_spotcheck(args: argparse.Namespace, tokens: str, shards: str, output: str) -> StageOutcome:
+    """Decode the sample with a progress bar over segments; return its row of the summary."""
+    started = time.perf_counter()
+    bar = stage_bar("spotcheck", "segment")
+
+    def progress(decoded: int, total: int) -> None:
+        bar.total = total
+        bar.update(decoded - bar.n)
+
     try:
-        summary = spotcheck(tokens, shards, output, spotcheck_config_from_args(args))
+        summary = spotcheck(tokens, shards, output, spotcheck_config_from_args(args), progress)
     except USAGE_ERRORS as error:
+        bar.close()
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary.to_json(), indent=2))
-    print(f"report: {output.rstrip('/')}/report.html")
-    return 1 if summary.missing else 0
+        return StageOutcome("spotcheck", 2, wall_seconds=time.perf_counter() - started)
+    bar.close()
+    status = 0
+    if summary.missing:
+        print(f"error: {len(summary.missing)} sampled segments could not be read from the "
+              "shards; rerun the same command to retry them", file=sys.stderr)  # fmt: skip
+        status = 1
+    return spotcheck_outcome(summary, status, output)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.spotcheck",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def spotcheck_outcome(summary: SpotcheckSummary, status: int, output: str) -> StageOutcome:
+    decoded = summary.decoded_now + summary.already_done
+    mel = summary.metrics.get("mel_distance")
+    quality = "" if mel is None else f", mel distance {mel:.2f}"
+    return StageOutcome(
+        "spotcheck", status,
+        f"{decoded:,}/{summary.sampled:,} segments of {summary.songs_sampled:,} songs{quality}",
+        len(summary.missing), summary.wall_seconds, join(output, "report.html"),
+    )  # fmt: skip
+
+
+def build_parser() -> JobParser:
+    parser = JobParser("python -m jobs.spotcheck", __doc__)
     parser.add_argument("--tokens", required=True, help="tokenize output URL")
     parser.add_argument("--shards", required=True, help="prepare output URL")
     parser.add_argument("--output", required=True, help="where to write the spot-check")
     add_spotcheck_arguments(parser)
     add_storage_arguments(parser)
     add_ray_arguments(parser)
-    args = parser.parse_args(argv)  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_spotcheck_usage(args)
+    storage = storage_from_args(args)
+    require_input(args.tokens, "--tokens", storage)
+    require_input(args.shards, "--shards", storage)
     start_job(args)
-    return run_spotcheck(args, args.tokens, args.shards, args.output)
+    outcome = run_spotcheck(args, args.tokens, args.shards, args.output)
+    print_outcomes([outcome])
+    return outcome.status
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_job(main))

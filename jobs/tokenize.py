@@ -14,26 +14,40 @@ Rerunning with the same --output finishes only what is missing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-
-from tqdm import tqdm
+import time
 
 from jobs.cli import (
     USAGE_ERRORS,
+    JobParser,
     add_ray_arguments,
     add_storage_arguments,
+    positive_int,
+    require_input,
+    run_job,
     start_job,
     storage_from_args,
 )
-from pipeline.tokenize import TokenizeConfig, tokenize_shards
+from jobs.console import StageOutcome, print_outcomes, stage_bar
+from mucodec.config import PRESETS
+from pipeline.tokenize import TokenizeConfig, TokenizeSummary, tokenize_shards
 from pipeline.tokenize_actor import TokenizerSpec
 
 
 def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="tokenizer checkpoint (ours or official)")
-    source.add_argument("--config", help="config preset with random weights (e.g. tiny)")
+    source.add_argument(
+        "--checkpoint",
+        help="tokenizer checkpoint: our converted directory (python -m jobs.convert_checkpoint) "
+        "or the official files; the released weights are in the official MuCodec repository "
+        "(see docs/tokenizer.md)",
+    )
+    source.add_argument(
+        "--config",
+        choices=sorted(PRESETS),
+        help="a model preset with seeded random weights, for tests and benchmarks "
+        f"({', '.join(sorted(PRESETS))})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument(
         "--dtype",
@@ -41,14 +55,27 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="bfloat16 autocast on GPU (default: float32, bit-faithful)",
     )
-    parser.add_argument("--batch-size", type=int, default=16, help="segments per actor call")
     parser.add_argument(
-        "--actors", type=int, help="actor pool size (default: one per GPU, else one per 2 CPUs)"
+        "--batch-size", type=positive_int, default=16, help="segments per actor call"
     )
     parser.add_argument(
-        "--shards-per-part", type=int, default=16, help="input shards per output Parquet file"
+        "--actors",
+        type=positive_int,
+        help="actor pool size (default: one per GPU, else one per 2 CPUs)",
     )
-    parser.add_argument("--row-group-size", type=int, default=1024)  # fmt: skip
+    parser.add_argument(
+        "--shards-per-part",
+        type=positive_int,
+        default=16,
+        help="input shards per output Parquet file",
+    )
+    parser.add_argument(
+        "--row-group-size",
+        type=positive_int,
+        default=1024,
+        help="token rows per Parquet row group: smaller groups let readers skip more "
+        "(default: 1024)",
+    )
 
 
 def tokenize_config_from_args(args: argparse.Namespace) -> TokenizeConfig:
@@ -64,46 +91,73 @@ def tokenize_config_from_args(args: argparse.Namespace) -> TokenizeConfig:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.tokenize", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    parser.add_argument("--shards", required=True, help="prepare output URL (or a dir of .tar)")
+def check_tokenizer_usage(args: argparse.Namespace) -> None:
+    """Refuse a tokenizer that cannot load before Ray starts."""
+    tokenize_config_from_args(args)
+    if args.checkpoint:
+        require_input(args.checkpoint, "--checkpoint", storage_from_args(args))
+
+
+def build_parser() -> JobParser:
+    parser = JobParser("python -m jobs.tokenize", __doc__)
+    parser.add_argument(
+        "--shards", required=True, help="prepare output URL (or a directory of .tar shards)"
+    )
     parser.add_argument("--output", required=True, help="output URL for the token tables")
     add_tokenizer_arguments(parser)
     add_storage_arguments(parser)
     add_ray_arguments(parser)
-    parser.add_argument("--force", action="store_true", help="replace a different run's output")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an output that holds a different run"
+    )
     return parser
 
 
-def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> int:
+def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> StageOutcome:
+    """Run the stage with a progress bar over segments; return its row of the summary."""
+    started = time.perf_counter()
     config = tokenize_config_from_args(args)
-    bar = tqdm(desc="tokenize parts", unit="part", total=0, dynamic_ncols=True)
+    bar = stage_bar("tokenize", "segment")
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int | None) -> None:
         bar.total = total
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
 
     try:
         summary = tokenize_shards(shards_url, output_url, config, force=args.force,
                                   progress=progress)  # fmt: skip
     except USAGE_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    finally:
         bar.close()
-    print(json.dumps(summary.to_json(), indent=2))
-    return 1 if summary.parts_unfinished else 0
+        print(f"error: {error}", file=sys.stderr)
+        return StageOutcome("tokenize", 2, wall_seconds=time.perf_counter() - started)
+    bar.close()
+    status = 0
+    if summary.parts_unfinished:
+        print(f"error: {summary.parts_unfinished} of {summary.parts} parts unfinished; rerun "
+              "the same command to finish them", file=sys.stderr)  # fmt: skip
+        status = 1
+    return tokenize_outcome(summary, status, output_url)
+
+
+def tokenize_outcome(summary: TokenizeSummary, status: int, output_url: str) -> StageOutcome:
+    return StageOutcome(
+        "tokenize", status,
+        f"{summary.segments:,} segments, {summary.tokens:,} tokens, "
+        f"{summary.audio_hours:,.2f} h ({summary.audio_hours_per_hour:,.1f} h/h on "
+        f"{summary.actors} {summary.device} actors)",
+        summary.rejects, summary.wall_seconds, output_url,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_tokenizer_usage(args)
+    require_input(args.shards, "--shards", storage_from_args(args))
     start_job(args)
-    return run_tokenize(args, args.shards, args.output)
+    outcome = run_tokenize(args, args.shards, args.output)
+    print_outcomes([outcome])
+    return outcome.status
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_job(main))

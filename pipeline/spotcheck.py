@@ -25,13 +25,22 @@ import math
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io import StorageOptions, atomic_write, exists, filesystem, join, read_json
+from pipeline.io import (
+    StorageOptions,
+    atomic_write,
+    exists,
+    filesystem,
+    join,
+    read_json,
+    read_parquet,
+)
 from pipeline.report import distributions_png, render_report, summary_rows
 from pipeline.shard_reader import iter_shard_samples, sample_row
 from pipeline.spotcheck_actor import SAMPLES_DIR, DecoderSpec, SpotcheckDecode
@@ -98,21 +107,19 @@ def _read_index(files: list[str], storage: StorageOptions) -> list[tuple[str, st
     index = []
     for url in files:
         fs, path = filesystem(url, storage)
-        with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle, columns=["key", "song_id"])
+        table = read_parquet(fs, path, ["key", "song_id"])
         keys, songs = table.column("key").to_pylist(), table.column("song_id").to_pylist()
         index.extend((key, song, url) for key, song in zip(keys, songs, strict=True))
     return index
 
 
 def _read_rows(keys_by_file: dict[str, list[str]], storage: StorageOptions) -> list[dict]:
-    """The sampled rows, reading only their files; parts are sorted by key, so the filter
-    lets row-group statistics skip most of each file."""
+    """The sampled rows, reading only their files; parts are sorted by key, so row-group
+    statistics skip most of each file."""
     rows = []
     for url, keys in sorted(keys_by_file.items()):
         fs, path = filesystem(url, storage)
-        with fs.open(path, "rb") as handle:
-            table = pq.read_table(handle, columns=_ROW_COLUMNS, filters=[("key", "in", keys)])
+        table = read_parquet(fs, path, _ROW_COLUMNS, keys=keys)
         rows.extend(table.to_pylist())
     return rows
 
@@ -134,9 +141,16 @@ def attach_originals(row: dict[str, Any], storage: StorageOptions):
 
 
 def spotcheck(
-    tokens_url: str, shards_url: str, output_url: str, config: SpotcheckConfig
+    tokens_url: str,
+    shards_url: str,
+    output_url: str,
+    config: SpotcheckConfig,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SpotcheckSummary:
-    """Decode a reproducible sample of token rows and write metrics and a report."""
+    """Decode a reproducible sample of token rows and write metrics and a report.
+
+    `progress(decoded, to_decode)` is called as the actors finish samples.
+    """
     import ray
 
     started = time.perf_counter()
@@ -154,6 +168,8 @@ def spotcheck(
     for key in sorted(set(keys) - done):
         keys_by_file[file_of[key]].append(key)
     pending = _read_rows(keys_by_file, config.storage)
+    if progress:
+        progress(0, len(pending))
     if pending:
         shard_urls = {s.name: s.url for s in find_shards(shards_url, config.storage)}
         by_shard: dict[str, list[dict]] = defaultdict(list)
@@ -179,8 +195,12 @@ def spotcheck(
                 num_cpus=1,
             )
         )  # fmt: skip
-        for _ in dataset.iter_batches(batch_size=None):
-            pass  # The actors write each sample's files; the driver only waits.
+        decoded = 0
+        # The actors write each sample's files; the driver only counts them.
+        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            decoded += batch.num_rows
+            if progress:
+                progress(decoded, len(pending))
 
     finished = [k for k in keys if exists(fs, join(root, SAMPLES_DIR, k, "metrics.json"))]
     records = [read_json(fs, join(root, SAMPLES_DIR, k, "metrics.json")) for k in finished]

@@ -38,6 +38,7 @@ class ShardRef:
     name: str
     url: str
     size: int
+    samples: int | None = None  # From prepare's manifest; unknown for a bare directory of .tar.
 
 
 @dataclass(frozen=True)

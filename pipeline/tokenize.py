@@ -105,8 +105,11 @@ def find_shards(shards_url: str, storage: StorageOptions) -> list[ShardRef]:
             log.warning("%s: the prepare run is not complete; tokenizing what is there", root)
         shard_dir = join(root, "shards")
         sizes = {os.path.basename(p): s for p, s in fs.du(shard_dir, total=False).items()}
-        names = [s["name"] for s in data["shards"]]
-        return [ShardRef(n, to_url(fs, join(shard_dir, n)), int(sizes[n])) for n in names]
+        return [
+            ShardRef(s["name"], to_url(fs, join(shard_dir, s["name"])), int(sizes[s["name"]]),
+                     s["samples"])
+            for s in data["shards"]
+        ]  # fmt: skip
     paths = sorted(p for p in fs.find(root) if p.endswith(".tar"))
     if not paths:
         raise FileNotFoundError(f"no shards (*.tar or a prepare manifest.json) under {shards_url}")
@@ -122,9 +125,13 @@ def tokenize_shards(
     config: TokenizeConfig,
     *,
     force: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> TokenizeSummary:
-    """Tokenize every shard under `shards_url` into parts at `output_url`, resuming."""
+    """Tokenize every shard under `shards_url` into parts at `output_url`, resuming.
+
+    `progress(segments, total)` is called as segments come back from the actors; `total` is
+    None when the shards have no prepare manifest to count them.
+    """
     import ray
 
     started = time.perf_counter()
@@ -142,13 +149,17 @@ def tokenize_shards(
     if pending:
         assembler = PartAssembler(fs, root, pending, config.row_group_size)
         dataset = _build_dataset(pending, config, actors, cpus_per_actor, gpus > 0)
+        segments, total = 0, _segment_count(pending)
+        if progress:
+            progress(segments, total)
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in batch.to_pylist():
+                segments += not row["end_of_shard"]
                 result = assembler.add(row)
                 if result is not None:
                     done[result.index] = result
-                    if progress:
-                        progress(len(done), len(parts))
+            if progress:
+                progress(segments, total)
         unfinished = assembler.unfinished
         failures = [f"part {i}: {why}" for i, why in sorted(assembler.failures.items())]
         for failure in failures:
@@ -180,6 +191,11 @@ def tokenize_shards(
     )
     write_json(fs, join(root, "summary.json"), summary.to_json())
     return summary
+
+
+def _segment_count(parts: list[Part]) -> int | None:
+    counts = [shard.samples for part in parts for shard in part.shards]
+    return None if None in counts else sum(counts)
 
 
 def actor_pool_shape(config: TokenizeConfig, gpus: int, cpus: int) -> tuple[int, int]:

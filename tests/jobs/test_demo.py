@@ -34,6 +34,24 @@ def test_demo_runs_end_to_end(tmp_path):
         timeout=600,  # Three stages; decoding two 35.84 s segments dominates on CPU.
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
+    # One summary table names every stage's output; Ray's known-harmless lines are gone.
+    table = completed.stdout.splitlines()[-4:]
+    assert [line.split()[:2] for line in table] == [
+        ["stage", "status"],
+        ["prepare", "ok"],
+        ["tokenize", "ok"],
+        ["spotcheck", "ok"],
+    ]
+    assert table[3].endswith(str(output / "spotcheck" / "report.html"))
+    assert "{" not in completed.stdout
+    for noise in (
+        "constructor arguments",
+        "Token authentication",
+        "execution finished",
+        "Progress bars disabled",
+        "Traceback",
+    ):
+        assert noise not in completed.stderr, completed.stderr[-3000:]
     prepared = output / "prepared"
     summary = json.loads((prepared / "summary.json").read_text())
     expected = _expected_segments()

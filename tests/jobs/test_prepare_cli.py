@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from jobs import prepare as prepare_job
+from jobs.cli import run_job
 from pipeline.segment import SegmentConfig
 from pipeline.shards import ShardLimits
 from pipeline.synth import synth_song, write_audio
@@ -54,11 +55,12 @@ def test_arguments_map_onto_the_prepare_config():
     [["--output", "o"], ["--input", "i", "--output", "o", "--tail", "trim"],
      ["--input", "i", "--output", "o", "--flac-level", "9"]],
 )  # fmt: skip
-def test_bad_arguments_exit_with_usage(argv, capsys):
+def test_bad_arguments_exit_with_one_error_line(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         prepare_job.build_parser().parse_args(argv)
     assert exit_info.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+    printed = capsys.readouterr().err
+    assert printed.startswith("error: ") and len(printed.strip().splitlines()) == 1
 
 
 @pytest.mark.integration
@@ -71,11 +73,14 @@ def test_exit_codes_for_success_missing_input_and_a_claimed_output(ray_local, tm
     common = ["--output", str(output), "--segment-seconds", "1", "--min-tail-seconds", "0.5"]
 
     assert prepare_job.main(["--input", str(corpus), *common]) == 0
-    printed = capsys.readouterr().out
-    summary = json.loads(printed[printed.index("{") :])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["stage", "status", "result"]
+    assert table[1].split()[:3] == ["prepare", "ok", "1/1"] and str(output) in table[1]
+    summary = json.loads((output / "summary.json").read_text())
     assert (summary["songs_ok"], summary["segments"]) == (1, 2)
 
-    assert prepare_job.main(["--input", str(tmp_path / "nowhere"), *common, "--force"]) == 2
+    missing = ["--input", str(tmp_path / "nowhere"), *common, "--force"]
+    assert run_job(prepare_job.main, missing) == 2
     assert "nowhere" in capsys.readouterr().err
 
     assert prepare_job.main(["--input", str(other), *common]) == 2

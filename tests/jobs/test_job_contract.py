@@ -1,0 +1,250 @@
+"""What every job promises on the command line: help for every option, usage errors as one
+`error:` line with status 2 before Ray starts, a private local Ray unless told otherwise, a
+prompt stop on SIGTERM that a rerun resumes, and one summary table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import pipeline.execution
+from jobs import audit, convert_checkpoint, demo, prepare, run, spotcheck, tokenize
+from jobs.cli import run_job
+from jobs.console import StageOutcome, format_outcomes
+from mucodec.config import PRESETS
+from mucodec.decoder_config import DECODER_PRESETS
+from pipeline.synth import synth_song, write_audio
+
+PARSERS = {
+    "prepare": prepare.build_parser,
+    "tokenize": tokenize.build_parser,
+    "spotcheck": spotcheck.build_parser,
+    "run": run.build_parser,
+    "audit": audit.build_parser,
+    "demo": demo.build_parser,
+    "convert_checkpoint": convert_checkpoint.build_parser,
+}
+JOB_MAINS = {"prepare": prepare.main, "tokenize": tokenize.main,
+             "spotcheck": spotcheck.main, "run": run.main, "audit": audit.main,
+             "demo": demo.main}  # fmt: skip
+
+
+@pytest.mark.parametrize("job", sorted(PARSERS))
+def test_every_option_has_help_text(job):
+    parser = PARSERS[job]()
+    undocumented = [
+        action.option_strings[0]
+        for action in parser._actions
+        if action.option_strings and not isinstance(action, argparse._HelpAction)
+        and not (action.help or "").strip()
+    ]  # fmt: skip
+    assert undocumented == []
+
+
+@pytest.mark.parametrize("job", ["tokenize", "run"])
+def test_help_lists_the_tokenizer_presets(job):
+    text = PARSERS[job]().format_help()
+    assert all(name in text for name in PRESETS)
+
+
+def test_help_lists_the_decoder_presets_and_the_ray_policy():
+    text = spotcheck.build_parser().format_help()
+    assert all(name in text for name in DECODER_PRESETS)
+    assert "private local Ray" in text and "RAY_ADDRESS" in text
+
+
+@pytest.fixture
+def ray_must_not_start(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray started before the usage error was reported")
+
+    monkeypatch.setattr(pipeline.execution, "start_ray", refuse)
+    monkeypatch.setattr("jobs.cli.start_ray", refuse)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    root = tmp_path / "corpus"
+    write_audio(str(root / "a.flac"), synth_song(1.5, 48_000, 2, 0), 48_000, "PCM_16")
+    return root
+
+
+def _usage_cases(tmp_path: Path, corpus: Path) -> list[tuple[str, list[str], str]]:
+    out, missing = str(tmp_path / "out"), str(tmp_path / "nowhere")
+    source = ["--input", str(corpus), "--output", out]
+    shards = ["--shards", str(corpus), "--output", out]
+    spot = ["--tokens", str(corpus), "--shards", str(corpus), "--output", out]
+    return [
+        ("prepare", ["--input", missing, "--output", out], "nowhere"),
+        ("prepare", [*source, "--segment-seconds", "0"], "--segment-seconds"),
+        ("prepare", [*source, "--songs-per-unit", "-1"], "--songs-per-unit"),
+        ("prepare", [*source, "--storage-option", "novalue"], "KEY=VALUE"),
+        ("tokenize", [*shards, "--config", "huge"], "tiny"),
+        ("tokenize", [*shards, "--config", "tiny", "--batch-size", "0"], "--batch-size"),
+        ("tokenize", [*shards, "--checkpoint", missing], "--checkpoint"),
+        ("tokenize", ["--shards", missing, "--output", out, "--config", "tiny"], "--shards"),
+        ("spotcheck", [*spot, "--count", "2", "--decoder-config", "huge"], "tiny"),
+        ("spotcheck", [*spot, "--fraction", "2", "--decoder-config", "tiny"], "--fraction"),
+        ("spotcheck", [*spot, "--count", "2", "--official-mucodec", missing], "audioldm"),
+        ("spotcheck", [*spot, "--count", "2", "--decoder-checkpoint", missing], "nowhere"),
+        ("run", [*source, "--config", "huge"], "tiny"),
+        ("run", [*source, "--config", "tiny", "--decoder-config", "huge"], "tiny"),
+        ("run", ["--input", missing, "--output", out, "--config", "tiny"], "nowhere"),
+        ("audit", ["--shards", missing, "--tokens", out], "nowhere"),
+        ("demo", ["--scale", "-2"], "--scale"),
+    ]
+
+
+def test_usage_errors_are_one_line_with_status_2_before_ray_starts(
+    tmp_path, corpus, capsys, ray_must_not_start
+):
+    for job, argv, mentioned in _usage_cases(tmp_path, corpus):
+        try:
+            status = run_job(JOB_MAINS[job], argv)
+        except SystemExit as exit_info:  # argparse's own refusals exit from parse_args.
+            status = exit_info.code
+        printed = capsys.readouterr()
+        lines = printed.err.strip().splitlines()
+        assert status == 2, (job, argv, printed.err)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (job, argv, printed.err)
+        assert mentioned in lines[0], (job, argv, lines[0])
+        assert "Traceback" not in printed.err and printed.out == ""
+
+
+def test_an_unknown_preset_is_refused_by_the_real_command_in_seconds(tmp_path, corpus):
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "jobs.tokenize", "--shards", str(corpus), "--output",
+         str(tmp_path / "out"), "--config", "huge"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: argument --config: invalid choice: 'huge'")
+    assert len(completed.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 60
+
+
+def test_the_summary_table_lines_up_and_names_every_output():
+    table = format_outcomes(
+        [
+            StageOutcome("prepare", 0, "7/9 songs", 2, 8.6, "/out/prepared"),
+            StageOutcome("tokenize", 1, "12 segments", 0, 75.0, "/out/tokens"),
+            StageOutcome("spotcheck", 143, "", None, 3700.0, "/out/spotcheck/report.html"),
+        ]
+    )
+    lines = table.splitlines()
+    assert lines[0].split() == ["stage", "status", "result", "rejects", "wall", "output"]
+    assert [line.split()[1] for line in lines[1:]] == ["ok", "FAILED", "INTERRUPTED"]
+    assert "8.6 s" in lines[1] and "1m15s" in lines[2] and "1h01m" in lines[3]
+    assert len({line.index("/out") for line in lines[1:]}) == 1  # One output column.
+
+
+# --- Where Ray runs --------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _job_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(extra)
+    return env
+
+
+def _prepare_command(corpus: Path, output: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jobs.prepare", "--input", str(corpus), "--output",
+            str(output), "--segment-seconds", "1", "--min-tail-seconds", "0.5",
+            "--num-cpus", "1", *extra]  # fmt: skip
+
+
+@pytest.mark.integration
+def test_a_dead_ray_address_fails_fast_with_one_error_line(tmp_path, corpus):
+    address = f"127.0.0.1:{_closed_port()}"
+    for extra, env in (([], _job_env(RAY_ADDRESS=address)), (["--address", address], _job_env())):
+        started = time.monotonic()
+        completed = subprocess.run(
+            _prepare_command(corpus, tmp_path / "out", *extra),
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert completed.returncode == 1, completed.stderr
+        errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and address in errors[0], completed.stderr
+        assert "Traceback" not in completed.stderr
+        assert elapsed < 45, f"took {elapsed:.0f} s"
+
+
+@pytest.mark.integration
+def test_a_dead_head_left_in_rays_temp_dir_is_never_joined(tmp_path, corpus):
+    # A `ray start --head` that is gone left its address in <temp>/ray/ray_current_cluster;
+    # Ray's default would retry it for minutes. Short path: Ray's sockets live under it.
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    (temp / "ray").mkdir()
+    dead = f"127.0.0.1:{_closed_port()}"
+    (temp / "ray" / "ray_current_cluster").write_text(dead)
+    env = _job_env(RAY_TMPDIR=str(temp))
+    try:
+        started = time.monotonic()
+        completed = subprocess.run(
+            _prepare_command(corpus, tmp_path / "out"),
+            capture_output=True, text=True, env=env, timeout=240,
+        )  # fmt: skip
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        assert time.monotonic() - started < 120
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        assert summary["songs_ok"] == 1
+
+    finally:
+        subprocess.run(["rm", "-rf", str(temp)], check=False)
+
+
+@pytest.mark.integration
+def test_sigterm_stops_a_job_promptly_and_a_rerun_resumes(tmp_path):
+    corpus = tmp_path / "corpus"
+    for index in range(8):
+        audio = synth_song(4.0, 44_100, 2, index)
+        write_audio(str(corpus / f"song{index}.flac"), audio, 44_100, "PCM_16")
+    output = tmp_path / "out"
+    command = _prepare_command(corpus, output, "--songs-per-unit", "1")
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=_job_env(), start_new_session=True)  # fmt: skip
+    markers = output / "_prepare" / "units"
+    deadline = time.monotonic() + 180
+    while not list(markers.glob("*.json")):
+        assert job.poll() is None, job.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no unit finished in time"
+        time.sleep(0.1)
+    job.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    try:
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert time.monotonic() - stopped < 30
+    assert "error: interrupted by SIGTERM" in stderr and "rerun the same command" in stderr
+    finished = len(list(markers.glob("*.json")))
+    assert 1 <= finished < 8, "the job was not stopped midway"
+
+    completed = subprocess.run(command, capture_output=True, text=True, env=_job_env(),
+                               timeout=300)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["units_already_done"] >= finished
+    assert (summary["songs_ok"], summary["segments"]) == (8, 32)
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["samples"] == 32
