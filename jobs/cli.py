@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -126,6 +127,8 @@ def require_input(url: str, option: str, storage: StorageOptions) -> None:
 
 def start_job(args: argparse.Namespace) -> None:
     """Log to stderr and start (or join) Ray as `--address` / `--num-cpus` say."""
+    if args.num_cpus and (args.address or os.environ.get("RAY_ADDRESS")):
+        raise UsageError("--num-cpus sizes a private local Ray; a cluster has its own CPUs")
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     start_ray(args.address, args.num_cpus, args.verbose)

@@ -13,9 +13,11 @@ STATUS_WORDS = {0: "ok", 1: "FAILED", 2: "REFUSED", 130: "INTERRUPTED", 143: "IN
 
 def stage_bar(description: str, unit: str) -> tqdm:
     """A stage's progress bar on stderr; in a log file, a status line every 30 s instead."""
+    # `delay`: no empty "0it" bar before the stage knows its total.
     if sys.stderr.isatty():
-        return tqdm(desc=description, unit=unit, dynamic_ncols=True, mininterval=0.2)
-    return tqdm(desc=description, unit=unit, file=_StatusLines(), ncols=100, mininterval=30.0)
+        return tqdm(desc=description, unit=unit, dynamic_ncols=True, mininterval=0.2, delay=0.5)
+    return tqdm(desc=description, unit=unit, file=_StatusLines(), ncols=100, mininterval=30.0,
+                delay=0.5)  # fmt: skip
 
 
 class _StatusLines:

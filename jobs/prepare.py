@@ -135,8 +135,10 @@ def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> St
             input_url, output_url, config_from_args(args),
             concurrency=args.concurrency, force=args.force, progress=progress,
         )  # fmt: skip
-    except USAGE_ERRORS as error:
-        bar.close()
+    except BaseException as error:
+        bar.close()  # Before any message: a bar drawn after it would bury it.
+        if not isinstance(error, USAGE_ERRORS):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return StageOutcome("prepare", 2, wall_seconds=time.perf_counter() - started)
     bar.close()

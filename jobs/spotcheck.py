@@ -139,8 +139,10 @@ def run_spotcheck(args: argparse.Namespace, tokens: str, shards: str, output: st
 
     try:
         summary = spotcheck(tokens, shards, output, spotcheck_config_from_args(args), progress)
-    except USAGE_ERRORS as error:
-        bar.close()
+    except BaseException as error:
+        bar.close()  # Before any message: a bar drawn after it would bury it.
+        if not isinstance(error, USAGE_ERRORS):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return StageOutcome("spotcheck", 2, wall_seconds=time.perf_counter() - started)
     bar.close()

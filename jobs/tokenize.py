@@ -126,8 +126,10 @@ def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> 
     try:
         summary = tokenize_shards(shards_url, output_url, config, force=args.force,
                                   progress=progress)  # fmt: skip
-    except USAGE_ERRORS as error:
-        bar.close()
+    except BaseException as error:
+        bar.close()  # Before any message: a bar drawn after it would bury it.
+        if not isinstance(error, USAGE_ERRORS):
+            raise
         print(f"error: {error}", file=sys.stderr)
         return StageOutcome("tokenize", 2, wall_seconds=time.perf_counter() - started)
     bar.close()

@@ -139,7 +139,7 @@ def _join(target: RayTarget, log_level: int, verbose: bool) -> None:
     with _deadline(CONNECT_SECONDS, target), _stderr_filter.holding(CONNECT_RETRY_LINES) as held:
         try:
             ray.init(address=target.address, logging_level=log_level)
-        except (ConnectionError, RuntimeError, PermissionError) as error:
+        except Exception as error:  # Ray raises several kinds here (auth, GCS, timeouts).
             _stderr_filter.sync()
             raise ClusterUnreachable(_describe_refusal(target, error, held)) from None
 
@@ -155,7 +155,8 @@ def stop_ray() -> None:
 
 def _describe_refusal(target: RayTarget, error: Exception, held: list[str]) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if any("unauthenticated" in line.lower() for line in [str(error), *held]):
+    said = " ".join([type(error).__name__, str(error), *held]).lower()
+    if "unauthenticated" in said or "authentication" in said or "auth_token" in said:
         return (
             f"the Ray cluster ({target.describe()}) refused us: it uses token "
             "authentication; set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or "
