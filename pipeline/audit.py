@@ -1,58 +1,147 @@
 """Audit a run: every prepared segment is in the token tables exactly once, or rejected.
 
-Reads the keys on both sides (shard tar headers only, no audio decoding; the tables' `key`
-column only) and reports what is missing, duplicated or unexpected.
+The shards are read with tokenize's own reader (`iter_shard_samples`: no audio decoding), so
+a sample here is exactly a sample there: regular file members grouped by key; links,
+directories and other members are not samples. The tables are read for their keys only.
+The report lists what is missing, duplicated or unexpected, and what could not be read:
+
+* `damaged_shards`: shards that cannot be read completely (a tar error part way, or fewer
+  samples than prepare's manifest lists: a tar cut at a member boundary reads as a shorter
+  complete archive). The samples read before the damage still count.
+* `damaged_tables`: token tables, or the rejects table, that cannot be read; their keys are
+  unknown, so the samples they hold show as missing too.
+
+`ok` is false when anything is missing, duplicated, unexpected or damaged, with one
+exception: a damaged shard that tokenize rejected as a whole (a rejects row whose `path` is
+the shard's name alone, written when tokenize's reader hit the damage). The samples past
+the damage are unreadable to both, so the audit cannot list them; that row is tokenize's
+record of having lost them, and every sample read before it must still be tokenized or
+rejected. A shard damaged without such a row (after tokenize read it, or where the reader
+saw no error) and any unreadable table always fail the audit.
 """
 
 from __future__ import annotations
 
 import tarfile
 from collections import Counter
-from dataclasses import asdict, dataclass
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field
+
+import fsspec
+import pyarrow as pa
 
 from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet
+from pipeline.shard_reader import iter_shard_samples
 from pipeline.token_dataset import token_files
+from pipeline.token_parts import ShardRef
 from pipeline.tokenize import find_shards
+
+
+@dataclass(frozen=True)
+class DamagedShard:
+    shard: str
+    reason: str
+    rejected: bool  # Tokenize rejected the whole shard: the unreadable rest is accounted for.
+
+
+@dataclass(frozen=True)
+class DamagedTable:
+    file: str
+    reason: str
 
 
 @dataclass
 class AuditReport:
     shard_samples: int
     token_rows: int
-    rejected: int
+    rejected: int  # Shard samples not tokenized that the rejects table accounts for.
     missing: list[str]  # In the shards, neither tokenized nor rejected.
     duplicated: list[str]  # More than one token row.
     unexpected: list[str]  # Token rows with no shard sample.
+    damaged_shards: list[DamagedShard] = field(default_factory=list)
+    damaged_tables: list[DamagedTable] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.duplicated or self.unexpected)
+        damaged = self.damaged_tables or any(not d.rejected for d in self.damaged_shards)
+        return not (self.missing or self.duplicated or self.unexpected or damaged)
 
     def to_json(self) -> dict:
         return {**asdict(self), "ok": self.ok}
 
 
-def shard_keys(shards_url: str, storage: StorageOptions) -> Counter:
-    keys: Counter = Counter()
-    for shard in find_shards(shards_url, storage):
-        fs, path = filesystem(shard.url, storage)
-        with fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
-            keys.update({info.name.rsplit("/", 1)[-1].split(".", 1)[0] for info in tar})
-    return keys
+@dataclass(frozen=True)
+class Rejects:
+    """Tokenize's rejects: samples (`<shard>#<key>`) and whole shards (`<shard>`)."""
+
+    keys: frozenset[str]  # Keys are unique across a prepare output, so the key alone decides.
+    shards: frozenset[str]
+
+    def covers(self, shard: str, key: str) -> bool:
+        return key in self.keys or shard in self.shards
+
+
+def read_shard_keys(shard: ShardRef, storage: StorageOptions) -> tuple[list[str], str]:
+    """The keys of `shard` as tokenize reads them, and why it could not be read completely
+    ("" when it could)."""
+    keys: list[str] = []
+    try:
+        for key, _ in iter_shard_samples(shard.url, storage):
+            keys.append(key)
+    except (tarfile.TarError, OSError) as error:  # Storage errors too: report, not stop.
+        return keys, f"{type(error).__name__}: {error} (after {len(keys)} samples)"
+    # A tar cut between members reads as a complete, shorter archive; the manifest knows.
+    if shard.samples is not None and len(keys) != shard.samples:
+        return keys, f"{len(keys)} samples readable, prepare's manifest lists {shard.samples}"
+    return keys, ""
+
+
+def read_column(fs: fsspec.AbstractFileSystem, path: str, column: str) -> tuple[list[str], str]:
+    """A table's `column`, and why the table could not be read ("" when it could)."""
+    try:
+        return read_parquet(fs, path, [column]).column(column).to_pylist(), ""
+    except (pa.ArrowException, OSError) as error:  # Arrow reports a corrupt page as OSError.
+        return [], f"{type(error).__name__}: {error}"
+
+
+def token_keys(tokens_url: str, storage: StorageOptions) -> tuple[Counter, list[DamagedTable]]:
+    """How often each key is in the token tables, and the tables that could not be read."""
+    found: Counter = Counter()
+    damaged: list[DamagedTable] = []
+    for url in token_files(tokens_url, storage):
+        keys, damage = read_column(*filesystem(url, storage), "key")
+        found.update(keys)
+        if damage:
+            damaged.append(DamagedTable(url, damage))
+    return found, damaged
+
+
+def read_rejects(
+    tokens_url: str, storage: StorageOptions, shard_names: Collection[str]
+) -> tuple[Rejects, list[DamagedTable]]:
+    """Tokenize's rejects table (none yet: nothing rejected), and itself if unreadable."""
+    fs, root = filesystem(tokens_url, storage)
+    path = join(root, "rejects.parquet")
+    paths, damage = read_column(fs, path, "path") if exists(fs, path) else ([], "")
+    # A shard's name alone rejects the shard; `<shard>#<key>` one sample (keys hold no '#').
+    keys = {p.rpartition("#")[2] for p in paths if p not in shard_names and "#" in p}
+    rejects = Rejects(frozenset(keys), frozenset(p for p in paths if p in shard_names))
+    return rejects, [DamagedTable(join(tokens_url, "rejects.parquet"), damage)] if damage else []
 
 
 def audit_run(shards_url: str, tokens_url: str, storage: StorageOptions) -> AuditReport:
-    expected = shard_keys(shards_url, storage)
-    found: Counter = Counter()
-    for url in token_files(tokens_url, storage):
-        fs, path = filesystem(url, storage)
-        found.update(read_parquet(fs, path, ["key"]).column("key").to_pylist())
-    rejected = set()
-    fs, root = filesystem(tokens_url, storage)
-    rejects_path = join(root, "rejects.parquet")
-    if exists(fs, rejects_path):
-        paths = read_parquet(fs, rejects_path, ["path"]).column("path").to_pylist()
-        rejected = {p.split("#", 1)[1] for p in paths if "#" in p}
+    shards = find_shards(shards_url, storage)
+    found, damaged_tables = token_keys(tokens_url, storage)
+    rejects, unreadable = read_rejects(tokens_url, storage, {s.name for s in shards})
+    expected: Counter = Counter()
+    rejected: set[str] = set()
+    damaged_shards: list[DamagedShard] = []
+    for shard in shards:
+        keys, damage = read_shard_keys(shard, storage)
+        expected.update(keys)
+        rejected.update(k for k in keys if k not in found and rejects.covers(shard.name, k))
+        if damage:
+            damaged_shards.append(DamagedShard(shard.name, damage, shard.name in rejects.shards))
     return AuditReport(
         shard_samples=sum(expected.values()),
         token_rows=sum(found.values()),
@@ -60,4 +149,6 @@ def audit_run(shards_url: str, tokens_url: str, storage: StorageOptions) -> Audi
         missing=sorted(set(expected) - set(found) - rejected),
         duplicated=sorted(k for k, n in found.items() if n > 1),
         unexpected=sorted(set(found) - set(expected)),
+        damaged_shards=damaged_shards,
+        damaged_tables=damaged_tables + unreadable,
     )
