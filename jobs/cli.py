@@ -3,7 +3,8 @@
 Every job follows one contract:
 - a usage error (bad flag value, unknown preset, missing input) is one `error:` line on
   stderr and exit status 2, reported before Ray starts;
-- an environment failure (storage, an unreachable cluster) is one `error:` line and status 1;
+- an environment failure (storage, network, an unreachable cluster) is one `error:` line and
+  status 1, and rerunning the same command resumes (docs/reliability.md);
 - SIGINT / SIGTERM stop the job promptly with status 130 / 143; what finished is kept and
   rerunning the same command resumes;
 - the status returned is the status the process exits with, every time.
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Callable
 
 from pipeline.claims import OutputInUse
+from pipeline.errors import describe, is_environment_failure
 from pipeline.execution import ClusterUnreachable, start_ray, stop_ray
 from pipeline.io import StorageOptions, exists, filesystem
 
@@ -149,6 +151,12 @@ def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         return _fail(str(error), 2)
     except ClusterUnreachable as error:
         return _fail(str(error), 1)
+    except Exception as error:
+        if not is_environment_failure(error):
+            raise  # A bug: its traceback is what a report needs.
+        return _fail(
+            f"{describe(error)}; what finished is kept: rerun the same command to resume", 1
+        )
     except JobInterrupted as interruption:
         for signum in previous:  # A second signal while stopping must not cut the stop short.
             signal.signal(signum, signal.SIG_IGN)

@@ -27,7 +27,7 @@ from pipeline.ray_output import (
 )
 
 # How long a named cluster gets to answer: the TCP probe, then Ray's own connection.
-PROBE_SECONDS = 15.0
+PROBE_SECONDS = 10.0
 CONNECT_SECONDS = 45.0
 
 

@@ -1,7 +1,8 @@
 """Storage: fsspec URLs, atomic writes and small JSON artifacts.
 
 Every path in the pipeline is an fsspec URL. Writes are atomic so that a crash never leaves a
-half file a rerun would trust: on a local filesystem we write `<name>.partial-<pid>` and rename;
+half file a rerun would trust: on a local filesystem we write `<name>.partial-<pid>` and rename
+(a finished scratch file on another filesystem is first copied to that name);
 on an object store we stage the file locally and upload it in one `put` (S3 makes an object
 visible only once its upload, multipart or not, completes).
 """
@@ -9,10 +10,12 @@ visible only once its upload, multipart or not, completes).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+
+PARTIAL = ".partial-"  # `<name>.partial-<pid>`: a local file being written, not yet renamed.
 
 
 @dataclass(frozen=True)
@@ -84,14 +89,8 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[BinaryIO]
     """Open `path` for binary writing; it appears complete or not at all."""
     if is_local(fs):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        partial = f"{path}.partial-{os.getpid()}"
-        try:
-            with open(partial, "wb") as handle:
-                yield handle
-            os.replace(partial, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(partial)
+        with _renamed_into_place(path) as partial, open(partial, "wb") as handle:
+            yield handle
         return
     with tempfile.NamedTemporaryFile(suffix=".upload") as staged:
         yield staged
@@ -103,10 +102,54 @@ def upload_file(fs: fsspec.AbstractFileSystem, local_path: str, path: str) -> No
     """Move a finished local file to `path` atomically (rename locally, one upload remotely)."""
     if is_local(fs):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(local_path, path)
+        _move_local(local_path, path)
     else:
         fs.put_file(local_path, path)
         os.remove(local_path)
+
+
+def _move_local(source: str, path: str) -> None:
+    """Rename `source` to `path`; across filesystems, copy it beside `path` and rename that.
+
+    A rename cannot cross filesystems (EXDEV: scratch on one disk, output on another), and a
+    plain copy would show readers a half file under the final name.
+    """
+    try:
+        os.replace(source, path)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    with _renamed_into_place(path) as partial:
+        shutil.copyfile(source, partial)
+    os.remove(source)
+
+
+@contextlib.contextmanager
+def _renamed_into_place(path: str) -> Iterator[str]:
+    """A partial name beside `path` (so on its filesystem), renamed to `path` if the body
+    succeeds and removed otherwise: `path` appears complete or not at all."""
+    partial = f"{path}{PARTIAL}{os.getpid()}"
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+
+
+def remove_partials(fs: fsspec.AbstractFileSystem, root: str, names: Iterable[str]) -> None:
+    """Delete the partial files that killed writers left at or under `root`'s `names`.
+
+    Only where the run owns these paths and none of its writers is still at work: a live
+    writer's partial looks just the same.
+    """
+    if not is_local(fs):
+        return  # An upload is a single put: object stores never hold a partial.
+    for name in names:
+        path = Path(join(root, name))
+        for partial in [*path.parent.glob(f"{path.name}{PARTIAL}*"), *path.rglob(f"*{PARTIAL}*")]:
+            partial.unlink(missing_ok=True)
 
 
 def write_json(fs: fsspec.AbstractFileSystem, path: str, data: Any) -> None:

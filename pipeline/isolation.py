@@ -14,17 +14,22 @@ lost worker leaves no unit writing behind it.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 
+from pipeline.errors import EnvironmentFailure
 from pipeline.records import Reject
+from pipeline.scratch import owned_scratch
 from pipeline.unit import PrepareConfig, Unit, UnitResult, prepare_unit
 
 _PR_SET_PDEATHSIG = 1  # From <sys/prctl.h>.
+# The child's status for "the environment failed" (EX_TEMPFAIL): the unit is retried by a
+# rerun, and its one-line reason is the last line of the child's stderr.
+ENVIRONMENT_EXIT = 75
 
 
 class UnitFailed(RuntimeError):
@@ -35,13 +40,16 @@ def run_unit_isolated(unit: Unit, config: PrepareConfig, output_url: str) -> Uni
     """Prepare `unit` in child processes, skipping each song that crashes one."""
     crashed: dict[str, Reject] = {}
     by_id = {song.song_id: song for song in unit.songs}
-    with tempfile.TemporaryDirectory(prefix="prepare-supervisor-", dir=config.scratch_dir) as tmp:
+    with owned_scratch(config.scratch_dir) as tmp:
         journal = os.path.join(tmp, "journal")
         result_path = os.path.join(tmp, "result.json")
+        # The child's spools and shards in progress go here too: a child that crashes cannot
+        # clean up, and this directory is removed with everything in it.
+        child_config = dataclasses.replace(config, scratch_dir=tmp)
         while True:
             job = {
                 "unit": unit.to_json(),
-                "config": config.to_json(),
+                "config": child_config.to_json(),
                 "output_url": output_url,
                 "skip": {song_id: r.to_json() for song_id, r in crashed.items()},
             }
@@ -65,6 +73,9 @@ def run_unit_isolated(unit: Unit, config: PrepareConfig, output_url: str) -> Uni
             # Only death by a signal is a native crash. A Python error exits with a status:
             # per-song errors are already rejects inside the child, so a status means the
             # unit itself failed (storage, disk) and no song is to blame.
+            if completed.returncode == ENVIRONMENT_EXIT:
+                reason = completed.stderr.decode(errors="replace").strip().splitlines()[-1]
+                raise UnitFailed(f"unit {unit.index}: {reason}")
             if completed.returncode > 0 or culprit is None or culprit in crashed:
                 tail = completed.stderr.decode(errors="replace").strip()[-2000:]
                 raise UnitFailed(
@@ -121,7 +132,11 @@ def _child_main(journal_path: str, result_path: str, parent_pid: int) -> None:
             journal.write(f"{event} {song_id}\n")
             journal.flush()  # Must be in the kernel before native code gets a chance to crash.
 
-        result = prepare_unit(unit, config, job["output_url"], skip=skip, on_song=on_song)
+        try:
+            result = prepare_unit(unit, config, job["output_url"], skip=skip, on_song=on_song)
+        except EnvironmentFailure as error:
+            print(error, file=sys.stderr)
+            sys.exit(ENVIRONMENT_EXIT)
     with open(result_path, "w") as handle:
         json.dump(result.to_json(), handle)
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pipeline.claims import claim_output
 from pipeline.corpus import discover
-from pipeline.io import atomic_write, filesystem, join, write_json
+from pipeline.io import atomic_write, filesystem, join, remove_partials, write_json
 from pipeline.isolation import run_unit_isolated
 from pipeline.records import Reject
 from pipeline.shards import ShardInfo
@@ -35,6 +35,8 @@ from schemas.rejects import REJECTS_SCHEMA
 log = logging.getLogger(__name__)
 
 RUN_FILE = "_prepare/run.json"
+# Everything a run writes under its output (a `--force` claim deletes these).
+OUTPUTS = (SHARDS_DIR, "_prepare", "rejects.parquet", "manifest.json", "summary.json")
 MANIFEST_VERSION = 1
 
 
@@ -127,6 +129,8 @@ def prepare_corpus(
     _write_manifest(fs, root, input_url, config, shards, complete)
     if complete:
         _remove_orphan_shards(fs, join(root, SHARDS_DIR), {s.name for s in shards})
+        # Every unit has finished: a partial file still here lost its writer to a kill.
+        remove_partials(fs, root, OUTPUTS)
 
     wall = time.perf_counter() - started
     # Units run one per CPU; with fewer units than CPUs the rest sat idle.
@@ -161,7 +165,7 @@ def prepare_corpus(
 def _claim_output(fs, root: str, input_url: str, config: PrepareConfig, force: bool) -> None:
     claim_output(
         fs, root, RUN_FILE, {"input_url": input_url, "config": _output_shaping(config)},
-        owned=(SHARDS_DIR, "_prepare", "rejects.parquet", "manifest.json", "summary.json"),
+        owned=OUTPUTS,
         force=force,
         describe=lambda previous: f"a prepare run of {previous['input_url']!r} with another config",
     )  # fmt: skip

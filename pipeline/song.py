@@ -25,6 +25,7 @@ import soundfile as sf
 
 from pipeline.audio import AudioInfo, DecodeError, local_copy, open_audio
 from pipeline.dsp import PCM16_MAX_FLOAT, TARGET_RATE, stereo_48k, to_pcm16
+from pipeline.errors import EnvironmentFailure, describe, with_retries
 from pipeline.io import StorageOptions, filesystem
 from pipeline.lyrics import NO_LYRICS, Lyrics, decode_text, lines_in_window, parse_lyrics
 from pipeline.records import Reject, SongSource
@@ -80,11 +81,11 @@ def read_lyrics(song: SongSource, storage: StorageOptions) -> tuple[Lyrics, Reje
     if not song.lyrics_source:
         return NO_LYRICS, None
     try:
-        fs, path = filesystem(song.lyrics_source, storage)
-        with fs.open(path, "rb") as handle:
-            data = handle.read(MAX_LYRICS_BYTES + 1)
+        data = with_retries(lambda: _read_head(song.lyrics_source, storage), song.lyrics_source)
+    except EnvironmentFailure:
+        raise  # Not the lyrics' fault: the unit stays unfinished and a rerun reads them.
     except (OSError, ValueError) as error:
-        reason = f"unreadable lyrics: {type(error).__name__}: {error}; song kept without lyrics"
+        reason = f"unreadable lyrics: {describe(error)}; song kept without lyrics"
         return NO_LYRICS, Reject(song.lyrics_source, "lyrics", reason, song.song_id)
     if len(data) > MAX_LYRICS_BYTES:
         reason = "unusable lyrics: file larger than 1 MiB; song kept without lyrics"
@@ -94,6 +95,13 @@ def read_lyrics(song: SongSource, storage: StorageOptions) -> tuple[Lyrics, Reje
         reason = "unusable lyrics: binary content, not text; song kept without lyrics"
         return NO_LYRICS, Reject(song.lyrics_source, "lyrics", reason, song.song_id)
     return parse_lyrics(text), None
+
+
+def _read_head(url: str, storage: StorageOptions) -> bytes:
+    """The first MAX_LYRICS_BYTES + 1 bytes: enough to tell an oversized file."""
+    fs, path = filesystem(url, storage)
+    with fs.open(path, "rb") as handle:
+        return handle.read(MAX_LYRICS_BYTES + 1)
 
 
 def _looks_binary(text: str) -> bool:

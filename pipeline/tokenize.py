@@ -39,6 +39,7 @@ from pipeline.io import (
     filesystem,
     join,
     read_json,
+    remove_partials,
     to_url,
     write_json,
 )
@@ -58,6 +59,9 @@ from schemas.rejects import REJECTS_SCHEMA
 log = logging.getLogger(__name__)
 
 RUN_FILE = "_tokenize/run.json"
+# Everything a run writes under its output (a `--force` claim deletes these).
+OUTPUTS = (TOKENS_DIR, "_tokenize", "rejects.parquet", "summary.json",
+           "codebook_stats.json", "codebook_stats.png")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,10 @@ def tokenize_shards(
 
     results = [done[p.index] for p in parts if p.index in done]
     _write_run_artifacts(fs, root, results)
+    if len(results) == len(parts):
+        # Every part is written and this driver is their only writer: a partial file still
+        # here lost its writer to a kill.
+        remove_partials(fs, root, OUTPUTS)
     wall = time.perf_counter() - started
     segments_this_run = sum(done[p.index].rows for p in pending if p.index in done)
     audio_this_run = sum(done[p.index].audio_seconds for p in pending if p.index in done)
@@ -245,10 +253,8 @@ def _claim_output(fs, root: str, shards_url: str, config: TokenizeConfig, force:
         "tokenizer": config.tokenizer.identity(),
         "shards_per_part": config.shards_per_part,
     }
-    owned = (TOKENS_DIR, "_tokenize", "rejects.parquet", "summary.json",
-             "codebook_stats.json", "codebook_stats.png")  # fmt: skip
     claim_output(
-        fs, root, RUN_FILE, claim, owned, force,
+        fs, root, RUN_FILE, claim, OUTPUTS, force,
         describe=lambda previous: (
             f"tokens of {previous['shards_url']!r} made by {previous['tokenizer']}"
         ),

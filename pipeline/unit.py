@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.audio import DecodeError
+from pipeline.errors import EnvironmentFailure, describe, with_retries
 from pipeline.io import StorageOptions, completed_markers, filesystem, join, marker_name, write_json
 from pipeline.records import Reject, SongSource
 from pipeline.segment import SegmentConfig, plan_segments
@@ -219,12 +220,15 @@ def _prepare_song(
     if lyrics_reject:
         outcome.rejects.append(lyrics_reject)
     try:
-        decoded = decode_song(song, lyrics, config.storage, scratch)
+        decoded = with_retries(lambda: decode_song(song, lyrics, config.storage, scratch),
+                               song.source)  # fmt: skip
     except DecodeError as error:
         outcome.rejects.append(Reject(song.source, "decode", str(error), song.song_id))
         return outcome
+    except EnvironmentFailure:
+        raise
     except Exception as error:  # A decoder bug on one file must not stop the unit.
-        reason = f"decode failed: {type(error).__name__}: {error}"
+        reason = f"decode failed: {describe(error)}"
         outcome.rejects.append(Reject(song.source, "decode", reason, song.song_id))
         return outcome
     try:

@@ -167,8 +167,7 @@ def _job_env(**extra: str) -> dict[str, str]:
 
 def _prepare_command(corpus: Path, output: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "jobs.prepare", "--input", str(corpus), "--output",
-            str(output), "--segment-seconds", "1", "--min-tail-seconds", "0.5",
-            "--num-cpus", "1", *extra]  # fmt: skip
+            str(output), "--segment-seconds", "1", "--min-tail-seconds", "0.5", *extra]  # fmt: skip
 
 
 @pytest.mark.integration
@@ -200,7 +199,7 @@ def test_a_dead_head_left_in_rays_temp_dir_is_never_joined(tmp_path, corpus):
     try:
         started = time.monotonic()
         completed = subprocess.run(
-            _prepare_command(corpus, tmp_path / "out"),
+            _prepare_command(corpus, tmp_path / "out", "--num-cpus", "1"),
             capture_output=True, text=True, env=env, timeout=240,
         )  # fmt: skip
         assert completed.returncode == 0, completed.stderr[-3000:]
@@ -219,7 +218,7 @@ def test_sigterm_stops_a_job_promptly_and_a_rerun_resumes(tmp_path):
         audio = synth_song(4.0, 44_100, 2, index)
         write_audio(str(corpus / f"song{index}.flac"), audio, 44_100, "PCM_16")
     output = tmp_path / "out"
-    command = _prepare_command(corpus, output, "--songs-per-unit", "1")
+    command = _prepare_command(corpus, output, "--songs-per-unit", "1", "--num-cpus", "1")
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env=_job_env(), start_new_session=True)  # fmt: skip
     markers = output / "_prepare" / "units"
