@@ -148,6 +148,12 @@ class PartAssembler:
         del self._buffers[index]
         return self._write(buffer)
 
+    def fail_remaining(self, why: str) -> None:
+        """Give up on every part not yet written (the rows feeding them stopped coming)."""
+        for index in list(self._buffers):
+            self.failures[index] = why
+            del self._buffers[index]
+
     @property
     def unfinished(self) -> list[int]:
         return sorted([*self._buffers, *self.failures])

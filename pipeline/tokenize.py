@@ -23,6 +23,7 @@ import io
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ import pyarrow.parquet as pq
 
 from pipeline.claims import claim_output
 from pipeline.codebook_stats import CodebookHistogram, codebook_report, plot_codebook_usage
+from pipeline.errors import describe, is_environment_failure
 from pipeline.io import (
     StorageOptions,
     atomic_write,
@@ -148,26 +150,33 @@ def tokenize_shards(
 
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    actors, cpus_per_actor = actor_pool_shape(config, gpus, cpus)
+    shape = actor_pool_shape(config, gpus, cpus)
     device = "cuda" if gpus else "cpu"
     if pending:
         assembler = PartAssembler(fs, root, pending, config.row_group_size)
-        dataset = _build_dataset(pending, config, actors, cpus_per_actor, gpus > 0)
+        dataset = _build_dataset(pending, config, shape, gpus > 0)
         segments, total = 0, _segment_count(pending)
         if progress:
             progress(segments, total)
-        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for row in batch.to_pylist():
-                segments += not row["end_of_shard"]
-                result = assembler.add(row)
-                if result is not None:
-                    done[result.index] = result
-            if progress:
-                progress(segments, total)
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for row in batch.to_pylist():
+                    segments += not row["end_of_shard"]
+                    result = assembler.add(row)
+                    if result is not None:
+                        done[result.index] = result
+                if progress:
+                    progress(segments, total)
+        except Exception as error:
+            if not _cluster_failure(error):
+                raise
+            # The parts not yet written stay unfinished; a rerun does them.
+            reason = describe(error).splitlines()[0]
+            assembler.fail_remaining(f"the cluster failed the stage: {reason}")
         unfinished = assembler.unfinished
         failures = [f"part {i}: {why}" for i, why in sorted(assembler.failures.items())]
-        for failure in failures:
-            log.error("%s (rerun to retry)", failure)
+        for why, count in Counter(assembler.failures.values()).items():
+            log.error("%d parts unfinished (rerun to retry): %s", count, why)
     else:
         unfinished, failures = [], []
 
@@ -194,11 +203,20 @@ def tokenize_shards(
         wall_seconds=wall,
         segments_per_second=segments_this_run / wall if wall else 0.0,
         audio_hours_per_hour=audio_this_run / wall if wall else 0.0,
-        actors=actors,
+        actors=shape.actors,
         device=device,
     )
     write_json(fs, join(root, "summary.json"), summary.to_json())
     return summary
+
+
+def _cluster_failure(error: BaseException) -> bool:
+    """A lost node or actor, an execution that stopped making progress, or storage trouble."""
+    from ray.data.exceptions import ExecutionTimeoutError
+    from ray.exceptions import ActorDiedError, NodeDiedError, ObjectLostError, RayActorError
+
+    lost = (ExecutionTimeoutError, ActorDiedError, NodeDiedError, ObjectLostError, RayActorError)
+    return isinstance(error, lost) or is_environment_failure(error)
 
 
 def _segment_count(parts: list[Part]) -> int | None:
@@ -206,11 +224,22 @@ def _segment_count(parts: list[Part]) -> int | None:
     return None if None in counts else sum(counts)
 
 
-def actor_pool_shape(config: TokenizeConfig, gpus: int, cpus: int) -> tuple[int, int]:
-    """(actors, CPUs per actor), always leaving a CPU for the shard readers.
+@dataclass(frozen=True)
+class PoolShape:
+    """How the stage splits the cluster between tokenizer actors and shard readers."""
+
+    actors: int
+    actor_cpus: float  # Ray CPUs each actor reserves.
+    torch_threads: int  # Threads each actor's model runs on.
+    reader_cpus: float = 1.0  # Ray CPUs each shard-reading task reserves.
+
+
+def actor_pool_shape(config: TokenizeConfig, gpus: int, cpus: int) -> PoolShape:
+    """The actor pool, always leaving CPU for the shard readers.
 
     Actors that reserved every CPU would starve the reading tasks that feed them: the
-    pipeline would wait forever.
+    pipeline would wait forever. A one-CPU cluster (a laptop, or what is left after losing a
+    node) runs one actor and the readers on half a CPU each: they take turns.
     """
     if gpus:
         per_actor = config.cpus_per_actor or 1
@@ -218,31 +247,33 @@ def actor_pool_shape(config: TokenizeConfig, gpus: int, cpus: int) -> tuple[int,
     else:
         per_actor = config.cpus_per_actor or (1 if cpus <= 4 else 2)
         actors = config.actors or max(1, (cpus - 1) // per_actor)
-    if actors * per_actor >= cpus:
-        raise ValueError(
-            f"{actors} actors x {per_actor} CPUs leave none of the {cpus} CPUs for reading "
-            "shards; lower --actors"
-        )
-    return actors, per_actor
+    if actors * per_actor < cpus:
+        return PoolShape(actors, per_actor, per_actor)
+    if actors == 1 and cpus == 1:
+        return PoolShape(1, 0.5, 1, reader_cpus=0.5)
+    raise ValueError(
+        f"{actors} actors x {per_actor} CPUs leave none of the {cpus} CPUs for reading "
+        "shards; lower --actors"
+    )
 
 
-def _build_dataset(
-    pending: list[Part], config: TokenizeConfig, actors: int, cpus_per_actor: int, use_gpu: bool
-):
+def _build_dataset(pending: list[Part], config: TokenizeConfig, shape: PoolShape, use_gpu: bool):
     import ray
 
     shard_rows = [{"shard": s.url, "name": s.name} for p in pending for s in p.shards]
     return (
         ray.data.from_items(shard_rows, override_num_blocks=len(shard_rows))
-        .flat_map(read_shard_rows, fn_kwargs={"storage": config.storage}, num_cpus=1)
+        .flat_map(
+            read_shard_rows, fn_kwargs={"storage": config.storage}, num_cpus=shape.reader_cpus
+        )
         .map_batches(
             TokenizeBatch,
-            fn_constructor_kwargs={"spec": config.tokenizer, "torch_threads": cpus_per_actor},
+            fn_constructor_kwargs={"spec": config.tokenizer, "torch_threads": shape.torch_threads},
             batch_size=config.batch_size,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=actors),
+            compute=ray.data.ActorPoolStrategy(size=shape.actors),
             num_gpus=1 if use_gpu else 0,
-            num_cpus=cpus_per_actor,
+            num_cpus=shape.actor_cpus,
         )
     )
 

@@ -66,10 +66,8 @@ def run(args: argparse.Namespace) -> dict:
     audio_seconds = sum(r["duration_s"] for r in rows)
     # The bare run gets the threads the stage gives its model: actors x CPUs per actor.
     resources = ray.cluster_resources()
-    actors, per_actor = actor_pool_shape(
-        config, int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    )
-    threads = actors * per_actor
+    shape = actor_pool_shape(config, int(resources.get("GPU", 0)), int(resources.get("CPU", 1)))
+    threads = shape.actors * shape.torch_threads
     actor = TokenizeBatch(spec, torch_threads=threads)
     actor._encode(rows[: args.batch_size])  # Warm-up: kernels, allocator.
     bare = min(_bare_seconds(actor, rows, args.batch_size) for _ in range(args.repeats))

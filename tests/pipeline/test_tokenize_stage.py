@@ -28,7 +28,13 @@ from pipeline.segment import SegmentConfig
 from pipeline.shard_reader import iter_shard_samples
 from pipeline.synth import synth_song, write_audio
 from pipeline.token_dataset import TokenDataset
-from pipeline.tokenize import TokenizeConfig, find_shards, tokenize_shards
+from pipeline.tokenize import (
+    PoolShape,
+    TokenizeConfig,
+    actor_pool_shape,
+    find_shards,
+    tokenize_shards,
+)
 from pipeline.tokenize_actor import TokenizerSpec
 from pipeline.unit import PrepareConfig
 from schemas.tokens import validate_tokens_table
@@ -269,8 +275,30 @@ def test_audit_job_exits_with_the_same_status_every_time(prepared, tokenized):
     output, _ = tokenized
     command = [sys.executable, "-m", "jobs.audit", "--shards", prepared, "--tokens", str(output)]
     statuses = []
-    for _ in range(12):
+    for _ in range(10):
         completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
         statuses.append(completed.returncode)
         assert '"ok": true' in completed.stdout
-    assert statuses == [0] * 12, completed.stderr[-2000:]
+    assert statuses == [0] * 10, completed.stderr[-2000:]
+
+
+def test_the_actor_pool_always_leaves_cpu_for_the_readers():
+    config = TokenizeConfig(tokenizer=TINY)
+    assert actor_pool_shape(config, gpus=0, cpus=8) == PoolShape(3, 2, 2)
+    assert actor_pool_shape(config, gpus=2, cpus=8) == PoolShape(2, 1, 1)
+    # One CPU left (a laptop, or a cluster that lost a node): actor and readers share it.
+    assert actor_pool_shape(config, gpus=0, cpus=1) == PoolShape(1, 0.5, 1, reader_cpus=0.5)
+    with pytest.raises(ValueError, match="lower --actors"):
+        actor_pool_shape(TokenizeConfig(tokenizer=TINY, actors=2), gpus=0, cpus=2)
+
+
+@pytest.mark.integration
+def test_tokenize_runs_on_a_one_cpu_ray(prepared, tmp_path):
+    output = tmp_path / "tokens"
+    command = [
+        sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", str(output),
+        "--config", "tiny", "--num-cpus", "1", "--batch-size", "4",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert Counter(r["key"] for r in token_rows(output)) == Counter(shard_samples(prepared).keys())
