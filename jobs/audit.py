@@ -3,7 +3,8 @@
 Example:
     python -m jobs.audit --shards ./run/prepared --tokens ./run/tokens
 
-Exits 0 when nothing is missing, duplicated or unexpected, else 1, and prints the report.
+Exits 0 when nothing is missing, duplicated, unexpected or damaged beyond what the rejects
+tables account for, else 1, and prints the report (damaged shards and tables are listed).
 """
 
 from __future__ import annotations

@@ -111,8 +111,11 @@ def find_shards(shards_url: str, storage: StorageOptions) -> list[ShardRef]:
             log.warning("%s: the prepare run is not complete; tokenizing what is there", root)
         shard_dir = join(root, "shards")
         sizes = {os.path.basename(p): s for p, s in fs.du(shard_dir, total=False).items()}
+        for missing in sorted({s["name"] for s in data["shards"]} - set(sizes)):
+            # Reading it fails and says so (tokenize: an unfinished part; audit: damaged).
+            log.error("%s lists %s, which is not in %s", manifest, missing, shard_dir)
         return [
-            ShardRef(s["name"], to_url(fs, join(shard_dir, s["name"])), int(sizes[s["name"]]),
+            ShardRef(s["name"], to_url(fs, join(shard_dir, s["name"])), sizes.get(s["name"], 0),
                      s["samples"])
             for s in data["shards"]
         ]  # fmt: skip

@@ -152,6 +152,17 @@ def test_a_shard_damaged_after_tokenize_fails_the_audit(prepared, tmp_path, at_b
     assert not report.ok
 
 
+def test_a_shard_missing_after_tokenize_is_reported_not_a_crash(prepared, tmp_path):
+    tokenize(prepared, tmp_path / "tokens")
+    shard_path(prepared, 0).unlink()
+
+    report = audit_run(str(prepared), str(tmp_path / "tokens"), STORAGE)
+    (damaged,) = report.damaged_shards
+    assert (damaged.shard, damaged.rejected) == ("000000-0000.tar", False)
+    assert "FileNotFoundError" in damaged.reason or "0 samples readable" in damaged.reason
+    assert len(report.unexpected) == SAMPLES_PER_SHARD and not report.ok
+
+
 def test_link_members_are_not_samples_and_a_rejected_sample_is_accounted_for(prepared, tmp_path):
     path = shard_path(prepared, 0)
     with tarfile.open(path) as tar:
