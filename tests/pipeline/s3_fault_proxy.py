@@ -1,7 +1,8 @@
 """A loopback HTTP proxy in front of the S3 server that fails chosen objects on demand.
 
-Requests whose path contains one of `failing` get `503 InternalError` (what an overloaded
-store answers); every other request is forwarded unchanged.
+Requests whose path contains a key of `failing` get `503 InternalError` (what an overloaded
+store answers), or with `reset`, a connection closed without an answer; `failing[key]` is how
+many such requests are left (None: every one). Other requests are forwarded unchanged.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ FAULT_BODY = (
 
 
 class S3FaultProxy:
-    def __init__(self, upstream: str) -> None:
-        self.failing: set[str] = set()
+    def __init__(self, upstream: str, reset: bool = False) -> None:
+        self.failing: dict[str, int | None] = {}
         self.faults = 0
         target = urlsplit(upstream)
         proxy = self
@@ -27,8 +28,10 @@ class S3FaultProxy:
         class Handler(BaseHTTPRequestHandler):
             def _relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if any(key in self.path for key in proxy.failing):
-                    proxy.faults += 1
+                if proxy.take_fault(self.path):
+                    if reset:
+                        self.close_connection = True  # No status line: the client sees a reset.
+                        return
                     self._answer(503, {"Content-Type": "application/xml"}, FAULT_BODY)
                     return
                 upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
@@ -59,6 +62,15 @@ class S3FaultProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def take_fault(self, path: str) -> bool:
+        """Whether the request for `path` fails; counts it down."""
+        for key, left in self.failing.items():
+            if key in path and (left is None or left > 0):
+                self.failing[key] = None if left is None else left - 1
+                self.faults += 1
+                return True
+        return False
 
     def close(self) -> None:
         self._server.shutdown()

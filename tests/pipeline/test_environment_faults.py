@@ -116,7 +116,7 @@ def test_a_lasting_object_store_error_fails_the_unit_and_a_rerun_completes_it(
         s3.put_file(str(local / name), f"{bucket}/corpus/{name}")
 
     proxy = S3FaultProxy(s3_endpoint)
-    proxy.failing = {"corpus/one.lrc", "corpus/two.flac"}
+    proxy.failing = {"corpus/one.lrc": None, "corpus/two.flac": None}
     # One request per read (no client retries) keeps the test short; the job's own retries
     # (pipeline.errors.with_retries) still run.
     storage = StorageOptions(
@@ -129,7 +129,7 @@ def test_a_lasting_object_store_error_fails_the_unit_and_a_rerun_completes_it(
         faulty = prepare_corpus(f"s3://{bucket}/corpus", output, config)
         assert faulty.units_failed == 2 and proxy.faults >= 6  # 3 tries of each object.
         assert pq.read_table(Path(output) / "rejects.parquet").num_rows == 0
-        proxy.failing = set()
+        proxy.failing = {}
         rerun = prepare_corpus(f"s3://{bucket}/corpus", output, config)
     finally:
         proxy.close()
@@ -140,3 +140,33 @@ def test_a_lasting_object_store_error_fails_the_unit_and_a_rerun_completes_it(
     assert any(line["text"] == "hello from s3" for s in with_lyrics for line in s.meta["lyrics"]), [
         s.meta.get("lyrics") for s in with_lyrics
     ]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("reset", [False, True], ids=["503", "connection-reset"])
+def test_transient_object_store_errors_are_retried_without_loss(tmp_path, s3_endpoint, reset):
+    bucket = f"flaky-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    s3 = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    local = tmp_path / "corpus"
+    write_song(str(local / "one.flac"), 2.5, seed=1)
+    (local / "one.lrc").write_text("[00:01.25]hello from s3\n")
+    for name in ("one.flac", "one.lrc"):
+        s3.put_file(str(local / name), f"{bucket}/corpus/{name}")
+
+    proxy = S3FaultProxy(s3_endpoint, reset=reset)
+    proxy.failing = {"corpus/one.lrc": 1, "corpus/one.flac": 1}  # Each fails once, then heals.
+    storage = StorageOptions(
+        endpoint_url=proxy.url, extra={"config_kwargs": {"retries": {"max_attempts": 1}}}
+    )
+    (tmp_path / "scratch").mkdir()
+    config = small_config(str(tmp_path / "scratch"), storage=storage)
+    output = str(tmp_path / "out")
+    try:
+        summary = prepare_corpus(f"s3://{bucket}/corpus", output, config)
+    finally:
+        proxy.close()
+    assert proxy.faults == 2
+    assert (summary.units_failed, summary.songs_ok, summary.rejects) == (0, 1, 0)
+    samples = read_samples(shard_files(output))
+    assert [s.meta["lyrics"] for s in samples][1] == [{"t": 0.25, "text": "hello from s3"}]
