@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import json
 
-from jobs.cli import JobParser, add_storage_arguments, require_input, run_job, storage_from_args
+from jobs.cli import (
+    JobParser,
+    add_storage_arguments,
+    main_entry,
+    require_input,
+    storage_from_args,
+)
 from pipeline.audit import audit_run
 
 
@@ -34,4 +40,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(main))
+    main_entry(main)

@@ -18,10 +18,11 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from pipeline.claims import OutputInUse
 from pipeline.errors import describe, is_environment_failure
-from pipeline.execution import ClusterUnreachable, start_ray, stop_ray
+from pipeline.execution import ClusterUnreachable, JobInterrupted, start_ray, stop_ray
 from pipeline.io import StorageOptions, exists, filesystem
 
 # What a stage reports as "error: ..." with exit status 2 instead of a traceback: the user's
@@ -31,14 +32,6 @@ USAGE_ERRORS = (OutputInUse, FileNotFoundError, ValueError)
 
 class UsageError(ValueError):
     """The command line asks for something that cannot be done; checked before Ray starts."""
-
-
-class JobInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; raised in the main thread wherever the job is."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class JobParser(argparse.ArgumentParser):
@@ -169,6 +162,18 @@ def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         stop_ray()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def main_entry(main: Callable[[list[str] | None], int]) -> NoReturn:
+    """A job's `__main__`: run it, then exit with its status whatever signal comes late.
+
+    Once the job has finished, a SIGTERM during interpreter shutdown would kill the process
+    by the signal and hide the status the job ended with.
+    """
+    status = run_job(main)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    sys.exit(status)
 
 
 def _fail(message: str, status: int) -> int:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tqdm import tqdm
+
+from jobs.cli import USAGE_ERRORS
+
+T = TypeVar("T")
 
 # Status words of the summary table, by exit status.
 STATUS_WORDS = {0: "ok", 1: "FAILED", 2: "REFUSED", 130: "INTERRUPTED", 143: "INTERRUPTED"}
@@ -42,6 +49,35 @@ class StageOutcome:
     rejects: int | None = None
     wall_seconds: float | None = None
     output: str = ""
+
+
+def run_stage(
+    stage: str,
+    unit: str,
+    work: Callable[[tqdm], T],
+    unfinished: Callable[[T], str | None],
+    outcome: Callable[[T, int], StageOutcome],
+) -> StageOutcome:
+    """Run `work(bar)` under the stage's progress bar and return the stage's summary row.
+
+    A usage error is a REFUSED row (status 2); `unfinished(summary)` words what is left for a
+    rerun (status 1), or is None. The bar is closed before any message is printed: a bar
+    redrawn after it would bury it.
+    """
+    started = time.perf_counter()
+    bar = stage_bar(stage, unit)
+    try:
+        summary = work(bar)
+    except USAGE_ERRORS as error:
+        bar.close()
+        print(f"error: {error}", file=sys.stderr)
+        return StageOutcome(stage, 2, wall_seconds=time.perf_counter() - started)
+    finally:
+        bar.close()
+    left = unfinished(summary)
+    if left:
+        print(f"error: {left}; rerun the same command to finish", file=sys.stderr)
+    return outcome(summary, 1 if left else 0)
 
 
 def format_outcomes(outcomes: list[StageOutcome]) -> str:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import JobParser, run_job
+from jobs.cli import JobParser, main_entry
 from mucodec import checkpoint as ckpt
 from mucodec.checkpoint_dir import CONFIG_FILE, sha256_file
 from mucodec.config import PRESETS, preset
@@ -90,4 +90,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(main))
+    main_entry(main)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from jobs.cli import JobParser, positive_float, run_job
+from jobs.cli import JobParser, main_entry, positive_float
 from pipeline.synth import synth_song, write_audio
 
 
@@ -129,4 +129,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(main))
+    main_entry(main)

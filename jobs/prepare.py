@@ -11,23 +11,22 @@ Rerunning with the same --output finishes only what is missing.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
+import os
 
 from jobs.cli import (
-    USAGE_ERRORS,
     JobParser,
+    UsageError,
     add_ray_arguments,
     add_storage_arguments,
+    main_entry,
     non_negative_float,
     positive_float,
     positive_int,
     require_input,
-    run_job,
     start_job,
     storage_from_args,
 )
-from jobs.console import StageOutcome, print_outcomes, stage_bar
+from jobs.console import StageOutcome, print_outcomes, run_stage
 from pipeline.prepare import PrepareSummary, prepare_corpus
 from pipeline.segment import TAIL_POLICIES, SegmentConfig
 from pipeline.shards import ShardLimits
@@ -116,38 +115,31 @@ def check_usage(args: argparse.Namespace) -> None:
     """Refuse what cannot work before Ray starts."""
     config_from_args(args)
     require_input(args.input, "--input", storage_from_args(args))
+    if args.scratch_dir and not os.path.isdir(args.scratch_dir):
+        raise UsageError(f"--scratch-dir {args.scratch_dir}: no such directory")
 
 
 def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> StageOutcome:
     """Run the stage with a progress bar over units; return its row of the summary."""
-    started = time.perf_counter()
-    bar = stage_bar("prepare", "unit")
 
-    def progress(finished: int, total: int, result) -> None:
-        bar.total = total
-        if result is not None:
-            bar.set_postfix(segments=result.segments, rejects=len(result.rejects),
-                            refresh=False)  # fmt: skip
-        bar.update(1)
+    def work(bar) -> PrepareSummary:
+        def progress(finished: int, total: int, result) -> None:
+            bar.total = total
+            if result is not None:
+                bar.set_postfix(segments=result.segments, rejects=len(result.rejects),
+                                refresh=False)  # fmt: skip
+            bar.update(1)
 
-    try:
-        summary = prepare_corpus(
+        return prepare_corpus(
             input_url, output_url, config_from_args(args),
             concurrency=args.concurrency, force=args.force, progress=progress,
         )  # fmt: skip
-    except BaseException as error:
-        bar.close()  # Before any message: a bar drawn after it would bury it.
-        if not isinstance(error, USAGE_ERRORS):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return StageOutcome("prepare", 2, wall_seconds=time.perf_counter() - started)
-    bar.close()
-    status = 0
-    if summary.units_failed:
-        print(f"error: {summary.units_failed} of {summary.units} units failed; rerun the same "
-              "command to retry them", file=sys.stderr)  # fmt: skip
-        status = 1
-    return prepare_outcome(summary, status, output_url)
+
+    return run_stage(
+        "prepare", "unit", work,
+        lambda s: f"{s.units_failed} of {s.units} units failed" if s.units_failed else None,
+        lambda s, status: prepare_outcome(s, status, output_url),
+    )  # fmt: skip
 
 
 def prepare_outcome(summary: PrepareSummary, status: int, output_url: str) -> StageOutcome:
@@ -169,4 +161,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(main))
+    main_entry(main)

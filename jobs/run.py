@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from jobs import prepare, spotcheck, tokenize
-from jobs.cli import JobParser, run_job, start_job
+from jobs.cli import JobParser, main_entry, start_job
 from jobs.console import StageOutcome, print_outcomes
 from pipeline.io import join
 
@@ -61,4 +61,4 @@ def run_stages(args: argparse.Namespace) -> list[StageOutcome]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(main))
+    main_entry(main)

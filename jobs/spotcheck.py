@@ -13,24 +13,21 @@ Open <output>/report.html in a browser. Rerunning skips samples already decoded.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 
 from jobs.cli import (
-    USAGE_ERRORS,
     JobParser,
     UsageError,
     add_ray_arguments,
     add_storage_arguments,
     fraction,
+    main_entry,
     non_negative_float,
     positive_int,
     require_input,
-    run_job,
     start_job,
     storage_from_args,
 )
-from jobs.console import StageOutcome, print_outcomes, stage_bar
+from jobs.console import StageOutcome, print_outcomes, run_stage
 from mucodec.decoder_config import DECODER_PRESETS
 from pipeline.io import join
 from pipeline.spotcheck import SpotcheckConfig, SpotcheckSummary, spotcheck
@@ -130,28 +127,20 @@ def check_spotcheck_usage(args: argparse.Namespace) -> None:
 
 def run_spotcheck(args: argparse.Namespace, tokens: str, shards: str, output: str) -> StageOutcome:
     """Decode the sample with a progress bar over segments; return its row of the summary."""
-    started = time.perf_counter()
-    bar = stage_bar("spotcheck", "segment")
 
-    def progress(decoded: int, total: int) -> None:
-        bar.total = total
-        bar.update(decoded - bar.n)
+    def work(bar) -> SpotcheckSummary:
+        def progress(decoded: int, total: int) -> None:
+            bar.total = total
+            bar.update(decoded - bar.n)
 
-    try:
-        summary = spotcheck(tokens, shards, output, spotcheck_config_from_args(args), progress)
-    except BaseException as error:
-        bar.close()  # Before any message: a bar drawn after it would bury it.
-        if not isinstance(error, USAGE_ERRORS):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return StageOutcome("spotcheck", 2, wall_seconds=time.perf_counter() - started)
-    bar.close()
-    status = 0
-    if summary.missing:
-        print(f"error: {len(summary.missing)} sampled segments could not be read from the "
-              "shards; rerun the same command to retry them", file=sys.stderr)  # fmt: skip
-        status = 1
-    return spotcheck_outcome(summary, status, output)
+        return spotcheck(tokens, shards, output, spotcheck_config_from_args(args), progress)
+
+    return run_stage(
+        "spotcheck", "segment", work,
+        lambda s: (f"{len(s.missing)} sampled segments could not be read from the shards"
+                   if s.missing else None),
+        lambda s, status: spotcheck_outcome(s, status, output),
+    )  # fmt: skip
 
 
 def spotcheck_outcome(summary: SpotcheckSummary, status: int, output: str) -> StageOutcome:
@@ -189,4 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(main))
+    main_entry(main)

@@ -14,21 +14,18 @@ Rerunning with the same --output finishes only what is missing.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 
 from jobs.cli import (
-    USAGE_ERRORS,
     JobParser,
     add_ray_arguments,
     add_storage_arguments,
+    main_entry,
     positive_int,
     require_input,
-    run_job,
     start_job,
     storage_from_args,
 )
-from jobs.console import StageOutcome, print_outcomes, stage_bar
+from jobs.console import StageOutcome, print_outcomes, run_stage
 from mucodec.config import PRESETS
 from pipeline.tokenize import TokenizeConfig, TokenizeSummary, tokenize_shards
 from pipeline.tokenize_actor import TokenizerSpec
@@ -115,30 +112,22 @@ def build_parser() -> JobParser:
 
 def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> StageOutcome:
     """Run the stage with a progress bar over segments; return its row of the summary."""
-    started = time.perf_counter()
     config = tokenize_config_from_args(args)
-    bar = stage_bar("tokenize", "segment")
 
-    def progress(done: int, total: int | None) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+    def work(bar) -> TokenizeSummary:
+        def progress(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
-    try:
-        summary = tokenize_shards(shards_url, output_url, config, force=args.force,
-                                  progress=progress)  # fmt: skip
-    except BaseException as error:
-        bar.close()  # Before any message: a bar drawn after it would bury it.
-        if not isinstance(error, USAGE_ERRORS):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return StageOutcome("tokenize", 2, wall_seconds=time.perf_counter() - started)
-    bar.close()
-    status = 0
-    if summary.parts_unfinished:
-        print(f"error: {summary.parts_unfinished} of {summary.parts} parts unfinished; rerun "
-              "the same command to finish them", file=sys.stderr)  # fmt: skip
-        status = 1
-    return tokenize_outcome(summary, status, output_url)
+        return tokenize_shards(shards_url, output_url, config, force=args.force,
+                               progress=progress)  # fmt: skip
+
+    return run_stage(
+        "tokenize", "segment", work,
+        lambda s: (f"{s.parts_unfinished} of {s.parts} parts unfinished"
+                   if s.parts_unfinished else None),
+        lambda s, status: tokenize_outcome(s, status, output_url),
+    )  # fmt: skip
 
 
 def tokenize_outcome(summary: TokenizeSummary, status: int, output_url: str) -> StageOutcome:
@@ -162,4 +151,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_job(main))
+    main_entry(main)

@@ -32,6 +32,15 @@ CONNECT_SECONDS = 45.0
 
 
 _stderr_filter = StderrFilter()
+_connected_here = False  # Whether start_ray made this process's Ray connection.
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; raised in the main thread wherever the job is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class ClusterUnreachable(ConnectionError):
@@ -124,9 +133,16 @@ def start_ray(address: str | None = None, num_cpus: int | None = None,
                 _stderr_filter.install()
         else:
             _join(target, log_level, verbose)
+    except SystemExit as exit_:
+        # Ray's own SIGTERM handler, active while it starts, exits with the signal's number.
+        if exit_.code in (signal.SIGINT, signal.SIGTERM):
+            raise JobInterrupted(int(exit_.code)) from None
+        raise
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+    global _connected_here
+    _connected_here = True
     quiet_ray_progress(verbose)  # Ray Data's context exists only now.
 
 
@@ -145,11 +161,16 @@ def _join(target: RayTarget, log_level: int, verbose: bool) -> None:
 
 
 def stop_ray() -> None:
-    """Disconnect from Ray (a private local Ray stops with it) and restore stderr."""
+    """Undo start_ray: disconnect (a private local Ray stops with it) and restore stderr.
+
+    A Ray that the caller had started before (a notebook, a test session) is left running.
+    """
+    global _connected_here
     import ray
 
-    if ray.is_initialized():
+    if _connected_here and ray.is_initialized():
         ray.shutdown()
+    _connected_here = False
     _stderr_filter.remove()
 
 

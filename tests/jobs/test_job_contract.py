@@ -89,6 +89,7 @@ def _usage_cases(tmp_path: Path, corpus: Path) -> list[tuple[str, list[str], str
         ("prepare", [*source, "--segment-seconds", "0"], "--segment-seconds"),
         ("prepare", [*source, "--songs-per-unit", "-1"], "--songs-per-unit"),
         ("prepare", [*source, "--storage-option", "novalue"], "KEY=VALUE"),
+        ("prepare", [*source, "--scratch-dir", missing], "--scratch-dir"),
         ("prepare", [*source, "--address", "127.0.0.1:1", "--num-cpus", "1"], "--num-cpus"),
         ("tokenize", [*shards, "--config", "huge"], "tiny"),
         ("tokenize", [*shards, "--config", "tiny", "--batch-size", "0"], "--batch-size"),
