@@ -1,5 +1,5 @@
-"""Losing a Ray node during tokenize: the stage ends within a bounded time, and a rerun on the
-smaller cluster finishes the work with every segment exactly once."""
+"""Losing a Ray node during prepare or tokenize: the stage ends within a bounded time, and a
+rerun on the smaller cluster finishes the work with every segment exactly once."""
 
 from __future__ import annotations
 
@@ -8,36 +8,41 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 
+import pyarrow.parquet as pq
 import pytest
 
-from pipeline.audit import audit_run
+from pipeline.audit import audit_run, read_shard_keys
 from pipeline.io import StorageOptions
 from pipeline.prepare import prepare_corpus
+from pipeline.tokenize import find_shards
 from tests.conftest import REPO_ROOT
 from tests.pipeline.helpers import small_config, write_song
 
-# A head and a worker of one CPU each; the worker is removed once the first part is written.
-# Ray Data's no-progress guard is set to 30 s (its default is 30 minutes) to keep this short.
+SONGS = 6
+SEGMENTS = 18  # Three 1 s segments per 3 s song.
+
+# A head and a worker of one CPU each; the worker is removed once the stage has finished its
+# first unit (its first marker file). Ray Data's no-progress guard is set to 30 s (its default
+# is 30 minutes) to keep this short.
 SCRIPT = textwrap.dedent(
     """
     import json, os, subprocess, sys, time
     from pathlib import Path
     from ray.cluster_utils import Cluster
 
-    prepared, output = sys.argv[1], Path(sys.argv[2])
+    markers, command = Path(sys.argv[1]), json.loads(sys.argv[2])
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     env = dict(os.environ, RAY_ADDRESS=cluster.address,
                RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S="30")
-    command = [sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output",
-               str(output), "--config", "tiny", "--shards-per-part", "1", "--batch-size", "1"]
     try:
         job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 180
-        while not list((output / "_tokenize" / "parts").glob("*.json")):
+        while not list(markers.glob("*.json")):
             if job.poll() is not None or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -55,18 +60,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.integration
-def test_tokenize_survives_losing_a_node_and_a_rerun_completes(tmp_path, ray_local):
-    for index in range(6):
-        write_song(str(tmp_path / "corpus" / f"song{index}.flac"), 3.0, seed=index)
-    prepared = str(tmp_path / "prepared")
-    config = small_config(str(tmp_path), songs_per_unit=1)
-    assert prepare_corpus(str(tmp_path / "corpus"), prepared, config).segments == 18
-
+def _lose_a_node(markers: str, command: list[str]) -> dict:
+    """Run `command` on a two-node cluster, remove the worker node mid-stage, then rerun."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_AUTH_MODE="disabled", PYTHONPATH=str(REPO_ROOT))
     completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT, prepared, str(tmp_path / "tokens")],
+        [sys.executable, "-c", SCRIPT, markers, json.dumps(command)],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -77,5 +76,45 @@ def test_tokenize_survives_losing_a_node_and_a_rerun_completes(tmp_path, ray_loc
         assert "rerun the same command" in outcome["first_stderr"]
     assert outcome["stopped_after_s"] < 150
     assert outcome["rerun"] == 0, outcome["rerun_stderr"]
-    report = audit_run(prepared, str(tmp_path / "tokens"), StorageOptions())
-    assert report.ok and report.token_rows == report.shard_samples == 18
+    return outcome
+
+
+def _write_corpus(root: str) -> str:
+    for index in range(SONGS):
+        write_song(os.path.join(root, "corpus", f"song{index}.flac"), 3.0, seed=index)
+    return os.path.join(root, "corpus")
+
+
+@pytest.mark.integration
+def test_prepare_survives_losing_a_node_and_a_rerun_completes(tmp_path):
+    corpus = _write_corpus(str(tmp_path))
+    prepared = str(tmp_path / "prepared")
+    _lose_a_node(
+        os.path.join(prepared, "_prepare", "units"),
+        [sys.executable, "-m", "jobs.prepare", "--input", corpus, "--output", prepared,
+         "--segment-seconds", "1", "--min-tail-seconds", "0.25", "--songs-per-unit", "1",
+         "--scratch-dir", str(tmp_path)],
+    )  # fmt: skip
+    keys: Counter = Counter()
+    for shard in find_shards(prepared, StorageOptions()):
+        shard_keys, damage = read_shard_keys(shard, StorageOptions())
+        assert not damage, (shard.name, damage)
+        keys.update(shard_keys)
+    assert len(keys) == SEGMENTS and set(keys.values()) == {1}, keys
+    assert pq.read_table(os.path.join(prepared, "rejects.parquet")).num_rows == 0
+
+
+@pytest.mark.integration
+def test_tokenize_survives_losing_a_node_and_a_rerun_completes(tmp_path, ray_local):
+    corpus = _write_corpus(str(tmp_path))
+    prepared = str(tmp_path / "prepared")
+    config = small_config(str(tmp_path), songs_per_unit=1)
+    assert prepare_corpus(corpus, prepared, config).segments == SEGMENTS
+    tokens = str(tmp_path / "tokens")
+    _lose_a_node(
+        os.path.join(tokens, "_tokenize", "parts"),
+        [sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", tokens,
+         "--config", "tiny", "--shards-per-part", "1", "--batch-size", "1"],
+    )  # fmt: skip
+    report = audit_run(prepared, tokens, StorageOptions())
+    assert report.ok and report.token_rows == report.shard_samples == SEGMENTS
