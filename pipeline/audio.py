@@ -1,18 +1,21 @@
 """Decoding: any catalog audio file -> a stream of float32 blocks at its native rate.
 
 libsndfile (soundfile) reads wav/flac/ogg/mp3/aiff; everything else (m4a/aac, opus, wma, ...)
-goes through the ffmpeg binary: pydub's ffprobe wrapper describes the file, and ffmpeg streams
-raw float32 PCM through a pipe, so an hour-long file never sits in memory whole (pydub's own
-`AudioSegment` would load it whole). A file libsndfile refuses is retried with ffmpeg.
+goes through the ffmpeg binary: ffprobe describes the file, and ffmpeg streams raw float32 PCM
+through a pipe, so an hour-long file never sits in memory whole (pydub's `AudioSegment` would
+load it whole). A file libsndfile refuses is retried with ffmpeg.
+
+A file is truncated when it decodes more than TRUNCATION_TOLERANCE_S short of an exact
+declared length; estimated lengths never reject (`pipeline.duration`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 import shutil
-import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -20,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
-from pydub.utils import mediainfo_json
 
+from pipeline.duration import DeclaredLength, Reported, declared_length
 from pipeline.io import StorageOptions, filesystem, is_local
 
 SOUNDFILE_EXTENSIONS = frozenset(
@@ -30,8 +33,12 @@ SOUNDFILE_EXTENSIONS = frozenset(
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 384_000
 BLOCK_SECONDS = 5.0
-# A decoded stream this much shorter than its header promised is truncated, not just rounded.
+# A decoded stream this much shorter than an exact declared length is truncated, not just
+# rounded: it absorbs encoder delay and padding, which not every header accounts for.
 TRUNCATION_TOLERANCE_S = 0.5
+# libavformat's warning when it guessed a duration from the bit rate; ffprobe's JSON does
+# not say how a duration was obtained.
+_FFPROBE_ESTIMATE = "Estimating duration from bitrate"
 
 
 class DecodeError(Exception):
@@ -40,11 +47,11 @@ class DecodeError(Exception):
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What the container declares. `frames` is None when it does not say (some streams)."""
+    """What the file declares: its format, and its length with the evidence for it."""
 
     sample_rate: int
     channels: int
-    frames: int | None
+    declared: DeclaredLength
     codec: str
 
 
@@ -69,8 +76,18 @@ def _check_format(info: AudioInfo) -> None:
             f"unsupported sample rate {info.sample_rate} Hz "
             f"(accepted: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)"
         )
-    if info.frames == 0:
+    if info.declared.exact and info.declared.seconds == 0:
         raise DecodeError("empty: the file holds no audio frames")
+
+
+def _check_complete(declared: DeclaredLength, decoded_frames: int, sample_rate: int) -> None:
+    """Reject audio that stops short of an exact declared length; estimates never reject."""
+    decoded_s = decoded_frames / sample_rate
+    if declared.exact and declared.seconds - decoded_s > TRUNCATION_TOLERANCE_S:
+        raise DecodeError(
+            f"truncated: {declared.source} declares {declared.seconds:.2f} s, "
+            f"only {decoded_s:.2f} s decodable"
+        )
 
 
 @contextlib.contextmanager
@@ -103,7 +120,7 @@ def open_audio(local_path: str, extension: str) -> Iterator[DecodedStream]:
             soundfile_reason = str(error)
         else:
             with sound:
-                yield _soundfile_stream(sound, extension)
+                yield _soundfile_stream(sound, local_path)
             return
         try:
             with _ffmpeg_stream(local_path) as stream:
@@ -117,25 +134,22 @@ def open_audio(local_path: str, extension: str) -> Iterator[DecodedStream]:
         yield stream
 
 
-def _soundfile_stream(sound: sf.SoundFile, extension: str) -> DecodedStream:
-    # MP3 frame counts from libsndfile are estimates, so only exact formats are checked.
-    exact_length = extension != "mp3"
+def _soundfile_stream(sound: sf.SoundFile, local_path: str) -> DecodedStream:
+    rate = int(sound.samplerate)
+    # libsndfile's own count is only the fallback: it shortens a cut WAV or AIFF to the
+    # frames present, and guesses an untagged mp3's length from its bit rate.
+    reported = Reported(sound.format, sound.frames / rate if rate else None)
     info = AudioInfo(
-        sample_rate=int(sound.samplerate),
+        sample_rate=rate,
         channels=int(sound.channels),
-        frames=int(sound.frames) if exact_length else None,
+        declared=declared_length(local_path, reported),
         codec=f"{sound.format}/{sound.subtype}",
     )
     _check_format(info)
     block = max(1, int(BLOCK_SECONDS * info.sample_rate))
-    expected = info.frames
-    if expected is not None and sound.format == "WAV":
-        # libsndfile shortens a WAV whose data chunk runs past the end of the file to the
-        # frames present, so a WAV cut in half reads as a shorter song; its header does not.
-        expected = max(expected, _wav_declared_frames(sound.name) or 0)
 
     def blocks() -> Iterator[np.ndarray]:
-        read = 0
+        read = 0  # Frames actually decoded: the count the declared length is held to.
         while True:
             try:
                 data = sound.read(block, dtype="float32", always_2d=True)
@@ -149,53 +163,23 @@ def _soundfile_stream(sound: sf.SoundFile, extension: str) -> DecodedStream:
             yield data
         if read == 0:
             raise DecodeError("empty: no audio frames could be decoded")
-        if (
-            exact_length
-            and expected
-            and expected - read > TRUNCATION_TOLERANCE_S * (info.sample_rate)
-        ):
-            raise DecodeError(
-                f"truncated: header declares {expected} frames, only {read} decodable"
-            )
+        _check_complete(info.declared, read, info.sample_rate)
 
     return DecodedStream(info=info, blocks=blocks())
 
 
-def _wav_declared_frames(local_path: str) -> int | None:
-    """Frames the `data` chunk of a RIFF/WAVE header declares; None if it does not say.
-
-    Streaming writers leave the size 0 or 0xFFFFFFFF (unknown), and RF64/W64 keep it
-    elsewhere; those return None and are trusted as libsndfile reads them.
-    """
-    with open(local_path, "rb") as handle:
-        header = handle.read(12)
-        if len(header) < 12 or header[:4] not in (b"RIFF", b"RIFX") or header[8:] != b"WAVE":
-            return None
-        order = "<" if header[:4] == b"RIFF" else ">"
-        block_align = 0
-        while len(chunk := handle.read(8)) == 8:
-            chunk_id, size = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
-            if chunk_id == b"data":
-                if block_align and size not in (0, 0xFFFFFFFF):
-                    return size // block_align
-                return None
-            padded = size + (size & 1)  # Chunks are padded to even sizes.
-            if chunk_id == b"fmt ":
-                body = handle.read(padded)
-                if len(body) >= 14:
-                    block_align = struct.unpack(order + "H", body[12:14])[0]
-            else:
-                handle.seek(padded, os.SEEK_CUR)
-    return None
-
-
-def _probe(local_path: str) -> tuple[AudioInfo, float | None]:
-    """ffprobe through pydub: the first audio stream's format and the declared duration."""
+def _probe(local_path: str) -> AudioInfo:
+    """ffprobe: the first audio stream's format, and its length with the evidence for it."""
+    command = ["ffprobe", "-v", "warning", "-of", "json", "-show_format", "-show_streams"]
+    result = subprocess.run([*command, local_path], capture_output=True, check=False)
+    log = result.stderr.decode("utf-8", errors="replace")
     try:
-        probe = mediainfo_json(local_path)
-    except Exception as error:  # pydub raises bare exceptions on ffprobe failure.
-        raise DecodeError(f"corrupt: ffprobe failed: {error}") from None
-    audio = [s for s in probe.get("streams", []) if s.get("codec_type") == "audio"]
+        probe = json.loads(result.stdout)
+    except ValueError:
+        detail = log.strip().splitlines()[-1] if log.strip() else f"exit {result.returncode}"
+        raise DecodeError(f"corrupt: ffprobe failed: {detail}") from None
+    streams = probe.get("streams", [])
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
     if not audio:
         raise DecodeError(
             "corrupt, truncated or unsupported: ffprobe found no audio stream "
@@ -203,27 +187,33 @@ def _probe(local_path: str) -> tuple[AudioInfo, float | None]:
         )
     stream = audio[0]
     try:
-        info = AudioInfo(
-            sample_rate=int(stream["sample_rate"]),
-            channels=int(stream["channels"]),
-            frames=None,
-            codec=str(stream.get("codec_name", "unknown")),
-        )
+        sample_rate, channels = int(stream["sample_rate"]), int(stream["channels"])
     except (KeyError, ValueError, TypeError):
         raise DecodeError("corrupt: ffprobe reports no sample rate or channel count") from None
-    duration = stream.get("duration") or probe.get("format", {}).get("duration")
+    duration = stream.get("duration")
+    if duration is None and len(streams) == 1:
+        # The format's duration is its longest stream's: the audio's only when it is alone.
+        duration = probe.get("format", {}).get("duration")
     try:
-        declared = float(duration) if duration not in (None, "N/A") else None
+        seconds = float(duration) if duration not in (None, "N/A") else None
     except ValueError:
-        declared = None
-    return info, declared
+        seconds = None
+    reported = Reported(
+        probe.get("format", {}).get("format_name", ""), seconds, _FFPROBE_ESTIMATE in log
+    )
+    return AudioInfo(
+        sample_rate=sample_rate,
+        channels=channels,
+        declared=declared_length(local_path, reported),
+        codec=str(stream.get("codec_name", "unknown")),
+    )
 
 
 @contextlib.contextmanager
 def _ffmpeg_stream(local_path: str) -> Iterator[DecodedStream]:
-    if shutil.which("ffmpeg") is None:
-        raise DecodeError("unsupported: this format needs ffmpeg, which is not installed")
-    info, declared_s = _probe(local_path)
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        raise DecodeError("unsupported: this format needs ffmpeg and ffprobe on PATH")
+    info = _probe(local_path)
     _check_format(info)
     command = [
         "ffmpeg", "-nostdin", "-v", "error", "-i", local_path, "-map", "0:a:0",
@@ -233,7 +223,7 @@ def _ffmpeg_stream(local_path: str) -> Iterator[DecodedStream]:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
         assert process.stdout is not None
         try:
-            yield DecodedStream(info=info, blocks=_ffmpeg_blocks(process, info, declared_s, stderr))
+            yield DecodedStream(info=info, blocks=_ffmpeg_blocks(process, info, stderr))
         finally:
             if process.poll() is None:
                 process.kill()
@@ -241,9 +231,7 @@ def _ffmpeg_stream(local_path: str) -> Iterator[DecodedStream]:
             process.wait()
 
 
-def _ffmpeg_blocks(
-    process: subprocess.Popen, info: AudioInfo, declared_s: float | None, stderr
-) -> Iterator[np.ndarray]:
+def _ffmpeg_blocks(process: subprocess.Popen, info: AudioInfo, stderr) -> Iterator[np.ndarray]:
     frame_bytes = 4 * info.channels
     block_bytes = max(1, int(BLOCK_SECONDS * info.sample_rate)) * frame_bytes
     read = 0
@@ -264,8 +252,4 @@ def _ffmpeg_blocks(
         raise DecodeError(f"corrupt: ffmpeg {reason} after {read} frames: {detail}")
     if read == 0:
         raise DecodeError("empty: no audio frames could be decoded")
-    decoded_s = read / info.sample_rate
-    if declared_s is not None and declared_s - decoded_s > TRUNCATION_TOLERANCE_S:
-        raise DecodeError(
-            f"truncated: container declares {declared_s:.2f} s, only {decoded_s:.2f} s decodable"
-        )
+    _check_complete(info.declared, read, info.sample_rate)
