@@ -27,9 +27,11 @@ from jobs.cli import (
     storage_from_args,
 )
 from jobs.console import StageOutcome, print_outcomes, run_stage
+from pipeline.input_policy import check_allowed_root
 from pipeline.prepare import PrepareSummary, prepare_corpus
 from pipeline.segment import TAIL_POLICIES, SegmentConfig
 from pipeline.shards import ShardLimits
+from pipeline.song import MAX_LYRICS_BYTES
 from pipeline.unit import PrepareConfig
 
 
@@ -42,6 +44,17 @@ def build_parser() -> JobParser:
         "(.jsonl, .json, .csv, .parquet)",
     )
     parser.add_argument("--output", required=True, help="output URL (local path, s3://...)")
+    parser.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="also read audio and lyrics under this local directory or URL prefix "
+        "(repeatable). By default a run reads only inside the --input directory, or inside "
+        "the manifest's own directory or prefix; anything else, http(s) and ftp URLs "
+        "included, only under an --allow-root. A refused location is a reject naming the "
+        "root to allow",
+    )
     parser.add_argument(
         "--segment-seconds",
         type=positive_float,
@@ -88,6 +101,14 @@ def build_parser() -> JobParser:
         help="FLAC compression level of the stored audio: higher is smaller "
         "and slower to write; decoding speed barely changes (default: 5)",
     )
+    parser.add_argument(
+        "--max-lyrics-bytes",
+        type=positive_int,
+        default=MAX_LYRICS_BYTES,
+        metavar="BYTES",
+        help="larger lyrics (a file, or a manifest's inline text in UTF-8) are rejected and "
+        f"the song kept without them (default: {MAX_LYRICS_BYTES}, 1 MiB)",
+    )
     parser.add_argument("--scratch-dir", help="local directory for temporary files")
     add_storage_arguments(parser)
     add_ray_arguments(parser)
@@ -106,6 +127,8 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
         shard_limits=ShardLimits(args.shard_max_samples, int(args.shard_max_bytes)),
         songs_per_unit=args.songs_per_unit,
         flac_level=args.flac_level,
+        max_lyrics_bytes=args.max_lyrics_bytes,
+        allowed_roots=tuple(args.allow_root),
         scratch_dir=args.scratch_dir,
         storage=storage_from_args(args),
     )
@@ -114,6 +137,11 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
 def check_usage(args: argparse.Namespace) -> None:
     """Refuse what cannot work before Ray starts."""
     config_from_args(args)
+    for root in args.allow_root:
+        try:
+            check_allowed_root(root)
+        except ValueError as error:
+            raise UsageError(f"--allow-root: {error}") from None
     require_input(args.input, "--input", storage_from_args(args))
     if args.scratch_dir and not os.path.isdir(args.scratch_dir):
         raise UsageError(f"--scratch-dir {args.scratch_dir}: no such directory")
@@ -130,9 +158,22 @@ def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> St
                                 refresh=False)  # fmt: skip
             bar.update(1)
 
+        def fingerprint_progress(done: int, total: int) -> None:
+            # The same bar counts the source files being hashed first, then the units.
+            if done == 0:
+                bar.reset(total)
+                bar.set_description("prepare: hashing sources", refresh=False)
+                bar.unit = "file"
+            bar.update(done - bar.n)
+            if done == total:
+                bar.reset()
+                bar.set_description("prepare", refresh=False)
+                bar.unit = "unit"
+
         return prepare_corpus(
             input_url, output_url, config_from_args(args),
             concurrency=args.concurrency, force=args.force, progress=progress,
+            fingerprint_progress=fingerprint_progress,
         )  # fmt: skip
 
     return run_stage(

@@ -25,7 +25,7 @@ from pipeline.io import StorageOptions, completed_markers, filesystem, join, mar
 from pipeline.records import Reject, SongSource
 from pipeline.segment import SegmentConfig, plan_segments
 from pipeline.shards import ShardInfo, ShardLimits, ShardWriter
-from pipeline.song import decode_song, encode_samples, read_lyrics
+from pipeline.song import MAX_LYRICS_BYTES, decode_song, encode_samples, read_lyrics
 
 UNIT_MARKER_VERSION = 1
 SHARDS_DIR = "shards"
@@ -40,11 +40,15 @@ class PrepareConfig:
     shard_limits: ShardLimits = field(default_factory=ShardLimits)
     songs_per_unit: int = 32
     flac_level: int = 5  # libFLAC's default: ~3x faster to encode than 8, ~2% larger.
+    max_lyrics_bytes: int = MAX_LYRICS_BYTES  # Larger lyrics, file or inline, are rejected.
+    # Where a run may read beyond its input (local paths, URL prefixes): --allow-root.
+    allowed_roots: tuple[str, ...] = ()
     scratch_dir: str | None = None  # Local disk for spools and shards in progress.
     storage: StorageOptions = field(default_factory=StorageOptions)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["allowed_roots"] = list(self.allowed_roots)
         data["storage"] = self.storage.to_json()
         return data
 
@@ -55,6 +59,8 @@ class PrepareConfig:
             shard_limits=ShardLimits(**data["shard_limits"]),
             songs_per_unit=data["songs_per_unit"],
             flac_level=data["flac_level"],
+            max_lyrics_bytes=data["max_lyrics_bytes"],
+            allowed_roots=tuple(data["allowed_roots"]),
             scratch_dir=data["scratch_dir"],
             storage=StorageOptions.from_json(data["storage"]),
         )
@@ -216,7 +222,7 @@ def _prepare_song(
     song: SongSource, config: PrepareConfig, writer: ShardWriter, scratch: str
 ) -> _SongOutcome:
     outcome = _SongOutcome()
-    lyrics, lyrics_reject = read_lyrics(song, config.storage)
+    lyrics, lyrics_reject = read_lyrics(song, config.storage, config.max_lyrics_bytes)
     if lyrics_reject:
         outcome.rejects.append(lyrics_reject)
     try:

@@ -90,6 +90,8 @@ def _usage_cases(tmp_path: Path, corpus: Path) -> list[tuple[str, list[str], str
         ("prepare", [*source, "--songs-per-unit", "-1"], "--songs-per-unit"),
         ("prepare", [*source, "--storage-option", "novalue"], "KEY=VALUE"),
         ("prepare", [*source, "--scratch-dir", missing], "--scratch-dir"),
+        ("prepare", [*source, "--allow-root", ""], "--allow-root"),
+        ("prepare", [*source, "--max-lyrics-bytes", "0"], "--max-lyrics-bytes"),
         ("prepare", [*source, "--address", "127.0.0.1:1", "--num-cpus", "1"], "--num-cpus"),
         ("tokenize", [*shards, "--config", "huge"], "tiny"),
         ("tokenize", [*shards, "--config", "tiny", "--batch-size", "0"], "--batch-size"),
@@ -102,6 +104,7 @@ def _usage_cases(tmp_path: Path, corpus: Path) -> list[tuple[str, list[str], str
         ("run", [*source, "--config", "huge"], "tiny"),
         ("run", [*source, "--config", "tiny", "--decoder-config", "huge"], "tiny"),
         ("run", ["--input", missing, "--output", out, "--config", "tiny"], "nowhere"),
+        ("run", [*source, "--config", "tiny", "--allow-root", "cache::s3://b"], "--allow-root"),
         ("audit", ["--shards", missing, "--tokens", out], "nowhere"),
         ("demo", ["--scale", "-2"], "--scale"),
     ]

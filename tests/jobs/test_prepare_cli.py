@@ -35,7 +35,8 @@ def test_arguments_map_onto_the_prepare_config():
             "--min-tail-seconds", "2.5", "--shard-max-samples", "7", "--shard-max-bytes", "5e6",
             "--songs-per-unit", "3", "--flac-level", "8", "--scratch-dir", "/tmp/s",
             "--s3-endpoint-url", "http://127.0.0.1:9", "--storage-option", "key=k",
-            "--storage-option", "secret=a=b",
+            "--storage-option", "secret=a=b", "--allow-root", "/mnt/music",
+            "--allow-root", "s3://bucket/audio", "--max-lyrics-bytes", "4096",
         ]
     )  # fmt: skip
     config = prepare_job.config_from_args(args)
@@ -44,10 +45,13 @@ def test_arguments_map_onto_the_prepare_config():
     assert (config.songs_per_unit, config.flac_level, config.scratch_dir) == (3, 8, "/tmp/s")
     assert config.storage.endpoint_url == "http://127.0.0.1:9"
     assert config.storage.extra == {"key": "k", "secret": "a=b"}
+    assert config.allowed_roots == ("/mnt/music", "s3://bucket/audio")
+    assert config.max_lyrics_bytes == 4096
     defaults = prepare_job.config_from_args(
         prepare_job.build_parser().parse_args(["--input", "i", "--output", "o"])
     )
     assert defaults.segment == SegmentConfig()  # 35.84 s, keep tails of 10 s or more.
+    assert (defaults.allowed_roots, defaults.max_lyrics_bytes) == ((), 1 << 20)
 
 
 @pytest.mark.parametrize(

@@ -229,8 +229,9 @@ def test_manifest_input_counts_every_row_including_duplicates(ray_local, corpus,
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     output = tmp_path / "out"
-    summary = prepare_corpus(str(manifest), str(output), _config(str(scratch)))
-    assert len(discover(str(manifest), _config(str(scratch)).storage).rejects) == 2
+    config = _config(str(scratch), allowed_roots=(str(corpus),))  # The manifest is elsewhere.
+    summary = prepare_corpus(str(manifest), str(output), config)
+    assert len(discover(str(manifest), config.storage, config.allowed_roots).rejects) == 2
     assert summary.songs_in == 4
     assert (summary.songs_ok, summary.songs_rejected, summary.rejects) == (1, 3, 3)
     assert summary.songs_ok + summary.songs_rejected == summary.songs_in
