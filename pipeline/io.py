@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import shutil
@@ -194,6 +195,14 @@ def completed_markers(
         if data is not None and (result := parse(data)).fingerprint == unit.fingerprint:
             done[unit.index] = result
     return done
+
+
+def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
+    """Write `table` as one Parquet file at `path`, atomically."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    with atomic_write(fs, path) as handle:
+        handle.write(buffer.getvalue())
 
 
 def read_parquet(

@@ -6,12 +6,12 @@ Output layout under the output URL:
     manifest.json               the complete shards with sample counts, and the run config
     summary.json                counts, hours, throughput
     _prepare/run.json           the input and config this output belongs to
+    _prepare/fingerprints.parquet  the sha256 of each source file, reused while it is unchanged
     _prepare/units/<unit>.json  per-unit completion markers (results, rejects)
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.claims import claim_output
 from pipeline.corpus import discover
-from pipeline.io import atomic_write, filesystem, join, remove_partials, write_json
+from pipeline.fingerprint import fingerprint_songs
+from pipeline.io import filesystem, join, remove_partials, write_json, write_parquet
 from pipeline.isolation import run_unit_isolated
 from pipeline.records import Reject
 from pipeline.shards import ShardInfo
@@ -53,6 +53,8 @@ class PrepareSummary:
     units_run: int
     units_already_done: int
     units_failed: int
+    files_hashed: int  # Source files read and hashed this run; the others were cached.
+    fingerprint_seconds: float
     wall_seconds: float
     audio_seconds_this_run: float
     throughput_realtime: float  # Audio seconds prepared per wall second, this run.
@@ -83,32 +85,51 @@ def prepare_corpus(
     concurrency: int | None = None,
     force: bool = False,
     progress: Callable[[int, int, UnitResult | None], None] | None = None,
+    fingerprint_progress: Callable[[int, int], None] | None = None,
 ) -> PrepareSummary:
-    """Prepare `input_url` into shards at `output_url`, resuming any earlier run there."""
+    """Prepare `input_url` into shards at `output_url`, resuming any earlier run there.
+
+    `fingerprint_progress(files_done, files)` follows the hashing of the sources, then
+    `progress(units_finished, units, result or None when the unit failed)` the units.
+    """
     import ray  # Imported here so the plain functions above stay usable without Ray.
 
     started = time.perf_counter()
     fs, root = filesystem(output_url, config.storage)
     _claim_output(fs, root, input_url, config, force)
 
-    discovery = discover(input_url, config.storage)
-    units = plan_units(discovery.songs, config.songs_per_unit)
+    discovery = discover(input_url, config.storage, config.allowed_roots)
+    fingerprints = fingerprint_songs(
+        discovery.songs, output_url, config.storage,
+        concurrency=concurrency, progress=fingerprint_progress,
+    )  # fmt: skip
+    units = plan_units(fingerprints.songs, config.songs_per_unit)
     done = load_markers(output_url, units, config.storage)
     pending = [u for u in units if u.index not in done]
-    log.info("%d songs in %d units; %d already done", len(discovery.songs), len(units), len(done))
+    log.info(
+        "%d songs in %d units; %d already done", len(fingerprints.songs), len(units), len(done)
+    )
 
     failures: list[str] = []
+    # A song the environment kept from being hashed may be a duplicate: its unit waits.
+    unhashed = {u.index: why for u in pending for s in u.songs
+                if (why := fingerprints.unhashed.get(s.song_id))}  # fmt: skip
+    for finished, (index, why) in enumerate(sorted(unhashed.items()), start=1):
+        failures.append(f"unit {index}: {why}")
+        if progress:
+            progress(finished, len(pending), None)
+    runnable = [u for u in pending if u.index not in unhashed]
     audio_this_run = 0.0
     cores = int(ray.cluster_resources().get("CPU", 1))
-    if pending:
-        rows = [{"unit": json.dumps(u.to_json())} for u in pending]
+    if runnable:
+        rows = [{"unit": json.dumps(u.to_json())} for u in runnable]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
             run_unit_row,
             fn_kwargs={"config": config, "output_url": output_url},
             num_cpus=1,
             concurrency=concurrency,
         )
-        for finished, row in enumerate(dataset.iter_rows(), start=1):
+        for finished, row in enumerate(dataset.iter_rows(), start=len(unhashed) + 1):
             if row["error"]:
                 failures.append(f"unit {row['index']}: {row['error']}")
                 log.error("unit %d failed: %s", row["index"], row["error"])
@@ -122,7 +143,8 @@ def prepare_corpus(
                 progress(finished, len(pending), result)
 
     results = [done[u.index] for u in units if u.index in done]
-    rejects = list(discovery.rejects) + [r for result in results for r in result.rejects]
+    rejects = [*discovery.rejects, *fingerprints.rejects]
+    rejects += [r for result in results for r in result.rejects]
     _write_rejects(fs, join(root, "rejects.parquet"), rejects)
     shards = [shard for result in results for shard in result.shards]
     complete = len(results) == len(units)
@@ -134,9 +156,10 @@ def prepare_corpus(
 
     wall = time.perf_counter() - started
     # Units run one per CPU; with fewer units than CPUs the rest sat idle.
-    cores_used = max(1, min(cores, concurrency or cores, len(pending)))
-    # Every discovery reject is one input turned away (a row without a path, a duplicate id).
-    songs_in = len(discovery.songs) + len(discovery.rejects)
+    cores_used = max(1, min(cores, concurrency or cores, len(runnable)))
+    # Every discovery reject is one input turned away (a row without a path, a duplicate id,
+    # a location outside the allowed roots), except refused lyrics: their song is kept.
+    songs_in = len(discovery.songs) + sum(r.stage == "discover" for r in discovery.rejects)
     songs_ok = sum(r.songs_ok for r in results)
     summary = PrepareSummary(
         songs_in=songs_in,
@@ -150,6 +173,8 @@ def prepare_corpus(
         units_run=len(pending),
         units_already_done=len(units) - len(pending),
         units_failed=len(failures),
+        files_hashed=fingerprints.hashed,
+        fingerprint_seconds=fingerprints.seconds,
         wall_seconds=wall,
         audio_seconds_this_run=audio_this_run,
         throughput_realtime=audio_this_run / wall if wall else 0.0,
@@ -163,8 +188,13 @@ def prepare_corpus(
 
 
 def _claim_output(fs, root: str, input_url: str, config: PrepareConfig, force: bool) -> None:
+    shaping = _output_shaping(config)
+    # Allowed roots decide which songs are admitted, as the catalog's contents do, not how
+    # they are written: a rerun that allows what the last one refused resumes (its units
+    # with new songs are redone), it is not another run.
+    del shaping["allowed_roots"]
     claim_output(
-        fs, root, RUN_FILE, {"input_url": input_url, "config": _output_shaping(config)},
+        fs, root, RUN_FILE, {"input_url": input_url, "config": shaping},
         owned=OUTPUTS,
         force=force,
         describe=lambda previous: f"a prepare run of {previous['input_url']!r} with another config",
@@ -181,10 +211,7 @@ def _output_shaping(config: PrepareConfig) -> dict[str, Any]:
 
 def _write_rejects(fs, path: str, rejects: list[Reject]) -> None:
     table = pa.Table.from_pylist([r.to_json() for r in rejects], schema=REJECTS_SCHEMA)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    with atomic_write(fs, path) as handle:
-        handle.write(buffer.getvalue())
+    write_parquet(fs, path, table)
 
 
 def _write_manifest(

@@ -12,6 +12,9 @@ class SongSource:
 
     `source` is the audio URL exactly as discovered. Lyrics come either from a sidecar or
     manifest path (`lyrics_source`) or inline from a manifest (`lyrics_text`).
+    `source_sha256` is the hex sha256 of the audio file's bytes, set by the fingerprint pass
+    (pipeline/fingerprint.py); being part of the unit's fingerprint, a changed file redoes
+    its unit. None until then: a unit run on its own hashes the file itself.
     """
 
     song_id: str
@@ -20,6 +23,7 @@ class SongSource:
     lyrics_text: str | None = None
     title: str | None = None
     artist: str | None = None
+    source_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

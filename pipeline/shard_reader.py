@@ -77,6 +77,7 @@ def sample_row(shard: str, key: str, members: dict[str, bytes]) -> dict[str, Any
         lyrics=json.dumps(metadata["lyrics"], ensure_ascii=False),
         lyrics_text=members.get("txt", b"").decode("utf-8", errors="replace"),
         source=metadata["source"],
+        source_sha256=metadata["source_sha256"],
         pcm=np.ascontiguousarray(pcm).tobytes(),
         n_samples=len(pcm),
     )
@@ -88,7 +89,7 @@ def _with_defaults(row: dict[str, Any]) -> dict[str, Any]:
     defaults = {
         "song_id": "", "segment_index": -1, "start_s": 0.0, "duration_s": 0.0,
         "song_peak": 0.0, "gain": 1.0, "lyrics_aligned": False, "lyrics": "[]",
-        "lyrics_text": "", "source": "",
+        "lyrics_text": "", "source": "", "source_sha256": "",
     }  # fmt: skip
     return {**defaults, **row}
 

@@ -13,6 +13,7 @@ segments or none.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -32,7 +33,7 @@ from pipeline.records import Reject, SongSource
 from pipeline.segment import SegmentSpan
 from schemas.shard_sample import SHARD_SAMPLE_SCHEMA_VERSION, validate_sample_metadata
 
-MAX_LYRICS_BYTES = 1 << 20  # A "lyrics" file larger than 1 MiB is not lyrics.
+MAX_LYRICS_BYTES = 1 << 20  # The default cap: "lyrics" larger than 1 MiB are not lyrics.
 _SPOOL_FRAME_BYTES = 2 * 4  # Stereo float32.
 
 
@@ -55,6 +56,7 @@ class DecodedSong:
     source_frames: int
     peak: float
     lyrics: Lyrics
+    source_sha256: str  # Of the file's bytes: the fingerprint pass's, else of the copy read.
 
     @property
     def source_duration_s(self) -> float:
@@ -74,21 +76,30 @@ def segment_key(song_id: str, segment_index: int) -> str:
     return f"{song_id}_{segment_index:05d}"
 
 
-def read_lyrics(song: SongSource, storage: StorageOptions) -> tuple[Lyrics, Reject | None]:
-    """The song's lyrics; a lyrics file that cannot be read costs the lyrics, not the song."""
+def read_lyrics(
+    song: SongSource, storage: StorageOptions, max_bytes: int
+) -> tuple[Lyrics, Reject | None]:
+    """The song's lyrics; lyrics that cannot be read, or that are larger than `max_bytes`
+    (a file, or inline text in UTF-8), cost the lyrics, not the song."""
     if song.lyrics_text:
+        size = len(song.lyrics_text.encode("utf-8"))
+        if size > max_bytes:
+            reason = f"unusable lyrics: {size:,} bytes of inline text, {_over_cap(max_bytes)}"
+            return NO_LYRICS, Reject(song.source, "lyrics", reason, song.song_id)
         return parse_lyrics(song.lyrics_text), None
     if not song.lyrics_source:
         return NO_LYRICS, None
     try:
-        data = with_retries(lambda: _read_head(song.lyrics_source, storage), song.lyrics_source)
+        data = with_retries(
+            lambda: _read_head(song.lyrics_source, storage, max_bytes), song.lyrics_source
+        )
     except EnvironmentFailure:
         raise  # Not the lyrics' fault: the unit stays unfinished and a rerun reads them.
     except (OSError, ValueError) as error:
         reason = f"unreadable lyrics: {describe(error)}; song kept without lyrics"
         return NO_LYRICS, Reject(song.lyrics_source, "lyrics", reason, song.song_id)
-    if len(data) > MAX_LYRICS_BYTES:
-        reason = "unusable lyrics: file larger than 1 MiB; song kept without lyrics"
+    if len(data) > max_bytes:
+        reason = f"unusable lyrics: the file is {_over_cap(max_bytes)}"
         return NO_LYRICS, Reject(song.lyrics_source, "lyrics", reason, song.song_id)
     text = decode_text(data)
     if _looks_binary(text):
@@ -97,11 +108,15 @@ def read_lyrics(song: SongSource, storage: StorageOptions) -> tuple[Lyrics, Reje
     return parse_lyrics(text), None
 
 
-def _read_head(url: str, storage: StorageOptions) -> bytes:
-    """The first MAX_LYRICS_BYTES + 1 bytes: enough to tell an oversized file."""
+def _read_head(url: str, storage: StorageOptions, max_bytes: int) -> bytes:
+    """The first `max_bytes` + 1 bytes: enough to tell an oversized file."""
     fs, path = filesystem(url, storage)
     with fs.open(path, "rb") as handle:
-        return handle.read(MAX_LYRICS_BYTES + 1)
+        return handle.read(max_bytes + 1)
+
+
+def _over_cap(max_bytes: int) -> str:
+    return f"over the {max_bytes:,}-byte cap (--max-lyrics-bytes); song kept without lyrics"
 
 
 def _looks_binary(text: str) -> bool:
@@ -121,6 +136,7 @@ def decode_song(
             local_copy(song.source, storage, scratch_dir) as local_path,
             open_audio(local_path, extension) as stream,
         ):
+            source_sha256 = song.source_sha256 or _file_sha256(local_path)
             counted = _counting(stream.blocks)
             frames, peak = 0, 0.0
             for block in stereo_48k(counted, stream.info.sample_rate):
@@ -147,7 +163,13 @@ def decode_song(
         source_frames=counted.total,
         peak=peak,
         lyrics=lyrics,
+        source_sha256=source_sha256,
     )
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class _counting:
@@ -213,6 +235,7 @@ def _metadata(decoded: DecodedSong, span: SegmentSpan, count: int, key: str, gai
         "key": key,
         "song_id": song.song_id,
         "source": song.source,
+        "source_sha256": decoded.source_sha256,
         "segment_index": span.index,
         "song_segments": count,
         "start_s": start_s,
@@ -224,6 +247,7 @@ def _metadata(decoded: DecodedSong, span: SegmentSpan, count: int, key: str, gai
         "source_channels": decoded.info.channels,
         "source_duration_s": decoded.source_duration_s,
         "source_codec": decoded.info.codec,
+        "duration_evidence": decoded.info.declared.evidence,
         "lyrics_aligned": decoded.lyrics.aligned,
         "lyrics": [{"t": line.t, "text": line.text} for line in lines],
         "song_peak": decoded.peak,

@@ -228,6 +228,7 @@ def tokens_table(rows: list[dict[str, Any]]) -> pa.Table:
         "lyrics": lyrics,
         "lyrics_text": pa.array([r["lyrics_text"] for r in rows], pa.string()),
         "source": pa.array([r["source"] for r in rows], pa.string()),
+        "source_sha256": pa.array([r["source_sha256"] for r in rows], pa.string()),
         "shard": pa.array([r["shard"] for r in rows], pa.string()),
     }
     for name in PROVENANCE_COLUMNS:

@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 
-SHARD_SAMPLE_SCHEMA_VERSION = 1
+SHARD_SAMPLE_SCHEMA_VERSION = 2  # 2: `source_sha256` (and `duration_evidence`).
 
 
 @cache

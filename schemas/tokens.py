@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-TOKENS_SCHEMA_VERSION = 1
+TOKENS_SCHEMA_VERSION = 2  # 2: `source_sha256`.
 
 LYRIC_LINE = pa.struct([pa.field("t", pa.float64()), pa.field("text", pa.string())])
 
@@ -31,6 +31,7 @@ TOKENS_SCHEMA = pa.schema(
         pa.field("lyrics", pa.list_(LYRIC_LINE), nullable=False),
         pa.field("lyrics_text", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("source_sha256", pa.string(), nullable=False),
         pa.field("shard", pa.string(), nullable=False),
         pa.field("tokenizer", pa.string(), nullable=False),
         pa.field("tokenizer_config", pa.string(), nullable=False),

@@ -43,7 +43,7 @@ def token_row(shard: str, key: str, codes: np.ndarray | None = None, error: str 
         "song_id": key.rsplit("_", 1)[0], "segment_index": int(key.rsplit("_", 1)[1] or 0),
         "start_s": 0.0, "duration_s": 2.0, "song_peak": 0.5, "gain": 1.0,
         "lyrics_aligned": True, "lyrics": json.dumps([{"t": 0.5, "text": "hi"}]),
-        "lyrics_text": "hi", "source": "/x.wav",
+        "lyrics_text": "hi", "source": "/x.wav", "source_sha256": "0" * 64,
         "codes": codes.tobytes(), "n_codebooks": codes.shape[0], "n_frames": codes.shape[1],
         **PROVENANCE,
     }  # fmt: skip
