@@ -274,11 +274,22 @@ def _build_dataset(pending: list[Part], config: TokenizeConfig, shape: PoolShape
             fn_constructor_kwargs={"spec": config.tokenizer, "torch_threads": shape.torch_threads},
             batch_size=config.batch_size,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=shape.actors),
+            compute=_actor_pool(config, shape),
             num_gpus=1 if use_gpu else 0,
             num_cpus=shape.actor_cpus,
         )
     )
+
+
+def _actor_pool(config: TokenizeConfig, shape: PoolShape):
+    """`--actors` fixes the pool; by default it starts at the planned size and Ray Data adds
+    actors as nodes join (within the stage's resource budget, so readers keep theirs) and
+    drops them when they no longer fit."""
+    import ray
+
+    if config.actors:
+        return ray.data.ActorPoolStrategy(size=shape.actors)
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=None, initial_size=shape.actors)
 
 
 def _claim_output(fs, root: str, shards_url: str, config: TokenizeConfig, force: bool) -> None:
