@@ -2,8 +2,9 @@
 
 Not run in CI: it takes minutes and mounts a tmpfs (root). The demo corpus is written once;
 a clean calibration run then records the segment keys (the reference every round is
-checked against) and how long each stage runs after its first completion marker (the window
-a timed fault's delay is drawn from; a faster clean run later shrinks it). Each round runs
+checked against) and how long each stage takes from its first completion marker to its last
+(the window a timed fault's delay is drawn from, so that it lands while work is in flight; a
+faster clean run later shrinks it). Each round runs
 `jobs.prepare` then `jobs.tokenize` as real subprocesses into a fresh output, with one fault
 drawn by the seeded RNG:
 
@@ -267,15 +268,10 @@ class JobRun:
     status: int
     seconds: float
     first_marker_s: float | None  # From the start; None when no marker appeared.
+    last_marker_s: float | None  # When the last marker it wrote appeared, from the start.
     signalled: bool  # A timed fault was sent while the job still ran.
     markers_at_fault: int | None  # Completion markers written when it was sent.
     lingering: int  # Processes of its session left after it exited.
-
-
-def _has_marker(directory: str) -> bool:
-    with contextlib.suppress(FileNotFoundError):
-        return any(name.endswith(".json") for name in os.listdir(directory))
-    return False
 
 
 def _job_env() -> dict[str, str]:
@@ -294,13 +290,15 @@ def run_job(
         job = subprocess.Popen(command, cwd=REPO_ROOT, env=_job_env(), stdout=handle,
                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     resources.sessions.add(job.pid)
-    first_marker = signalled_at = markers_at_fault = None
+    first_marker = last_marker = signalled_at = markers_at_fault = None
+    seen = 0
     deadline = started + JOB_TIMEOUT_S
     status = None
     while status is None:
         now = time.monotonic()
-        if first_marker is None and _has_marker(markers):
-            first_marker = now - started
+        if (count := len(marker_times(markers))) > seen:
+            seen, last_marker = count, now - started
+            first_marker = last_marker if first_marker is None else first_marker
         due = first_marker is not None and now >= started + first_marker + delay
         if fault and signalled_at is None and due:
             signalled_at = now
@@ -321,8 +319,8 @@ def run_job(
     lingering = sweep_session(job.pid)
     resources.sessions.discard(job.pid)
     signalled = signalled_at is not None
-    return JobRun(command, log, status, seconds, first_marker, signalled, markers_at_fault,
-                  lingering)  # fmt: skip
+    return JobRun(command, log, status, seconds, first_marker, last_marker, signalled,
+                  markers_at_fault, lingering)  # fmt: skip
 
 
 # -- one stage, faulted and rerun ---------------------------------------------------------------
@@ -337,9 +335,9 @@ class Soak:
     scale: float
     resources: Resources
     disk_bytes: int
-    # Per stage: the shortest run time after its first marker seen in a clean run (the
-    # shortest, so that a timed fault seldom comes after the job's end when load drops), and
-    # how many markers a complete run writes.
+    # Per stage: the shortest time between its first and last markers seen in a clean run
+    # (while work is in flight; the shortest, so that a timed fault seldom comes after the
+    # work when load drops), and how many markers a complete run writes.
     windows: dict[str, float] = field(default_factory=dict)
     markers: dict[str, int] = field(default_factory=dict)
 
@@ -349,8 +347,8 @@ class Soak:
 
     def observe(self, stage: str, run: JobRun, markers: int) -> None:
         """Learn from a clean, complete run of `stage`."""
-        if run.status == 0 and run.first_marker_s is not None:
-            window = max(0.5, run.seconds - run.first_marker_s)  # Never zero: room to land.
+        if run.status == 0 and run.first_marker_s is not None and run.last_marker_s is not None:
+            window = max(0.5, run.last_marker_s - run.first_marker_s)  # Never zero: room to land.
             self.windows[stage] = min(window, self.windows.get(stage, window))
             self.markers[stage] = markers
 
@@ -432,10 +430,15 @@ def run_stage(stage: str, output: str, fault: Fault | None, soak: Soak, logs: st
     result = StageRun(stage)
     first = _first_run(stage, output, os.path.join(logs, f"{stage}-0.log"), fault, soak)
     result.runs.append(first)
+    markers = marker_dir(stage, output)
     if fault:
         result.landed = first.status != 0 if fault.kind == "full-disk" else first.signalled
+        # A SIGTERM after the last marker finds the job done but for its summary: exit 0
+        # is right then, and the fault came too late to test anything.
+        finished = first.markers_at_fault == len(marker_times(markers))
+        if fault.kind == "sigterm" and first.status == 0 and finished:
+            result.landed = False
     _check_run(result, first, EXPECTED_STATUS[fault.kind if fault and result.landed else None])
-    markers = marker_dir(stage, output)
     if fault is None:
         soak.observe(stage, first, len(marker_times(markers)))
     while not result.done and result.reruns < MAX_RERUNS:
@@ -691,7 +694,7 @@ def run(args: argparse.Namespace) -> dict:
         report_round(calibration, soak, args.rounds)
         say("timed faults: a delay after the stage's first completion marker, up to "
             + ", ".join(f"{w:.1f} s for {stage}" for stage, w in soak.windows.items())
-            + " (the clean run's time left)")  # fmt: skip
+            + " (the clean run's time from its first marker to its last)")  # fmt: skip
         results = []
         for index, fault in enumerate(draw_faults(args.rounds, args.seed, kinds), start=1):
             results.append(run_round(index, fault, soak, expected))
