@@ -120,8 +120,13 @@ def open_audio(local_path: str, extension: str) -> Iterator[DecodedStream]:
             soundfile_reason = str(error)
         else:
             with sound:
-                yield _soundfile_stream(sound, local_path)
-            return
+                stream = _soundfile_stream(sound, local_path)
+                # libsndfile ends an mp3 without a Xing or VBRI tag at the length it guessed
+                # from the first frame's bit rate, losing the rest of a VBR file; ffmpeg
+                # decodes every frame.
+                if sound.format != "MP3" or stream.info.declared.exact:
+                    yield stream
+                    return
         try:
             with _ffmpeg_stream(local_path) as stream:
                 yield stream
@@ -136,9 +141,11 @@ def open_audio(local_path: str, extension: str) -> Iterator[DecodedStream]:
 
 def _soundfile_stream(sound: sf.SoundFile, local_path: str) -> DecodedStream:
     rate = int(sound.samplerate)
-    # libsndfile's own count is only the fallback: it shortens a cut WAV or AIFF to the
-    # frames present, and guesses an untagged mp3's length from its bit rate.
-    reported = Reported(sound.format, sound.frames / rate if rate else None)
+    # libsndfile's own count is only the fallback: it shortens a cut WAV, AIFF, W64 or CAF
+    # to the frames present, and guesses an untagged mp3's length from its bit rate. Only
+    # an Ogg's (its last granule position) and an mp3's (an estimate) say anything.
+    seconds = sound.frames / rate if rate else None
+    reported = Reported(sound.format, seconds, counted=sound.format not in ("OGG", "MP3"))
     info = AudioInfo(
         sample_rate=rate,
         channels=int(sound.channels),

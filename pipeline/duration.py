@@ -14,9 +14,10 @@ metadata as `duration_evidence`:
 | `mp3-vbri`        | VBRI tag frames x samples per frame                             | yes   |
 | `mp4-track`       | an MP4/M4A/MOV audio track's duration, as ffprobe reads it      | yes   |
 | `ogg-granule`     | the last Ogg page's granule position, as the decoder reads it   | yes   |
-| `container`       | another container's length field (W64, CAF, Matroska, ASF, ...) | yes   |
+| `container`       | another container's length field, as ffprobe reads it (Matroska) | yes   |
 | `estimate`        | guessed from the bit rate: raw ADTS AAC, mp3 without a tag, ... | no    |
 | `none`            | nothing declares a length (a WAV streamed with an unknown size) | no    |
+|                   | or only libsndfile's count of the frames present (W64, CAF)     |       |
 
 WAV, AIFF, FLAC and mp3 headers are parsed here (libsndfile shortens a cut WAV or AIFF to
 the frames present, and its mp3 length is a guess unless tagged). Everything else is the
@@ -79,6 +80,9 @@ class Reported:
     format: str
     seconds: float | None
     estimated: bool = False
+    # A count of the frames present rather than a declared length: libsndfile clamps a cut
+    # W64 or CAF file's header to what is there, so it can never show a loss.
+    counted: bool = False
 
 
 def declared_length(local_path: str, reported: Reported) -> DeclaredLength:
@@ -87,7 +91,7 @@ def declared_length(local_path: str, reported: Reported) -> DeclaredLength:
         from_header = _header_length(handle)
     if from_header is not None:
         return from_header
-    if reported.seconds is None:
+    if reported.seconds is None or reported.counted:
         return DeclaredLength(NO_EVIDENCE, None)
     name = reported.format.lower()
     if reported.estimated or name in _RAW_STREAMS:

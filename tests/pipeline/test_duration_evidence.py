@@ -102,6 +102,24 @@ def test_mp3_without_a_header_is_an_estimate_and_never_rejected(wav, tmp_path):
     assert info.declared.evidence == "estimate" and decoded_s < 3.0
 
 
+def test_vbr_mp3_without_a_header_decodes_to_its_end(tmp_path):
+    """Its first frame's bit rate would put its length at a fraction of the song."""
+    source = tmp_path / "quiet-then-loud.wav"
+    quiet = [0.001 * math.sin(i / 7) for i in range(3 * RATE)]
+    loud = [0.8 * math.sin(i * i / 9e6) for i in range(17 * RATE)]
+    with open(source, "wb") as handle:
+        samples = struct.pack(f"<{len(quiet) + len(loud)}h",
+                              *(int(v * 32767) for v in quiet + loud))  # fmt: skip
+        handle.write(b"RIFF" + struct.pack("<I", 36 + len(samples)) + b"WAVEfmt ")
+        handle.write(struct.pack("<IHHIIHH", 16, 1, 1, RATE, RATE * 2, 2, 16))
+        handle.write(b"data" + struct.pack("<I", len(samples)) + samples)
+    vbr = _ffmpeg(source, tmp_path / "vbr.mp3", "-c:a", "libmp3lame", "-q:a", "2",
+                  "-write_xing", "0")  # fmt: skip
+    info, decoded_s = _decode(vbr)
+    assert info.declared.evidence == "estimate"
+    assert decoded_s == pytest.approx(20.0, abs=0.1)
+
+
 def _with_vbri_frame(bare: Path, frames: int, target: Path) -> Path:
     """Put a Fraunhofer VBRI frame in front of a headerless 128 kbit/s 44.1 kHz mp3.
 
@@ -201,6 +219,17 @@ def test_unknown_sizes_in_lossless_headers_are_no_evidence(tmp_path):
     # Not decoded: libsndfile 1.2 fails at the end of a FLAC of unknown length (psf_fseek).
     with open_audio(str(flac), "flac") as stream:
         assert (stream.info.declared.evidence, stream.info.declared.seconds) == ("none", None)
+
+
+@pytest.mark.parametrize("name", ["song.w64", "song.caf"])
+def test_a_count_of_the_frames_present_is_no_evidence(tmp_path, name):
+    """libsndfile clamps a cut W64 header to what is there, and refuses a cut CAF, whose
+    length ffmpeg then estimates: neither is evidence of a loss, so the file is accepted."""
+    path = tmp_path / name
+    write_song(str(path), seconds=3.0, rate=RATE, channels=2)
+    info, decoded_s = _decode(_cut(path, 0.5, "cut" + path.suffix))
+    assert info.declared.evidence in ("none", "estimate")
+    assert decoded_s < 2.0
 
 
 def test_the_schema_lists_every_evidence_kind():
