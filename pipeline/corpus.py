@@ -32,6 +32,7 @@ AUDIO_EXTENSIONS = frozenset(
     {
         "wav", "wave", "flac", "ogg", "oga", "mp3", "aif", "aiff", "aifc", "w64", "rf64",
         "m4a", "mp4", "aac", "opus", "wma", "webm", "mka", "wv", "ape", "caf", "ac3",
+        "eac3", "mp2", "m4b", "dts", "tta", "au",
     }
 )  # fmt: skip
 MANIFEST_EXTENSIONS = frozenset({"jsonl", "json", "csv", "parquet"})

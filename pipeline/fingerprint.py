@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 FINGERPRINTS_FILE = "_prepare/fingerprints.parquet"
 FINGERPRINTS_VERSION = 1
 STAGE = "fingerprint"  # The rejects' stage: turned away for their bytes, not their names.
+# Empty files are all "the same bytes", but each is its own defect: decoding rejects it as
+# empty, naming that file, rather than as a duplicate of another empty one.
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 # What changes when a file is rewritten, by the names fsspec filesystems report it under.
 VERSION_FIELDS = ("ETag", "etag", "mtime", "ino", "LastModified", "generation")
 # Files per Ray task: large enough to amortise a task, small enough to spread a small catalog.
@@ -223,6 +226,8 @@ def resolve_duplicates(
             kept[song.song_id] = song
         elif result["error"]:
             rejects.append(Reject(song.source, STAGE, result["error"], song.song_id))
+        elif result["sha256"] == _EMPTY_SHA256:
+            kept[song.song_id] = replace(song, source_sha256=result["sha256"])
         elif (first := first_of.setdefault(result["sha256"], song.song_id)) != song.song_id:
             rejects.append(Reject(song.source, STAGE, f"duplicate of {first}", song.song_id))
         else:

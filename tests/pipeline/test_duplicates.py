@@ -186,6 +186,15 @@ def test_first_in_sorted_source_order_wins_whatever_the_order_given():
         assert unhashed == {}
 
 
+def test_empty_files_are_not_duplicates_of_each_other():
+    """Each is left to decoding, which rejects it as empty under its own name."""
+    songs = (SongSource("a", "/a.wav"), SongSource("b", "/b.wav"))
+    empty = hashlib.sha256(b"").hexdigest()
+    results = {s.source: {"sha256": empty, "error": None, "environment": False} for s in songs}
+    kept, rejects, _ = resolve_duplicates(songs, {"a": "/a.wav", "b": "/b.wav"}, results)
+    assert [s.song_id for s in kept] == ["a", "b"] and rejects == ()
+
+
 def test_an_unhashed_song_keeps_its_place_and_an_unreadable_one_is_rejected():
     songs = (SongSource("a", "/a.wav"), SongSource("b", "/b.wav"))
     results = {
