@@ -160,15 +160,17 @@ def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> St
 
         def fingerprint_progress(done: int, total: int) -> None:
             # The same bar counts the source files being hashed first, then the units.
+            # Described before each reset, which redraws the bar.
             if done == 0:
-                bar.reset(total)
-                bar.set_description("prepare: hashing sources", refresh=False)
+                bar.set_description_str("prepare: hashing sources", refresh=False)
                 bar.unit = "file"
+                bar.reset(total)
             bar.update(done - bar.n)
             if done == total:
-                bar.reset()
-                bar.set_description("prepare", refresh=False)
+                bar.set_description_str("prepare", refresh=False)
                 bar.unit = "unit"
+                bar.total = None  # The units' count comes with their first progress.
+                bar.reset()
 
         return prepare_corpus(
             input_url, output_url, config_from_args(args),

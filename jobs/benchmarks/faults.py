@@ -1,8 +1,8 @@
 """Fault-injection soak: nothing lost, nothing duplicated, and a rerun resumes.
 
-Not run in CI: it takes minutes and mounts a tmpfs (root). The demo corpus is written once;
-a clean calibration run then records the segment keys (the reference every round is
-checked against) and how long each stage takes from its first completion marker to its last
+Not run in CI: it takes minutes and mounts a tmpfs (root). The demo corpus is written once
+(or `--corpus` names a catalog directory); a clean calibration run then records the segment
+keys (the reference every round is checked against; a given corpus's rejects too) and how long each stage takes from its first completion marker to its last
 (the window a timed fault's delay is drawn from, so that it lands while work is in flight; a
 faster clean run later shrinks it). Each round runs
 `jobs.prepare` then `jobs.tokenize` as real subprocesses into a fresh output, with one fault
@@ -27,12 +27,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections import Counter
@@ -79,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default: 0)")
     parser.add_argument(
         "--scale", type=float, default=0.5, help="demo corpus duration scale (default: 0.5)"
+    )
+    parser.add_argument(
+        "--corpus",
+        help="a catalog directory to soak instead of the generated demo corpus; its clean "
+        "run's segments and rejects are the reference (default: the demo corpus)",
     )
     parser.add_argument(
         "--workdir",
@@ -335,6 +342,8 @@ class Soak:
     scale: float
     resources: Resources
     disk_bytes: int
+    # Corpus-relative paths prepare must reject; a given corpus learns them from its clean run.
+    legitimate: set[str] = field(default_factory=set)
     # Per stage: the shortest time between its first and last markers seen in a clean run
     # (while work is in flight; the shortest, so that a timed fault seldom comes after the
     # work when load drops), and how many markers a complete run writes.
@@ -554,7 +563,7 @@ def audit_round(output: str, soak: Soak, expected_keys: set[str]) -> tuple[Accou
         expected_keys,
         read_rejects(os.path.join(prepared, "rejects.parquet"), soak.corpus),
         read_rejects(os.path.join(tokens, "rejects.parquet")),
-        legitimate_rejects(soak.scale),
+        soak.legitimate,
     )
     problems = [f"shards not in the manifest: {extra}"] if extra else []
     if partials := leftover_partials(prepared, tokens):
@@ -613,16 +622,37 @@ def draw_faults(rounds: int, seed: int, kinds: tuple[str, ...]) -> list[Fault]:
     return faults
 
 
-def calibrate(soak: Soak) -> tuple[RoundResult, set[str]]:
-    """A clean run: the reference keys, and (Soak.observe) each stage's timing."""
+def median_spool_bytes(prepared: str) -> int:
+    """The spool of a clean run's median song: a scratch disk the longer songs overfill."""
+    durations: dict[str, float] = {}
+    for shard in find_shards(prepared, StorageOptions()):
+        with tarfile.open(shard.url) as archive:
+            for member in archive:
+                if member.name.endswith(".json"):
+                    meta = json.load(archive.extractfile(member))
+                    durations[meta["song_id"]] = meta["source_duration_s"]
+    seconds = sorted(durations.values())
+    return int(SPOOL_BYTES_PER_S * seconds[len(seconds) // 2])
+
+
+def calibrate(soak: Soak, given_corpus: bool) -> tuple[RoundResult, set[str]]:
+    """A clean run: the reference keys, and (Soak.observe) each stage's timing.
+
+    A given corpus also takes its reference rejects and scratch disk size from this run.
+    """
     started = time.monotonic()
     output = os.path.join(soak.workdir, "round-000")
     stages = run_stages(output, None, soak)
     if not (len(stages) == len(STAGES) and stages[-1].done):
         raise RuntimeError(f"the clean calibration run failed: {stages[-1].problems[-1]}")
-    expected = set(shard_key_counts(os.path.join(output, "prepared"))[0])
+    prepared = os.path.join(output, "prepared")
+    expected = set(shard_key_counts(prepared)[0])
+    if given_corpus:
+        rejects = read_rejects(os.path.join(prepared, "rejects.parquet"), soak.corpus)
+        soak.legitimate = {r["path"] for r in rejects if not is_environment_reason(r["reason"])}
+        soak.disk_bytes = median_spool_bytes(prepared)
     accounting, problems = audit_round(output, soak, expected)
-    if len(expected) != expected_segment_count(soak.scale):
+    if not given_corpus and len(expected) != expected_segment_count(soak.scale):
         problems.append(f"the clean run made {len(expected)} segments; the corpus should "
                         f"give {expected_segment_count(soak.scale)}")  # fmt: skip
     result = RoundResult(0, None, stages, accounting, time.monotonic() - started, problems)
@@ -679,18 +709,21 @@ def run(args: argparse.Namespace) -> dict:
     # SIGTERM to the soak must clean up like Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        soak = Soak(os.path.join(workdir, "corpus"), workdir, args.scale, resources,
-                    disk_bytes=scratch_disk_bytes(args.scale))  # fmt: skip
-        shutil.rmtree(soak.corpus, ignore_errors=True)
+        corpus = os.path.abspath(args.corpus) if args.corpus else os.path.join(workdir, "corpus")
+        soak = Soak(corpus, workdir, args.scale, resources,
+                    disk_bytes=scratch_disk_bytes(args.scale),
+                    legitimate=legitimate_rejects(args.scale))  # fmt: skip
         os.makedirs(soak.scratch, exist_ok=True)  # Prepare wants an existing --scratch-dir.
-        make_demo_corpus(soak.corpus, args.scale)
+        if not args.corpus:
+            shutil.rmtree(soak.corpus, ignore_errors=True)
+            make_demo_corpus(soak.corpus, args.scale)
         kinds = KINDS
         if reason := tmpfs_unavailable(workdir, resources):
             kinds = tuple(k for k in KINDS if k != "full-disk")
             say(f"full-disk fault skipped: cannot mount a tmpfs ({reason})")
-        say(f"seed {args.seed}, scale {args.scale}, workdir {workdir}, scratch disk "
-            f"{soak.disk_bytes / 2**20:.1f} MiB")  # fmt: skip
-        calibration, expected = calibrate(soak)
+        calibration, expected = calibrate(soak, given_corpus=bool(args.corpus))
+        say(f"seed {args.seed}, corpus {args.corpus or f'demo at scale {args.scale}'}, "
+            f"workdir {workdir}, scratch disk {soak.disk_bytes / 2**20:.1f} MiB")  # fmt: skip
         report_round(calibration, soak, args.rounds)
         say("timed faults: a delay after the stage's first completion marker, up to "
             + ", ".join(f"{w:.1f} s for {stage}" for stage, w in soak.windows.items())
@@ -711,6 +744,7 @@ def run(args: argparse.Namespace) -> dict:
     summary = summarize(results, calibration, len(expected))
     summary.update(
         seed=args.seed,
+        corpus=args.corpus or "demo",
         scale=args.scale,
         skipped_kinds=sorted(set(KINDS) - set(kinds)),
         wall_seconds=round(time.monotonic() - started, 1),
