@@ -82,7 +82,11 @@ def read_lyrics(
     """The song's lyrics; lyrics that cannot be read, or that are larger than `max_bytes`
     (a file, or inline text in UTF-8), cost the lyrics, not the song."""
     if song.lyrics_text:
-        size = len(song.lyrics_text.encode("utf-8"))
+        try:
+            size = len(song.lyrics_text.encode("utf-8"))
+        except UnicodeEncodeError:  # A lone surrogate, which JSON's "\ud800" can carry.
+            reason = "unusable lyrics: inline text is not valid Unicode; song kept without lyrics"
+            return NO_LYRICS, Reject(song.source, "lyrics", reason, song.song_id)
         if size > max_bytes:
             reason = f"unusable lyrics: {size:,} bytes of inline text, {_over_cap(max_bytes)}"
             return NO_LYRICS, Reject(song.source, "lyrics", reason, song.song_id)

@@ -378,6 +378,14 @@ def test_inline_lyrics_are_measured_in_utf8_bytes_against_the_cap():
     assert read_lyrics(default, STORAGE, PrepareConfig().max_lyrics_bytes)[1] is not None
 
 
+def test_inline_lyrics_that_are_not_valid_unicode_cost_the_lyrics_not_the_unit():
+    """JSON's "\ud800" decodes to a lone surrogate, which no UTF-8 encoder accepts."""
+    song = SongSource("s", "/catalog/s.wav", lyrics_text=json.loads('"la \\ud800 la"'))
+    lyrics, reject = read_lyrics(song, STORAGE, max_bytes=100)
+    assert lyrics.text == "" and reject.stage == "lyrics"
+    assert reject.reason.startswith("unusable lyrics: inline text is not valid Unicode")
+
+
 def test_lyrics_over_a_configured_cap_cost_the_lyrics_not_the_song(base, scratch):
     catalog = base / "catalog"
     for seed, name in enumerate(["file.wav", "inline.wav", "small.wav"]):
