@@ -2,11 +2,11 @@
 
 Not run in CI: it takes minutes and mounts a tmpfs (root). The demo corpus is written once
 (or `--corpus` names a catalog directory); a clean calibration run then records the segment
-keys (the reference every round is checked against; a given corpus's rejects too) and how long each stage takes from its first completion marker to its last
-(the window a timed fault's delay is drawn from, so that it lands while work is in flight; a
-faster clean run later shrinks it). Each round runs
-`jobs.prepare` then `jobs.tokenize` as real subprocesses into a fresh output, with one fault
-drawn by the seeded RNG:
+keys (the reference every round is checked against; a given corpus's rejects too) and how
+long each stage takes from its first completion marker to its last (the window a timed
+fault's delay is drawn from, so that it lands while work is in flight; a faster clean run
+later shrinks it). Each round runs `jobs.prepare` then `jobs.tokenize` as real subprocesses
+into a fresh output, with one fault drawn by the seeded RNG:
 
 * sigkill: SIGKILL to the job's whole process group, a random delay after the stage's first
   completion marker (a machine that dies: nothing runs any cleanup);
