@@ -10,9 +10,12 @@ full-size model gets a CPU figure at all: one full-size window costs ~1 PFLOP at
 `--official-way` replays the reference's execution (one item and window at a time,
 estimator under CUDA fp16 autocast, float32 VAE/vocoder, vocoder in 3/4-overlapping
 chunks) for comparison with ours (batched, `--dtype` autocast, chunk reuse or
-`--whole-window-vocoder`). `--window-codes/--hop-codes` shrink the window for a short CPU
-run of the full-size model (the result is then not representative of the real window,
-whose attention spans 4096 tokens); leave them unset for real figures.
+`--whole-window-vocoder`); `--pairs N` compares the two in one run, alternating them N
+times at the first step count (jobs/benchmarks/paired.py), and quotes the median of the
+per-pair ratios official / ours. `--window-codes/--hop-codes` shrink the window for a short
+CPU run of the full-size model (the result is then not representative of the real window,
+whose attention spans 4096 tokens); leave them unset for real figures. The load average is
+sampled around every timing; a run under more load than cores says so on stderr.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from jobs.benchmarks.paired import Load, load_json, measure_pairs, warn_if_noisy
 from mucodec.decoder import MuCodecDecoder, plan_windows
 from mucodec.decoder_config import WindowConfig, decoder_preset
 
@@ -47,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, help="warm-up decodes (default: 1 on GPU, 0 on CPU)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--project", default="50,20", help="step counts to project RTF to")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="also alternate the official way and ours this many times at the first step "
+        "count and quote the median ratio (default 0: off)",
+    )
 
 
 class _Timers:
@@ -83,10 +94,17 @@ class _Timers:
                 handle.remove()
 
 
+def _decode(decoder: MuCodecDecoder, codes: torch.Tensor, steps: int, changes: dict) -> None:
+    """One decode of `codes` [B, 1, N] at `steps` Euler steps, waiting for the device."""
+    sampling = decoder.with_sampling(num_steps=steps, **changes)
+    decoder.decode(codes, seeds=list(range(codes.shape[0])), sampling=sampling)
+    if decoder.device.type == "cuda":
+        torch.cuda.synchronize(decoder.device)
+
+
 def _decode_once(
     decoder: MuCodecDecoder, codes: torch.Tensor, steps: int, sampling_changes: dict
 ) -> tuple[float, _Timers]:
-    sampling = decoder.with_sampling(num_steps=steps, **sampling_changes)
     timers = _Timers(decoder.device)
     modules = {
         "estimator": decoder.flow.estimator,
@@ -96,8 +114,7 @@ def _decode_once(
     with timers.attached(modules):
         timers._sync()
         started, cpu_started = time.perf_counter(), time.process_time()
-        decoder.decode(codes, seeds=list(range(codes.shape[0])), sampling=sampling)
-        timers._sync()
+        _decode(decoder, codes, steps, sampling_changes)
         wall = time.perf_counter() - started
     timers.seconds["process_cpu"] = time.process_time() - cpu_started
     return wall, timers
@@ -140,7 +157,10 @@ def run(args: argparse.Namespace) -> dict:
 
     measured = {}
     per_step_window = render_window = None
-    for steps in [int(s) for s in args.steps.split(",")]:
+    loads = []
+    step_counts = [int(s) for s in args.steps.split(",")]
+    for steps in step_counts:
+        loads.append(Load.now())
         wall, timers = _decode_once(decoder, codes, steps, changes)
         estimator = timers.seconds["estimator"]
         # Per window and item: the estimator runs `steps` times (CFG rows batched).
@@ -156,6 +176,7 @@ def run(args: argparse.Namespace) -> dict:
             # CPU seconds of this process: wall >> cpu / threads means a shared machine.
             "process_cpu_s": round(timers.seconds["process_cpu"], 1),
         }
+    loads.append(Load.now())
     assert per_step_window is not None and render_window is not None
     other = measured[steps]["other_s"]
     projected = {
@@ -167,7 +188,7 @@ def run(args: argparse.Namespace) -> dict:
         for s in args.project.split(",")
     }
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {
+    result = {
         "config": args.config,
         "device": device_name,
         "threads": torch.get_num_threads(),
@@ -187,4 +208,16 @@ def run(args: argparse.Namespace) -> dict:
         "render_s_per_window": round(render_window, 3),
         "projected_rtf": projected,
         "note": "rtf = wall / audio seconds (batch included); < 1 is faster than real time",
+        "load": load_json(loads),
     }
+    if args.pairs:
+        paired = measure_pairs(
+            lambda: _decode(decoder, codes, step_counts[0], {**changes, "official_way": True}),
+            lambda: _decode(decoder, codes, step_counts[0], {**changes, "official_way": False}),
+            args.pairs,
+            warmup=warmup,
+        )
+        result["official_way_over_ours"] = {"steps": step_counts[0], **paired.to_json(cpu=True)}
+        loads += paired.loads
+    warn_if_noisy(loads)
+    return result

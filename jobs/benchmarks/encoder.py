@@ -12,8 +12,10 @@ one run, on the same audio (N segments of 35.84 s of noise-like music, back to b
   tiling (repeated audio included), the whole 12-block stack plus the final LayerNorm,
   float32, batches of 3 windows.
 
-Reported: wall times, their ratio on the same audio, the per-audio-second ratio (which
-ignores the tiling's repeated audio), segments/second, and model FLOP/s (counted
+The two alternate in --pairs pairs (jobs/benchmarks/paired.py). Reported: each side's
+median wall and CPU seconds, the median of the per-pair ratios naive / ours on the same
+audio (wall and CPU time) and per audio second (which ignores the tiling's repeated audio)
+with their spread and the load average, segments/second, and model FLOP/s (counted
 analytically) as a fraction of --peak-tflops (auto for H100/H200).
 """
 
@@ -23,11 +25,21 @@ import argparse
 import dataclasses
 import math
 import platform
-import time
+import statistics
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from jobs.benchmarks.paired import (
+    Clocks,
+    Load,
+    PairedResult,
+    load_json,
+    measure_pairs,
+    spread,
+    warn_if_noisy,
+)
 from mucodec.config import TokenizerConfig, preset
 from mucodec.frontend import normalise_song
 from mucodec.tiling import WINDOW, sound2code_windows
@@ -47,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--preset", default="official", help="tokenizer preset (default official)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
-    parser.add_argument("--warmup", type=int, default=-1, help="warm-up batches (-1: GPU 2, CPU 0)")
+    parser.add_argument(
+        "--warmup", type=int, default=-1, help="untimed warm-up pairs (-1: GPU 1, CPU 0)"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive official run")
     parser.add_argument(
         "--agreement",
@@ -56,10 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="peak for the FLOP fraction")
     parser.add_argument(
-        "--repeats",
+        "--pairs",
         type=int,
-        default=1,
-        help="alternate ours / naive this many times and keep each side's best (default 1)",
+        default=3,
+        help="timed naive / ours pairs; the median ratio is quoted (default 3; with "
+        "--no-baseline ours runs once)",
     )
     parser.add_argument("--seed", type=int, default=0)
 
@@ -107,26 +122,20 @@ def _audio(segments: int, seed: int) -> torch.Tensor:
     return tone + 0.05 * torch.randn(2, samples, generator=generator)
 
 
-def _timed_batches(run: Any, batches: list[torch.Tensor], device: torch.device) -> float:
-    """Wall seconds of running every batch; the process CPU time goes to `_CPU_SECONDS`."""
-    _synchronize(device)
-    start, cpu_start = time.perf_counter(), time.process_time()
+def _run_batches(
+    encode: Callable[[torch.Tensor], object], batches: list[torch.Tensor], device: torch.device
+) -> None:
+    """Encode every batch on `device` and wait for it: a timing must include the device."""
     for batch in batches:
-        run(batch.to(device, non_blocking=True))
+        encode(batch.to(device, non_blocking=True))
     _synchronize(device)
-    _CPU_SECONDS.append(time.process_time() - cpu_start)
-    return time.perf_counter() - start
-
-
-# CPU seconds of each timed run, in order (wall time is noisy on a shared machine).
-_CPU_SECONDS: list[float] = []
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    warmup = args.warmup if args.warmup >= 0 else (2 if device.type == "cuda" else 0)
+    warmup = args.warmup if args.warmup >= 0 else (1 if device.type == "cuda" else 0)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     config = preset(args.preset)
@@ -139,21 +148,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     batches = list(segments.split(args.batch_size))
     codes: list[torch.Tensor] = []
 
-    def ours(batch: torch.Tensor) -> None:
-        codes.append(tokenizer.encode_batch(batch).codes.cpu())
-
-    for _ in range(warmup):
-        ours(batches[0].to(device))
-    naive = None if args.no_baseline else _Naive(config, audio, device, args.seed)
-    ours_times, naive_times, ours_cpu, naive_cpu = [], [], [], []
-    for _ in range(max(1, args.repeats)):
+    def ours() -> None:
         codes.clear()
-        ours_times.append(_timed_batches(ours, batches, device))
-        ours_cpu.append(_CPU_SECONDS[-1])
-        if naive is not None:
-            naive_times.append(naive.time())
-            naive_cpu.append(_CPU_SECONDS[-1])
-    ours_s = min(ours_times)
+        _run_batches(lambda b: codes.append(tokenizer.encode_batch(b).codes.cpu()), batches, device)
+
+    naive = None if args.no_baseline else _Naive(config, audio, device, args.seed)
+    if naive is None:
+        for _ in range(warmup):
+            ours()
+        loads = [Load.now()]
+        timing = Clocks().measure(ours)
+        loads.append(Load.now())
+        ours_s, ours_cpu = timing.wall_s, timing.cpu_s
+    else:
+        paired = measure_pairs(naive.run, ours, args.pairs, warmup=warmup)
+        loads = paired.loads
+        ours_s = statistics.median(paired.seconds("ours"))
+        ours_cpu = statistics.median(paired.seconds("ours", cpu=True))
     tokens = SEGMENT_SAMPLES // 1920
     ours_flops = args.segments * encoder_flops(config, tokens, config.encoder.n_blocks_run, False)
 
@@ -172,8 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "blocks_run": config.encoder.n_blocks_run,
             "seconds": round(ours_s, 3),
-            "all_seconds": [round(t, 3) for t in ours_times],
-            "cpu_seconds": round(min(ours_cpu), 3),
+            "cpu_seconds": round(ours_cpu, 3),
             "segments_per_second": round(args.segments / ours_s, 3),
             "frames_per_segment": int(codes[0].shape[-1]),
             "model_tflop_per_s": round(ours_flops / ours_s / 1e12, 3),
@@ -194,12 +204,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         total = sum(a.numel() for a in codes)
         result["ours"]["token_agreement_vs_float32"] = round(same / total, 5)
 
-    if naive is not None:
-        result["naive_official_tiling"] = naive.summary(naive_times, ours_s, audio)
-        result["naive_official_tiling"]["cpu_seconds"] = round(min(naive_cpu), 3)
-        result["naive_official_tiling"]["speedup_same_audio_cpu_time"] = round(
-            min(naive_cpu) / min(ours_cpu), 3
-        )
+    if naive is None:
+        result["load"] = load_json(loads)
+    else:
+        result["naive_official_tiling"] = naive.summary(paired)
+        result["speedup_same_audio"] = paired.to_json(cpu=True)
+        # Per audio second = same-audio ratio x audio / computed audio, a constant factor.
+        computed_share = audio.shape[-1] / (naive.windows.shape[0] * WINDOW)
+        result["speedup_per_audio_second"] = spread([r * computed_share for r in paired.ratios])
+    warn_if_noisy(loads)
     return result
 
 
@@ -217,25 +230,22 @@ class _Naive:
         self.windows = sound2code_windows(song)  # [W, 2, 1,966,560]
         self.device = device
 
-    def time(self) -> float:
-        return _timed_batches(self.model.encode_batch, list(self.windows.split(3)), self.device)
+    def run(self) -> None:
+        _run_batches(self.model.encode_batch, list(self.windows.split(3)), self.device)
 
-    def summary(self, times: list[float], ours_s: float, audio: torch.Tensor) -> dict[str, Any]:
-        seconds = min(times)
+    def summary(self, paired: PairedResult) -> dict[str, Any]:
+        """What the naive side computed, and its median times over the pairs."""
+        seconds = statistics.median(paired.seconds("baseline"))
         count = int(self.windows.shape[0])
         tokens = (WINDOW // 2) // 960
         flops = count * encoder_flops(self.config, tokens, self.config.encoder.depth, True)
-        audio_s = audio.shape[-1] / 48000.0
-        computed_s = count * WINDOW / 48000.0
         return {
             "windows": count,
-            "computed_audio_seconds": round(computed_s, 2),
+            "computed_audio_seconds": round(count * WINDOW / 48000.0, 2),
             "blocks_run": self.config.encoder.depth,
             "dtype": "float32",
             "batch_size": 3,
             "seconds": round(seconds, 3),
-            "all_seconds": [round(t, 3) for t in times],
+            "cpu_seconds": round(statistics.median(paired.seconds("baseline", cpu=True)), 3),
             "model_tflop_per_s": round(flops / seconds / 1e12, 3),
-            "speedup_same_audio": round(seconds / ours_s, 3),
-            "speedup_per_audio_second": round((seconds / computed_s) / (ours_s / audio_s), 3),
         }

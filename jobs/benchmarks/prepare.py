@@ -4,22 +4,26 @@ Both figures come from the same files in the same run, each on one core: the raw
 whole file, resamples it with soxr and encodes 35.84 s FLAC segments, with none of the
 pipeline's work (spool, lyrics, metadata, tar, markers, process isolation, Ray). The pipeline
 runs the real stage on a one-CPU local Ray, timed from `prepare_corpus` call to return. The
-two alternate `--repeats` times and the best of each is kept, to damp noise from other load.
+two alternate in `--pairs` pairs (jobs/benchmarks/paired.py) and the median of the per-pair
+ratios prepare / raw throughput is quoted with its spread and the load average; the
+throughputs and times come from each side's median.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import shutil
+import statistics
 import tempfile
-import time
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from jobs.benchmarks.paired import measure_pairs, warn_if_noisy
 from jobs.demo import make_demo_corpus
 from pipeline.audio import open_audio
 from pipeline.corpus import discover
@@ -36,7 +40,9 @@ from pipeline.unit import PrepareConfig, Unit
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=float, default=4.0, help="demo corpus duration scale")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="timed raw / prepare pairs (default 3)"
+    )
     parser.add_argument(
         "--memory-minutes",
         type=float,
@@ -46,9 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", help="where to write corpora and outputs (default: tmp)")
 
 
-def _raw_seconds(paths: list[str], segment: SegmentConfig, flac_level: float) -> float:
-    """Wall time of decode -> stereo -> 48 kHz -> 16-bit FLAC segments, whole-file in memory."""
-    started = time.perf_counter()
+def _raw(paths: list[str], segment: SegmentConfig, flac_level: float) -> None:
+    """Decode -> stereo -> 48 kHz -> 16-bit FLAC segments, whole-file in memory."""
     for path in paths:
         with open_audio(path, path.rsplit(".", 1)[-1].lower()) as stream:
             audio = to_stereo(np.concatenate(list(stream.blocks)))
@@ -59,7 +64,6 @@ def _raw_seconds(paths: list[str], segment: SegmentConfig, flac_level: float) ->
             pcm = to_pcm16(audio[start : start + segment.segment_frames])
             sf.write(io.BytesIO(), pcm, TARGET_RATE, "PCM_16", format="FLAC",
                      compression_level=flac_level)  # fmt: skip
-    return time.perf_counter() - started
 
 
 def _usable_paths(corpus: str) -> tuple[list[str], float]:
@@ -109,32 +113,36 @@ def run(args: argparse.Namespace) -> dict:
     config = PrepareConfig()
     start_ray(num_cpus=1)
 
-    raw_best = pipeline_best = fingerprint_best = float("inf")
-    for repeat in range(args.repeats):
-        raw_best = min(raw_best, _raw_seconds(paths, config.segment, config.flac_level / 8))
-        output = os.path.join(workdir, f"out-{repeat}")
-        shutil.rmtree(output, ignore_errors=True)
-        started = time.perf_counter()
-        summary = prepare_corpus(corpus, output, config)
-        pipeline_best = min(pipeline_best, time.perf_counter() - started)
-        fingerprint_best = min(fingerprint_best, summary.fingerprint_seconds)
-        assert summary.units_failed == 0, summary.failures
+    summaries = []
+    runs = itertools.count()
+    for index in range(args.pairs):  # A rerun into an earlier output would resume, not redo.
+        shutil.rmtree(os.path.join(workdir, f"out-{index}"), ignore_errors=True)
 
-    raw_rate = audio_seconds / raw_best
-    pipeline_rate = audio_seconds / pipeline_best
+    def prepare() -> None:
+        summary = prepare_corpus(corpus, os.path.join(workdir, f"out-{next(runs)}"), config)
+        assert summary.units_failed == 0, summary.failures
+        summaries.append(summary)
+
+    flac_level = config.flac_level / 8
+    paired = measure_pairs(lambda: _raw(paths, config.segment, flac_level), prepare, args.pairs)
+    raw_s = statistics.median(paired.seconds("baseline"))
+    prepare_s = statistics.median(paired.seconds("ours"))
     result = {
         "corpus_files": len(paths),
         "corpus_audio_seconds": round(audio_seconds, 1),
         "cores": 1,
-        "raw_audio_s_per_wall_s_per_core": round(raw_rate, 1),
-        "prepare_audio_s_per_wall_s_per_core": round(pipeline_rate, 1),
-        "prepare_over_raw": round(pipeline_rate / raw_rate, 3),
+        "raw_audio_s_per_wall_s_per_core": round(audio_seconds / raw_s, 1),
+        "prepare_audio_s_per_wall_s_per_core": round(audio_seconds / prepare_s, 1),
+        "prepare_over_raw": paired.to_json(),
         # Hashing every source (pipeline/fingerprint.py), part of the prepare time above.
-        "fingerprint_seconds": round(fingerprint_best, 2),
-        "prepare_seconds": round(pipeline_best, 2),
+        "fingerprint_seconds": round(
+            statistics.median([s.fingerprint_seconds for s in summaries]), 2
+        ),
+        "prepare_seconds": round(prepare_s, 2),
     }
     if args.memory_minutes > 0:
         result["memory"] = _peak_memory(workdir, args.memory_minutes)
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
+    warn_if_noisy(paired.loads)
     return result

@@ -3,21 +3,25 @@
 The bare figure is `MuCodecTokenizer.encode_batch` on segments already in memory, with the
 stage's batch size, dtype and device: the ceiling the stage can reach. The stage figure is
 the real `tokenize_shards` run (shard reading, FLAC decoding, Ray Data actors, Parquet
-writing), timed from call to return on a warm local Ray. Hours of audio per device-hour
-follow from the stage figure.
+writing), timed from call to return on a warm local Ray. The two alternate in --pairs
+pairs (jobs/benchmarks/paired.py) and the median of the per-pair ratios stage / bare
+throughput is quoted with its spread and the load average. Throughputs, and hours of audio
+per device-hour, come from each side's median time.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
+import statistics
 import tempfile
-import time
 
 import ray
 import torch
 
+from jobs.benchmarks.paired import measure_pairs, warn_if_noisy
 from jobs.demo import make_demo_corpus
 from pipeline.execution import start_ray
 from pipeline.prepare import prepare_corpus
@@ -33,20 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--scale", type=float, default=2.0, help="demo corpus duration scale")
     parser.add_argument("--actors", type=int, help="actor pool size (default: stage default)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=3, help="timed bare / stage pairs (default 3)")
     parser.add_argument("--workdir", help="where to write corpora and outputs (default: tmp)")
 
 
-def _bare_seconds(actor: TokenizeBatch, rows: list[dict], batch_size: int) -> float:
-    """Encode every row's audio with the actor's tokenizer, no I/O; returns wall seconds."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    started = time.perf_counter()
+def _encode_all(actor: TokenizeBatch, rows: list[dict], batch_size: int) -> None:
+    """Encode every row's audio with the actor's tokenizer, no I/O, waiting for the GPU."""
     for start in range(0, len(rows), batch_size):
         actor._encode(rows[start : start + batch_size])
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return time.perf_counter() - started
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -70,16 +70,18 @@ def run(args: argparse.Namespace) -> dict:
     threads = shape.actors * shape.torch_threads
     actor = TokenizeBatch(spec, torch_threads=threads)
     actor._encode(rows[: args.batch_size])  # Warm-up: kernels, allocator.
-    bare = min(_bare_seconds(actor, rows, args.batch_size) for _ in range(args.repeats))
+    summaries = []
+    outputs = itertools.count()
 
-    stage = float("inf")
-    summary = None
-    for repeat in range(args.repeats):
-        output = os.path.join(workdir, f"tokens-{repeat}")
-        started = time.perf_counter()
-        summary = tokenize_shards(prepared, output, config, force=True)
-        stage = min(stage, time.perf_counter() - started)
-    assert summary is not None and summary.segments == len(rows), summary
+    def stage() -> None:
+        output = os.path.join(workdir, f"tokens-{next(outputs)}")
+        summaries.append(tokenize_shards(prepared, output, config, force=True))
+
+    paired = measure_pairs(lambda: _encode_all(actor, rows, args.batch_size), stage, args.pairs)
+    summary = summaries[-1]
+    assert summary.segments == len(rows), summary
+    bare = statistics.median(paired.seconds("baseline"))
+    stage_s = statistics.median(paired.seconds("ours"))
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = {
@@ -92,10 +94,11 @@ def run(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "actors": summary.actors,
         "bare_segments_per_s": round(len(rows) / bare, 2),
-        "stage_segments_per_s": round(len(rows) / stage, 2),
-        "stage_over_bare": round(bare / stage, 3),
-        "stage_audio_hours_per_hour": round(audio_seconds / stage, 1),
+        "stage_segments_per_s": round(len(rows) / stage_s, 2),
+        "stage_over_bare": paired.to_json(),
+        "stage_audio_hours_per_hour": round(audio_seconds / stage_s, 1),
     }
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
+    warn_if_noisy(paired.loads)
     return result
