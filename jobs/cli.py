@@ -22,7 +22,13 @@ from typing import NoReturn
 
 from pipeline.claims import OutputInUse
 from pipeline.errors import describe, is_environment_failure
-from pipeline.execution import ClusterUnreachable, JobInterrupted, start_ray, stop_ray
+from pipeline.execution import (
+    ClusterUnreachable,
+    JobInterrupted,
+    set_stall_timeout,
+    start_ray,
+    stop_ray,
+)
 from pipeline.io import StorageOptions, exists, filesystem
 
 # What a stage reports as "error: ..." with exit status 2 instead of a traceback: the user's
@@ -99,6 +105,12 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-cpus", type=positive_int, help="CPUs for the private local Ray (default: all)"
     )
     parser.add_argument(
+        "--stall-minutes", type=positive_float, metavar="MINUTES",
+        help="end a stage whose work has made no progress for this long (say, a lost node's "
+        "work no longer fits the cluster); what it did not finish stays for a rerun "
+        "(default: Ray Data's, 30 unless RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S says)",
+    )  # fmt: skip
+    parser.add_argument(
         "--verbose", action="store_true", help="also show Ray's own progress bars and logs"
     )
 
@@ -127,6 +139,8 @@ def start_job(args: argparse.Namespace) -> None:
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     start_ray(args.address, args.num_cpus, args.verbose)
+    if args.stall_minutes:
+        set_stall_timeout(args.stall_minutes * 60)
 
 
 def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

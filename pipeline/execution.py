@@ -146,6 +146,13 @@ def start_ray(address: str | None = None, num_cpus: int | None = None,
     quiet_ray_progress(verbose)  # Ray Data's context exists only now.
 
 
+def set_stall_timeout(seconds: float) -> None:
+    """After start_ray: Ray Data ends a dataset's execution that makes no progress this long."""
+    import ray.data
+
+    ray.data.DataContext.get_current().execution_no_progress_timeout_s = seconds
+
+
 def _join(target: RayTarget, log_level: int, verbose: bool) -> None:
     """Connect to a running cluster; its refusals become one `ClusterUnreachable`."""
     import ray

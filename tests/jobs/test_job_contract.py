@@ -95,6 +95,7 @@ def _usage_cases(tmp_path: Path, corpus: Path) -> list[tuple[str, list[str], str
         ("prepare", [*source, "--address", "127.0.0.1:1", "--num-cpus", "1"], "--num-cpus"),
         ("tokenize", [*shards, "--config", "huge"], "tiny"),
         ("tokenize", [*shards, "--config", "tiny", "--batch-size", "0"], "--batch-size"),
+        ("tokenize", [*shards, "--config", "tiny", "--stall-minutes", "0"], "--stall-minutes"),
         ("tokenize", [*shards, "--checkpoint", missing], "--checkpoint"),
         ("tokenize", ["--shards", missing, "--output", out, "--config", "tiny"], "--shards"),
         ("spotcheck", [*spot, "--count", "2", "--decoder-config", "huge"], "tiny"),

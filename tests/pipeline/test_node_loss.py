@@ -24,8 +24,8 @@ SONGS = 6
 SEGMENTS = 18  # Three 1 s segments per 3 s song.
 
 # A head and a worker of one CPU each; the worker is removed once the stage has finished its
-# first unit (its first marker file). Ray Data's no-progress guard is set to 30 s (its default
-# is 30 minutes) to keep this short.
+# first unit (its first marker file). The jobs' --stall-minutes 0.5 ends a stalled stage
+# after 30 s (Ray Data's default is 30 minutes) to keep this short.
 SCRIPT = textwrap.dedent(
     """
     import json, os, subprocess, sys, time
@@ -36,8 +36,7 @@ SCRIPT = textwrap.dedent(
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    env = dict(os.environ, RAY_ADDRESS=cluster.address,
-               RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S="30")
+    env = dict(os.environ, RAY_ADDRESS=cluster.address)
     try:
         job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -93,7 +92,7 @@ def test_prepare_survives_losing_a_node_and_a_rerun_completes(tmp_path):
         os.path.join(prepared, "_prepare", "units"),
         [sys.executable, "-m", "jobs.prepare", "--input", corpus, "--output", prepared,
          "--segment-seconds", "1", "--min-tail-seconds", "0.25", "--songs-per-unit", "1",
-         "--scratch-dir", str(tmp_path)],
+         "--scratch-dir", str(tmp_path), "--stall-minutes", "0.5"],
     )  # fmt: skip
     keys: Counter = Counter()
     for shard in find_shards(prepared, StorageOptions()):
@@ -114,7 +113,8 @@ def test_tokenize_survives_losing_a_node_and_a_rerun_completes(tmp_path, ray_loc
     _lose_a_node(
         os.path.join(tokens, "_tokenize", "parts"),
         [sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", tokens,
-         "--config", "tiny", "--shards-per-part", "1", "--batch-size", "1"],
+         "--config", "tiny", "--shards-per-part", "1", "--batch-size", "1",
+         "--stall-minutes", "0.5"],
     )  # fmt: skip
     report = audit_run(prepared, tokens, StorageOptions())
     assert report.ok and report.token_rows == report.shard_samples == SEGMENTS
