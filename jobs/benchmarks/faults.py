@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
+from jobs.benchmarks.paired import Load
 from jobs.demo import BROKEN_FILE, DEMO_SONGS, make_demo_corpus
 from pipeline.audit import AuditReport, audit_run, read_shard_keys
 from pipeline.errors import ENVIRONMENT_ERRNOS, THROTTLING
@@ -660,10 +661,9 @@ def calibrate(soak: Soak, given_corpus: bool) -> tuple[RoundResult, set[str]]:
 
 
 def load_line(when: str) -> str:
-    load = os.getloadavg()
-    cores = os.cpu_count() or 1
-    note = f"  (note: above the {cores} cores; timings are noisy)" if load[0] > cores else ""
-    return f"load average at {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}{note}"
+    load = Load.now()
+    note = f"  (note: above the {load.cores} cores; timings are noisy)" if load.overloaded else ""
+    return f"load average at {when}: {' '.join(f'{x:.2f}' for x in load.averages)}{note}"
 
 
 def say(text: str) -> None:
