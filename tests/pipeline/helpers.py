@@ -6,14 +6,19 @@ Ray. Audio is always generated (`pipeline.synth`), never committed.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import json
 import os
+import subprocess
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import soxr
 
@@ -139,3 +144,21 @@ def song_audio(samples: list[ShardSample], song_id: str) -> np.ndarray:
     parts = sorted((s for s in samples if s.meta["song_id"] == song_id), key=lambda s: s.key)
     audio = [s.audio()[: round(s.meta["duration_s"] * TARGET_RATE)] for s in parts]
     return np.concatenate(audio) if audio else np.zeros((0, 2), np.float32)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of `size` at `path`: a second filesystem, or a small disk that fills up.
+
+    Mounting needs root, as the suite runs in CI; anywhere else the test fails saying so
+    rather than passing without having checked anything.
+    """
+    path.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    if mount.returncode != 0:
+        pytest.fail(f"this test mounts a tmpfs, which needs root: {mount.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

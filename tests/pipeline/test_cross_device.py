@@ -1,16 +1,14 @@
 """Output on another filesystem than the scratch dir: finished files cannot be renamed into
 place (EXDEV), so they are copied beside their final name and renamed there.
 
-The second filesystem is a real tmpfs mounted by the test (root only; skipped otherwise).
+The second filesystem is a real tmpfs mounted by the test (which needs root, as in CI).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,20 +17,13 @@ from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.io import PARTIAL, upload_file
 from pipeline.prepare import prepare_corpus
-from tests.pipeline.helpers import read_samples, shard_files, small_config, write_song
-
-
-@contextlib.contextmanager
-def mounted_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                           capture_output=True, text=True, check=False)  # fmt: skip
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root): {mount.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
+from tests.pipeline.helpers import (
+    mounted_tmpfs,
+    read_samples,
+    shard_files,
+    small_config,
+    write_song,
+)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -16,21 +15,21 @@ import s3fs
 from pipeline.errors import EnvironmentFailure, is_environment_failure, with_retries
 from pipeline.io import StorageOptions
 from pipeline.prepare import prepare_corpus
-from tests.pipeline.helpers import read_samples, shard_files, small_config, write_song
+from tests.pipeline.helpers import (
+    mounted_tmpfs,
+    read_samples,
+    shard_files,
+    small_config,
+    write_song,
+)
 from tests.pipeline.s3_fault_proxy import S3FaultProxy
 
 
 @pytest.fixture
 def small_disk(tmp_path):
     """A 24 MB tmpfs: room for short songs' scratch, not for a long one's spool."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
-                             capture_output=True, text=True)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with mounted_tmpfs(tmp_path / "small-disk", "24m") as mount:
+        yield mount
 
 
 @pytest.mark.integration
