@@ -1,14 +1,14 @@
 """Declared lengths by kind: exact ones reject a file cut short, estimates never reject.
 
-Every file is encoded here by ffmpeg (libmp3lame, aac) or libsndfile from generated audio,
-then cut or patched the way downloads and writers break them.
+Every file is encoded here by ffmpeg (libmp3lame, aac: Debian's ffmpeg, which the install
+step brings, has both) or libsndfile from generated audio, then cut or patched the way
+downloads and writers break them.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -22,19 +22,6 @@ from schemas.shard_sample import shard_sample_schema
 from tests.pipeline.helpers import read_samples, run_unit, shard_files, small_config, write_song
 
 RATE = 44_100
-
-
-def _has_encoders() -> bool:
-    if shutil.which("ffmpeg") is None:
-        return False
-    listing = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True,
-                             text=True, check=False).stdout  # fmt: skip
-    return all(re.search(rf"\s{name}\s", listing) for name in ("libmp3lame", "aac"))
-
-
-pytestmark = pytest.mark.skipif(
-    not _has_encoders(), reason="needs ffmpeg with the libmp3lame and aac encoders"
-)
 
 
 def _ffmpeg(source: Path, target: Path, *options: str) -> Path:
