@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs.cli import JobParser, main_entry
-from mucodec import checkpoint as ckpt
 from mucodec.checkpoint_dir import CONFIG_FILE, sha256_file
-from mucodec.config import PRESETS, preset
-from mucodec.tokenizer import MuCodecTokenizer
+from mucodec.encoder import checkpoint as ckpt
+from mucodec.encoder.config import PRESETS, preset
+from mucodec.encoder.tokenizer import MuCodecTokenizer
 
 
 def build_parser() -> JobParser:
@@ -56,7 +56,7 @@ def convert(
 
     Raises:
         FileExistsError: if the output already holds a checkpoint and not `force`.
-        mucodec.checkpoint.CheckpointError: if the official files do not verify.
+        mucodec.encoder.checkpoint.CheckpointError: if the official files do not verify.
     """
     output = Path(output)
     if (output / CONFIG_FILE).exists() and not force:

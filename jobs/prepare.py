@@ -27,12 +27,12 @@ from jobs.cli import (
     storage_from_args,
 )
 from jobs.console import StageOutcome, print_outcomes, run_stage
-from pipeline.input_policy import check_allowed_root
-from pipeline.prepare import PrepareSummary, prepare_corpus
-from pipeline.segment import TAIL_POLICIES, SegmentConfig
-from pipeline.shards import ShardLimits
-from pipeline.song import MAX_LYRICS_BYTES
-from pipeline.unit import PrepareConfig
+from pipeline.prepare.input_policy import check_allowed_root
+from pipeline.prepare.segment import TAIL_POLICIES, SegmentConfig
+from pipeline.prepare.shards import ShardLimits
+from pipeline.prepare.song import MAX_LYRICS_BYTES
+from pipeline.prepare.stage import PrepareSummary, prepare_corpus
+from pipeline.prepare.unit import PrepareConfig
 
 
 def build_parser() -> JobParser:

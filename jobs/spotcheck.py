@@ -28,10 +28,10 @@ from jobs.cli import (
     storage_from_args,
 )
 from jobs.console import StageOutcome, print_outcomes, run_stage
-from mucodec.decoder_config import DECODER_PRESETS
+from mucodec.decoder.config import DECODER_PRESETS
 from pipeline.io import join
-from pipeline.spotcheck import SpotcheckConfig, SpotcheckSummary, spotcheck
-from pipeline.spotcheck_actor import DecoderSpec
+from pipeline.spotcheck.actor import DecoderSpec
+from pipeline.spotcheck.stage import SpotcheckConfig, SpotcheckSummary, spotcheck
 
 
 def add_spotcheck_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -26,9 +26,9 @@ from jobs.cli import (
     storage_from_args,
 )
 from jobs.console import StageOutcome, print_outcomes, run_stage
-from mucodec.config import PRESETS
-from pipeline.tokenize import TokenizeConfig, TokenizeSummary, tokenize_shards
-from pipeline.tokenize_actor import TokenizerSpec
+from mucodec.encoder.config import PRESETS
+from pipeline.tokenize.actor import TokenizerSpec
+from pipeline.tokenize.stage import TokenizeConfig, TokenizeSummary, tokenize_shards
 
 
 def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:

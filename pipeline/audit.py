@@ -32,9 +32,9 @@ import pyarrow as pa
 
 from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet
 from pipeline.shard_reader import iter_shard_samples
-from pipeline.token_dataset import token_files
-from pipeline.token_parts import ShardRef
-from pipeline.tokenize import find_shards
+from pipeline.tokenize.dataset import token_files
+from pipeline.tokenize.parts import ShardRef
+from pipeline.tokenize.stage import find_shards
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,13 @@ def golden_dir() -> Path:
     return root
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reads the golden vectors, directly or through a fixture, is `golden`."""
+    for item in items:
+        if "golden_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.golden)
+
+
 @pytest.fixture(scope="session")
 def encoder_golden(golden_dir: Path) -> Path:
     return golden_dir / "encoder"

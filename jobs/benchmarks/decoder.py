@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from jobs.benchmarks.paired import Load, load_json, measure_pairs, warn_if_noisy
-from mucodec.decoder import MuCodecDecoder, plan_windows
-from mucodec.decoder_config import WindowConfig, decoder_preset
+from mucodec.decoder.config import WindowConfig, decoder_preset
+from mucodec.decoder.model import MuCodecDecoder, plan_windows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

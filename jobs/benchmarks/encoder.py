@@ -40,10 +40,10 @@ from jobs.benchmarks.paired import (
     spread,
     warn_if_noisy,
 )
-from mucodec.config import TokenizerConfig, preset
-from mucodec.frontend import normalise_song
-from mucodec.tiling import WINDOW, sound2code_windows
-from mucodec.tokenizer import MuCodecTokenizer
+from mucodec.encoder.config import TokenizerConfig, preset
+from mucodec.encoder.frontend import normalise_song
+from mucodec.encoder.tiling import WINDOW, sound2code_windows
+from mucodec.encoder.tokenizer import MuCodecTokenizer
 
 SEGMENT_SAMPLES = int(35.84 * 48000)
 # Dense bf16 tensor-core peaks (TFLOP/s) by device-name fragment.

@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 import pyarrow.parquet as pq
 
 from jobs.benchmarks.paired import Load
-from jobs.demo import BROKEN_FILE, DEMO_SONGS, make_demo_corpus
 from pipeline.audit import AuditReport, audit_run, read_shard_keys
 from pipeline.errors import ENVIRONMENT_ERRNOS, THROTTLING
 from pipeline.io import StorageOptions
-from pipeline.segment import SegmentConfig, plan_segments
-from pipeline.tokenize import find_shards
+from pipeline.prepare.segment import SegmentConfig, plan_segments
+from pipeline.tokenize.stage import find_shards
+from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS, make_demo_corpus
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KINDS = ("sigkill", "sigterm", "full-disk")

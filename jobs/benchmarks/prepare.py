@@ -24,18 +24,18 @@ import soundfile as sf
 import soxr
 
 from jobs.benchmarks.paired import measure_pairs, warn_if_noisy
-from jobs.demo import make_demo_corpus
-from pipeline.audio import open_audio
-from pipeline.corpus import discover
-from pipeline.dsp import TARGET_RATE, to_pcm16, to_stereo
 from pipeline.execution import start_ray
 from pipeline.io import StorageOptions
-from pipeline.isolation import run_unit_isolated
-from pipeline.prepare import prepare_corpus
-from pipeline.records import SongSource
-from pipeline.segment import SegmentConfig
-from pipeline.synth import synth_song, write_audio
-from pipeline.unit import PrepareConfig, Unit
+from pipeline.prepare.audio import open_audio
+from pipeline.prepare.corpus import discover
+from pipeline.prepare.dsp import TARGET_RATE, to_pcm16, to_stereo
+from pipeline.prepare.isolation import run_unit_isolated
+from pipeline.prepare.records import SongSource
+from pipeline.prepare.segment import SegmentConfig
+from pipeline.prepare.stage import prepare_corpus
+from pipeline.prepare.unit import PrepareConfig, Unit
+from testing.demo_corpus import make_demo_corpus
+from testing.synth import synth_song, write_audio
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> dict:
         "raw_audio_s_per_wall_s_per_core": round(audio_seconds / raw_s, 1),
         "prepare_audio_s_per_wall_s_per_core": round(audio_seconds / prepare_s, 1),
         "prepare_over_raw": paired.to_json(),
-        # Hashing every source (pipeline/fingerprint.py), part of the prepare time above.
+        # Hashing every source (pipeline/prepare/fingerprint.py), part of the prepare time above.
         "fingerprint_seconds": round(
             statistics.median([s.fingerprint_seconds for s in summaries]), 2
         ),

@@ -22,13 +22,13 @@ import ray
 import torch
 
 from jobs.benchmarks.paired import measure_pairs, warn_if_noisy
-from jobs.demo import make_demo_corpus
 from pipeline.execution import start_ray
-from pipeline.prepare import prepare_corpus
+from pipeline.prepare.stage import prepare_corpus
+from pipeline.prepare.unit import PrepareConfig
 from pipeline.shard_reader import iter_shard_samples, sample_row
-from pipeline.tokenize import TokenizeConfig, actor_pool_shape, find_shards, tokenize_shards
-from pipeline.tokenize_actor import TokenizeBatch, TokenizerSpec
-from pipeline.unit import PrepareConfig
+from pipeline.tokenize.actor import TokenizeBatch, TokenizerSpec
+from pipeline.tokenize.stage import TokenizeConfig, actor_pool_shape, find_shards, tokenize_shards
+from testing.demo_corpus import make_demo_corpus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 import jobs
-from pipeline.synth import synth_song, write_audio
+from testing.synth import synth_song, write_audio
 
 # The job's working_dir: the checkout that holds the `jobs` package under test.
 REPO_ROOT = Path(jobs.__file__).resolve().parent.parent

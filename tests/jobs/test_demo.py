@@ -14,8 +14,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.demo import BROKEN_FILE, DEMO_SONGS
-from pipeline.segment import SegmentConfig, plan_segments
+from pipeline.prepare.segment import SegmentConfig, plan_segments
+from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS
 from tests.pipeline.helpers import read_samples
 
 

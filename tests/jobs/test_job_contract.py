@@ -21,9 +21,9 @@ import pipeline.execution
 from jobs import audit, convert_checkpoint, demo, prepare, run, spotcheck, tokenize
 from jobs.cli import run_job
 from jobs.console import StageOutcome, format_outcomes
-from mucodec.config import PRESETS
-from mucodec.decoder_config import DECODER_PRESETS
-from pipeline.synth import synth_song, write_audio
+from mucodec.decoder.config import DECODER_PRESETS
+from mucodec.encoder.config import PRESETS
+from testing.synth import synth_song, write_audio
 
 PARSERS = {
     "prepare": prepare.build_parser,

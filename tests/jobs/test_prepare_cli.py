@@ -10,9 +10,9 @@ import pytest
 
 from jobs import prepare as prepare_job
 from jobs.cli import run_job
-from pipeline.segment import SegmentConfig
-from pipeline.shards import ShardLimits
-from pipeline.synth import synth_song, write_audio
+from pipeline.prepare.segment import SegmentConfig
+from pipeline.prepare.shards import ShardLimits
+from testing.synth import synth_song, write_audio
 
 
 def test_help_explains_the_options():

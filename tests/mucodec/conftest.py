@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mucodec import checkpoint as ckpt
-from mucodec.config import TokenizerConfig, tiny
-from mucodec.tokenizer import MuCodecTokenizer
+from mucodec.encoder import checkpoint as ckpt
+from mucodec.encoder.config import TokenizerConfig, tiny
+from mucodec.encoder.tokenizer import MuCodecTokenizer
 
 
 def official_tiny_state(encoder_golden: Path) -> dict[str, torch.Tensor]:

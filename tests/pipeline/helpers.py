@@ -1,7 +1,7 @@
 """Builders and readers shared by the pipeline tests: generated songs, shard inspection.
 
 Everything here is plain code over local files so that the tests can use it with or without
-Ray. Audio is always generated (`pipeline.synth`), never committed.
+Ray. Audio is always generated (`testing.synth`), never committed.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import pytest
 import soundfile as sf
 import soxr
 
-from pipeline.records import SongSource
-from pipeline.segment import SegmentConfig
-from pipeline.shards import ShardLimits
-from pipeline.synth import synth_song, write_audio
-from pipeline.unit import PrepareConfig, Unit, UnitResult, prepare_unit
+from pipeline.prepare.records import SongSource
+from pipeline.prepare.segment import SegmentConfig
+from pipeline.prepare.shards import ShardLimits
+from pipeline.prepare.unit import PrepareConfig, Unit, UnitResult, prepare_unit
+from testing.synth import synth_song, write_audio
 
 TARGET_RATE = 48_000
 

@@ -22,10 +22,10 @@ import pytest
 from jobs import audit as audit_job
 from pipeline.audit import AuditReport, audit_run
 from pipeline.io import StorageOptions
-from pipeline.records import SongSource
+from pipeline.prepare.records import SongSource
 from pipeline.shard_reader import read_shard_rows
-from pipeline.token_parts import PartAssembler, PartResult, plan_parts
-from pipeline.tokenize import find_shards
+from pipeline.tokenize.parts import PartAssembler, PartResult, plan_parts
+from pipeline.tokenize.stage import find_shards
 from schemas.rejects import REJECTS_SCHEMA
 from tests.pipeline.helpers import run_unit, small_config, write_song
 

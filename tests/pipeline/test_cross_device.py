@@ -16,7 +16,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.io import PARTIAL, upload_file
-from pipeline.prepare import prepare_corpus
+from pipeline.prepare.stage import prepare_corpus
 from tests.pipeline.helpers import (
     mounted_tmpfs,
     read_samples,

@@ -14,7 +14,7 @@ import s3fs
 
 from pipeline.errors import EnvironmentFailure, is_environment_failure, with_retries
 from pipeline.io import StorageOptions
-from pipeline.prepare import prepare_corpus
+from pipeline.prepare.stage import prepare_corpus
 from tests.pipeline.helpers import (
     mounted_tmpfs,
     read_samples,

@@ -18,13 +18,13 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.io import PARTIAL, remove_partials
-from pipeline.isolation import run_unit_isolated
-from pipeline.prepare import prepare_corpus
-from pipeline.records import SongSource
+from pipeline.prepare.isolation import run_unit_isolated
+from pipeline.prepare.records import SongSource
+from pipeline.prepare.stage import prepare_corpus
+from pipeline.prepare.unit import Unit
 from pipeline.scratch import SCRATCH_DIR, owned_scratch, owner_tag
-from pipeline.tokenize import TokenizeConfig, tokenize_shards
-from pipeline.tokenize_actor import TokenizerSpec
-from pipeline.unit import Unit
+from pipeline.tokenize.actor import TokenizerSpec
+from pipeline.tokenize.stage import TokenizeConfig, tokenize_shards
 from tests.conftest import REPO_ROOT
 from tests.pipeline.helpers import small_config, write_song
 
@@ -86,9 +86,9 @@ def test_remove_partials_touches_only_the_named_outputs(tmp_path):
 
 KILLABLE_UNIT = """
 import sys
-from pipeline.isolation import run_unit_isolated
-from pipeline.records import SongSource
-from pipeline.unit import Unit
+from pipeline.prepare.isolation import run_unit_isolated
+from pipeline.prepare.records import SongSource
+from pipeline.prepare.unit import Unit
 from tests.pipeline.helpers import small_config
 
 song, scratch, output = sys.argv[1:]

@@ -1,0 +1,1 @@
+"""The encoder wing: MuEncoder (mel front end, conv subsampling, Conformer) and the tokenizer."""

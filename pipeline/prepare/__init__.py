@@ -1,0 +1,1 @@
+"""Prepare: discover songs, decode, resample, cut segments with lyrics, write shards."""

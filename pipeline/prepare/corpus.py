@@ -1,0 +1,245 @@
+"""Corpus discovery: a directory tree, an object-store prefix, or a manifest -> songs.
+
+Every location is decided by the run's input policy (pipeline/prepare/input_policy.py) before
+anything reads it; what the policy refuses becomes a reject, so units only ever get
+locations the run may read.
+
+Song ids are WebDataset key stems, so they must be safe: no dots (WebDataset splits the key
+at the first dot), no leading underscore or dash, bounded length, and unique even when two
+paths differ only in characters that sanitising removes. A derived id is therefore the
+sanitised relative path plus a hash of the exact relative path.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import fsspec
+
+from pipeline.io import StorageOptions, filesystem, is_local, read_parquet, to_url
+from pipeline.prepare.input_policy import InputPolicy, normalise
+from pipeline.prepare.records import Reject, SongSource
+
+AUDIO_EXTENSIONS = frozenset(
+    {
+        "wav", "wave", "flac", "ogg", "oga", "mp3", "aif", "aiff", "aifc", "w64", "rf64",
+        "m4a", "mp4", "aac", "opus", "wma", "webm", "mka", "wv", "ape", "caf", "ac3",
+        "eac3", "mp2", "m4b", "dts", "tta", "au",
+    }
+)  # fmt: skip
+MANIFEST_EXTENSIONS = frozenset({"jsonl", "json", "csv", "parquet"})
+LYRICS_SIDECARS = ("lrc", "txt")  # A .lrc wins over a .txt: it can be aligned.
+
+MAX_ID_STEM = 80
+_HASH_CHARS = 12  # 48 bits: a collision among a million songs has odds ~2e-3.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,119}$")
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What discovery found: the songs to prepare (sorted by id) and inputs it turned away."""
+
+    songs: tuple[SongSource, ...]
+    rejects: tuple[Reject, ...]
+
+
+def _extension(path: str) -> str:
+    name = posixpath.basename(path)
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def derive_song_id(relative_path: str) -> str:
+    """A key-safe, unique id from a path relative to the corpus root."""
+    stem = posixpath.splitext(relative_path)[0]
+    readable = _UNSAFE_RUN.sub("-", stem).strip("-_")[:MAX_ID_STEM].strip("-_")
+    digest = hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:_HASH_CHARS]
+    return f"{readable}-{digest}" if readable else f"song-{digest}"
+
+
+def normalise_song_id(song_id: str) -> str:
+    """Keep a catalog's own id when it is already key-safe, else derive a safe one from it."""
+    return song_id if _SAFE_ID.match(song_id) else derive_song_id(song_id)
+
+
+def discover(
+    input_url: str, storage: StorageOptions, allowed_roots: Sequence[str] = ()
+) -> Discovery:
+    """Find the songs under `input_url` (a directory/prefix) or listed in it (a manifest).
+
+    Only locations under the input (a manifest's own directory or prefix) or under one of
+    `allowed_roots` are admitted; the others are rejects naming the flag that would allow
+    them.
+    """
+    fs, root = filesystem(input_url, storage)
+    if _extension(root) in MANIFEST_EXTENSIONS and fs.isfile(root):
+        label = "the manifest's directory" if is_local(fs) else "the manifest's prefix"
+        home = to_url(fs, posixpath.dirname(root))
+        return _from_manifest(fs, root, InputPolicy(home, label, tuple(allowed_roots)))
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"input {input_url!r} is neither a directory nor a manifest")
+    root = root.rstrip("/")
+    policy = InputPolicy(to_url(fs, root), "the input directory", tuple(allowed_roots))
+    return _from_tree(fs, root, policy)
+
+
+def _from_tree(fs: fsspec.AbstractFileSystem, root: str, policy: InputPolicy) -> Discovery:
+    # An object store has no links: everything listed under the prefix is inside it.
+    files, refused = _local_tree(root, policy) if is_local(fs) else (fs.find(root), {})
+    present = set(files)
+    songs: list[SongSource] = []
+    rejects: list[Reject] = []
+    for path in sorted(present):
+        relative = path[len(root) + 1 :]
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue  # Hidden files, AppleDouble `._x.mp3` resource forks, `.partial` files.
+        if _extension(path) not in AUDIO_EXTENSIONS:
+            if path in refused and _extension(path) not in LYRICS_SIDECARS:
+                # Perhaps a directory of songs: telling would mean probing outside.
+                reason = f"{refused[path]}; not followed"
+                rejects.append(Reject(path, "discover", reason))
+            continue
+        song_id = derive_song_id(relative)
+        if path in refused:
+            rejects.append(Reject(path, "discover", refused[path], song_id))
+            continue
+        stem = path.rsplit(".", 1)[0]
+        sidecar = next(
+            (f"{stem}.{ext}" for ext in LYRICS_SIDECARS if f"{stem}.{ext}" in present), None
+        )
+        if sidecar in refused:
+            rejects.append(_lyrics_refused(sidecar, refused[sidecar], song_id))
+            sidecar = None
+        songs.append(
+            SongSource(
+                song_id=song_id,
+                source=to_url(fs, path),
+                lyrics_source=to_url(fs, sidecar) if sidecar else None,
+            )
+        )
+    return _deduplicated(songs, rejects)
+
+
+def _local_tree(root: str, policy: InputPolicy) -> tuple[list[str], dict[str, str]]:
+    """The files under a local `root`, and the symlinks the policy refused (path -> reason).
+
+    Hidden entries are never looked at. A symlink is decided before anything follows it.
+    Real directories are walked first and each real directory once, so a directory link
+    into the tree adds nothing (its files keep the ids of their real paths), a link into an
+    --allow-root is walked through the link, and a link cycle ends.
+    """
+    files: list[str] = []
+    refused: dict[str, str] = {}
+    walked: set[str] = set()
+    real_dirs, linked_dirs = [root], []
+    while real_dirs or linked_dirs:
+        directory = real_dirs.pop() if real_dirs else linked_dirs.pop(0)
+        real = os.path.realpath(directory)
+        if real in walked:
+            continue
+        walked.add(real)
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.name.startswith("."):
+                    continue
+                if not entry.is_symlink():
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    (real_dirs if is_dir else files).append(entry.path)
+                elif reason := policy.refusal(entry.path):
+                    refused[entry.path] = reason
+                    files.append(entry.path)
+                else:
+                    (linked_dirs if entry.is_dir() else files).append(entry.path)
+    return files, refused
+
+
+def _read_manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> list[dict]:
+    """Manifest rows as dicts; CSV values stay text so ids like "007" keep their zeros."""
+    extension = _extension(path)
+    if extension == "parquet":
+        return read_parquet(fs, path).to_pylist()
+    with fs.open(path, "rb") as handle:
+        data = handle.read()
+    text = data.decode("utf-8-sig")
+    if extension == "csv":
+        return list(csv.DictReader(io.StringIO(text)))
+    if extension == "json" and text.lstrip().startswith("["):
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _from_manifest(fs: fsspec.AbstractFileSystem, manifest: str, policy: InputPolicy) -> Discovery:
+    rows = _read_manifest_rows(fs, manifest)
+    if rows and "path" not in rows[0]:
+        raise ValueError(f"manifest {manifest!r} has no 'path' column")
+    base = posixpath.dirname(manifest)
+    manifest_url = to_url(fs, manifest)
+
+    def resolve(value: str) -> str:
+        if "://" in value or value.startswith("/"):
+            return normalise(value)
+        return normalise(to_url(fs, posixpath.join(base, value)))
+
+    songs: list[SongSource] = []
+    rejects: list[Reject] = []
+    for row_number, row in enumerate(rows, start=1):
+        raw_path = (row.get("path") or "").strip() if isinstance(row.get("path"), str) else ""
+        if not raw_path:
+            rejects.append(Reject(manifest_url, "discover", f"manifest row {row_number}: no path"))
+            continue
+        given_id = row.get("song_id")
+        song_id = (
+            normalise_song_id(str(given_id))
+            if given_id not in (None, "")
+            else derive_song_id(raw_path)
+        )
+        source = resolve(raw_path)
+        if refusal := policy.refusal(source):
+            rejects.append(Reject(source, "discover", refusal, song_id))
+            continue
+        lyrics_path = row.get("lyrics_path")
+        lyrics_source = resolve(lyrics_path) if lyrics_path else None
+        if lyrics_source and (refusal := policy.refusal(lyrics_source)):
+            rejects.append(_lyrics_refused(lyrics_source, refusal, song_id))
+            lyrics_source = None
+        songs.append(
+            SongSource(
+                song_id=song_id,
+                source=source,
+                lyrics_source=lyrics_source,
+                lyrics_text=row.get("lyrics") or None,
+                title=_text_or_none(row.get("title")),
+                artist=_text_or_none(row.get("artist")),
+            )
+        )
+    return _deduplicated(songs, rejects)
+
+
+def _lyrics_refused(path: str, refusal: str, song_id: str) -> Reject:
+    return Reject(path, "lyrics", f"{refusal}; song kept without these lyrics", song_id)
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _deduplicated(songs: list[SongSource], rejects: list[Reject]) -> Discovery:
+    """Sort by id; a repeated id (a manifest listing a song twice) keeps its first row."""
+    seen: dict[str, SongSource] = {}
+    for song in songs:
+        if song.song_id in seen:
+            first = seen[song.song_id].source
+            reason = f"duplicate song_id {song.song_id!r} (also {first})"
+            rejects.append(Reject(song.source, "discover", reason, song_id=song.song_id))
+            continue
+        seen[song.song_id] = song
+    ordered = tuple(sorted(seen.values(), key=lambda s: s.song_id))
+    return Discovery(songs=ordered, rejects=tuple(rejects))

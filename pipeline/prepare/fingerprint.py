@@ -1,0 +1,274 @@
+"""Source fingerprints: the sha256 of every audio file, so the same bytes enter a run once.
+
+A catalog can hold one recording under two paths (a symlink, a copy), and each would yield
+every segment again under another song id. Between discovery and unit planning, a Ray Data
+pass streams every source file through sha256 on the workers (the driver reads none of
+them); the driver then keeps, of each set of songs with equal bytes, the first in sorted
+source order and rejects the others as `duplicate of <song_id>`. The decision is taken once,
+over the whole catalog, before songs are cut into units, so it cannot depend on units,
+workers or scheduling. Local paths are resolved first: paths with the same real path are
+one file, hashed once.
+
+The hashes are cached in `_prepare/fingerprints.parquet` under the output, keyed by the file
+hashed (real path or URL) with its size and version (mtime and inode, or the object store's
+ETag): a rerun stats every file but hashes only new or changed ones. A filesystem that
+reports no version is never trusted from the cache.
+
+A file that cannot be read (missing, permission) is a reject. When the environment fails
+(after `with_retries`), the song keeps its place with no hash and its unit is left
+unfinished for a rerun (docs/reliability.md): its place keeps every unit's membership, but
+a later copy of that file goes undetected until the rerun hashes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.errors import EnvironmentFailure, describe, is_environment_failure, with_retries
+from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet, write_parquet
+from pipeline.prepare.records import Reject, SongSource
+
+log = logging.getLogger(__name__)
+
+FINGERPRINTS_FILE = "_prepare/fingerprints.parquet"
+FINGERPRINTS_VERSION = 1
+STAGE = "fingerprint"  # The rejects' stage: turned away for their bytes, not their names.
+# Empty files are all "the same bytes", but each is its own defect: decoding rejects it as
+# empty, naming that file, rather than as a duplicate of another empty one.
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# What changes when a file is rewritten, by the names fsspec filesystems report it under.
+VERSION_FIELDS = ("ETag", "etag", "mtime", "ino", "LastModified", "generation")
+# Files per Ray task: large enough to amortise a task, small enough to spread a small catalog.
+MAX_FILES_PER_TASK = 64
+READ_BLOCK_BYTES = 8 << 20  # Sequential 8 MiB ranges from object stores.
+
+CACHE_SCHEMA = pa.schema(
+    [
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),
+        pa.field("version", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+    ],
+    metadata={"schema": "prepare-fingerprints", "schema_version": str(FINGERPRINTS_VERSION)},
+)
+# One row per file back from the workers; `error` set means no hash.
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("target", pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field("version", pa.string()),
+        pa.field("sha256", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("environment", pa.bool_()),  # The error is the environment's, not the file's.
+        pa.field("hashed", pa.bool_()),  # Read and hashed now, not taken from the cache.
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """The songs that go on to units, and what the pass turned away or could not finish.
+
+    `songs` keeps discovery's order and carries `source_sha256`, except the songs in
+    `unhashed` (song_id -> why the environment kept their file from being hashed).
+    """
+
+    songs: tuple[SongSource, ...]
+    rejects: tuple[Reject, ...]
+    unhashed: dict[str, str]
+    hashed: int  # Files read and hashed this run; the others came from the cache.
+    seconds: float
+
+
+def hash_target(source: str) -> str:
+    """The file whose bytes `source` names: its real path when local, else the URL itself."""
+    if fsspec.utils.get_protocol(source) != "file":
+        return source
+    return os.path.realpath(fsspec.core.strip_protocol(source))
+
+
+def file_version(info: dict[str, Any]) -> str:
+    """What the filesystem says changes with the file's content; "" when it says nothing."""
+    return " ".join(f"{name}={info[name]}" for name in VERSION_FIELDS if info.get(name))
+
+
+def fingerprint_file(
+    target: str, cached: tuple[int, str, str] | None, storage: StorageOptions
+) -> tuple[int, str, str, bool]:
+    """(size, version, sha256, hashed) of `target`; `cached` (size, version, sha256) is
+    reused when the file's size and version still match it."""
+    fs, path = filesystem(target, storage)
+    fs.invalidate_cache(path)  # A worker's cached listing must not hide a rewritten file.
+    info = fs.info(path)
+    size, version = int(info["size"]), file_version(info)
+    if version and cached is not None and cached[:2] == (size, version):
+        return size, version, cached[2], False
+    with fs.open(path, "rb", block_size=READ_BLOCK_BYTES) as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return size, version, digest, True
+
+
+def fingerprint_batch(batch: pa.Table, storage: StorageOptions) -> pa.Table:
+    """Ray Data map_batches: files (with their cache rows) -> RESULT_SCHEMA rows."""
+    rows = [_fingerprint_row(row, storage) for row in batch.to_pylist()]
+    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+
+
+def _fingerprint_row(row: dict[str, Any], storage: StorageOptions) -> dict[str, Any]:
+    """One file's result; failures come back as data (one raised error fails the Ray job)."""
+    target = row["target"]
+    cached = None
+    if row["cached_sha256"] is not None:
+        cached = (row["cached_size"], row["cached_version"], row["cached_sha256"])
+    result: dict[str, Any] = {
+        "target": target,
+        "error": None,
+        "environment": False,
+        "hashed": False,
+    }
+    try:
+        size, version, digest, hashed = with_retries(
+            lambda: fingerprint_file(target, cached, storage), target
+        )
+    except EnvironmentFailure as error:
+        return {**result, "error": str(error), "environment": True}
+    except FileNotFoundError as error:
+        return {**result, "error": f"unreadable: file not found: {error}"}
+    except PermissionError as error:
+        return {**result, "error": f"unreadable: permission denied: {error}"}
+    except OSError as error:  # A directory, a special file: nothing to read as audio.
+        return {**result, "error": f"unreadable: {describe(error)}"}
+    return {**result, "size": size, "version": version, "sha256": digest, "hashed": hashed}
+
+
+def fingerprint_songs(
+    songs: tuple[SongSource, ...],
+    output_url: str,
+    storage: StorageOptions,
+    *,
+    concurrency: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Fingerprints:
+    """Hash the songs' files on Ray, using and refreshing the output's cache, then drop
+    the duplicates. `progress(files_done, files)` follows the pass."""
+    import ray  # Imported here so the plain functions above stay usable without Ray.
+
+    started = time.perf_counter()
+    fs, root = filesystem(output_url, storage)
+    cache_path = join(root, FINGERPRINTS_FILE)
+    targets = {song.song_id: hash_target(song.source) for song in songs}
+    files = sorted(set(targets.values()))
+    cache = _read_cache(fs, cache_path)
+    if progress:
+        progress(0, len(files))
+    results: list[pa.Table] = []
+    try:
+        if files:
+            requests = _with_cached(files, cache)
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            per_task = max(1, min(MAX_FILES_PER_TASK, math.ceil(len(files) / (4 * cpus))))
+            blocks = [requests.slice(start, per_task) for start in range(0, len(files), per_task)]
+            dataset = ray.data.from_arrow(blocks).map_batches(
+                fingerprint_batch,
+                batch_format="pyarrow",
+                batch_size=None,
+                fn_kwargs={"storage": storage},
+                num_cpus=1,
+                concurrency=concurrency,
+            )
+            done = 0
+            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                results.append(batch)
+                done += batch.num_rows
+                if progress:
+                    progress(done, len(files))
+    finally:
+        # Even a pass cut short keeps what it hashed: a rerun must not read it all again.
+        fresh = pa.concat_tables(results) if results else RESULT_SCHEMA.empty_table()
+        _write_cache(fs, cache_path, cache, fresh, files)
+    by_target = {row["target"]: row for row in fresh.to_pylist()}
+    kept, rejects, unhashed = resolve_duplicates(songs, targets, by_target)
+    hashed = sum(1 for row in by_target.values() if row["hashed"])
+    seconds = time.perf_counter() - started
+    log.info("fingerprints: %d files, %d hashed (the rest cached), %d rejects, %.1f s",
+             len(files), hashed, len(rejects), seconds)  # fmt: skip
+    return Fingerprints(kept, rejects, unhashed, hashed, seconds)
+
+
+def resolve_duplicates(
+    songs: tuple[SongSource, ...], targets: dict[str, str], results: dict[str, dict[str, Any]]
+) -> tuple[tuple[SongSource, ...], tuple[Reject, ...], dict[str, str]]:
+    """Keep the first song of each sha256 in sorted source order; reject the others.
+
+    `targets` maps song_id -> file hashed, `results` file -> its RESULT_SCHEMA row. Returns
+    the kept songs in their given order with `source_sha256` set (none for unhashed songs),
+    the rejects in source order, and the unhashed songs with the environment's error.
+    """
+    first_of: dict[str, str] = {}  # sha256 -> song_id that keeps it.
+    kept: dict[str, SongSource] = {}
+    rejects: list[Reject] = []
+    unhashed: dict[str, str] = {}
+    for song in sorted(songs, key=lambda s: (s.source, s.song_id)):
+        result = results[targets[song.song_id]]
+        if result["environment"]:
+            unhashed[song.song_id] = result["error"]
+            kept[song.song_id] = song
+        elif result["error"]:
+            rejects.append(Reject(song.source, STAGE, result["error"], song.song_id))
+        elif result["sha256"] == _EMPTY_SHA256:
+            kept[song.song_id] = replace(song, source_sha256=result["sha256"])
+        elif (first := first_of.setdefault(result["sha256"], song.song_id)) != song.song_id:
+            rejects.append(Reject(song.source, STAGE, f"duplicate of {first}", song.song_id))
+        else:
+            kept[song.song_id] = replace(song, source_sha256=result["sha256"])
+    ordered = tuple(kept[s.song_id] for s in songs if s.song_id in kept)
+    return ordered, tuple(rejects), unhashed
+
+
+def _with_cached(files: list[str], cache: pa.Table) -> pa.Table:
+    """The files to fingerprint, each with its cache row's columns (null when none)."""
+    cached = cache.rename_columns(["target", "cached_size", "cached_version", "cached_sha256"])
+    wanted = pa.table({"target": pa.array(files, pa.string())})
+    return wanted.join(cached, "target", join_type="left outer").sort_by("target")
+
+
+def _read_cache(fs: fsspec.AbstractFileSystem, path: str) -> pa.Table:
+    """The cache, or an empty one when it is absent, unreadable or of another version."""
+    if not exists(fs, path):
+        return CACHE_SCHEMA.empty_table()
+    try:
+        table = read_parquet(fs, path)
+    except (OSError, pa.ArrowException) as error:
+        if is_environment_failure(error):
+            raise  # Not the cache's fault: reading the whole catalog again is no answer.
+        log.warning("ignoring the fingerprint cache %s: %s", path, describe(error))
+        return CACHE_SCHEMA.empty_table()
+    if (table.schema.metadata or {}).get(b"schema_version") != str(FINGERPRINTS_VERSION).encode():
+        log.warning("ignoring the fingerprint cache %s: another version", path)
+        return CACHE_SCHEMA.empty_table()
+    return table.cast(CACHE_SCHEMA)
+
+
+def _write_cache(
+    fs: fsspec.AbstractFileSystem, path: str, cache: pa.Table, fresh: pa.Table, files: list[str]
+) -> None:
+    """This run's hashes, plus the old entries of current files it did not confirm."""
+    confirmed = fresh.filter(pc.is_valid(fresh.column("sha256")))
+    current = pc.is_in(cache.column("target"), value_set=pa.array(files, pa.string()))
+    replaced = pc.is_in(
+        cache.column("target"), value_set=confirmed.column("target").combine_chunks()
+    )
+    old = cache.filter(pc.and_(current, pc.invert(replaced)))
+    new = confirmed.select(CACHE_SCHEMA.names).cast(CACHE_SCHEMA)
+    write_parquet(fs, path, pa.concat_tables([old, new]).sort_by("target"))

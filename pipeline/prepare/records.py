@@ -1,0 +1,50 @@
+"""Records that flow between prepare's steps: what a song is, and why an input was rejected."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SongSource:
+    """One discovered song: where its audio and lyrics are, and what the catalog says of it.
+
+    `source` is the audio URL exactly as discovered. Lyrics come either from a sidecar or
+    manifest path (`lyrics_source`) or inline from a manifest (`lyrics_text`).
+    `source_sha256` is the hex sha256 of the audio file's bytes, set by the fingerprint pass
+    (pipeline/prepare/fingerprint.py); being part of the unit's fingerprint, a changed file redoes
+    its unit. None until then: a unit run on its own hashes the file itself.
+    """
+
+    song_id: str
+    source: str
+    lyrics_source: str | None = None
+    lyrics_text: str | None = None
+    title: str | None = None
+    artist: str | None = None
+    source_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SongSource:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An input that could not be used, and why; a row of the rejects table."""
+
+    path: str
+    stage: str
+    reason: str
+    song_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Reject:
+        return cls(**data)

@@ -1,0 +1,1 @@
+"""Spotcheck: decode sampled token rows back to audio, measure, and report."""

@@ -1,0 +1,1 @@
+"""Tokenize: read shards, run the tokenizer on actors, write token Parquet tables."""

@@ -1,0 +1,174 @@
+"""The spot-check: sampling, metrics, the stage on Ray, and the report in a real browser."""
+
+from __future__ import annotations
+
+import io
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from mucodec.decoder.model import MuCodecDecoder
+from mucodec.encoder.config import preset
+from pipeline.prepare.segment import SegmentConfig
+from pipeline.prepare.stage import prepare_corpus
+from pipeline.prepare.unit import PrepareConfig
+from pipeline.spotcheck.actor import DecoderSpec
+from pipeline.spotcheck.metrics import (
+    integrated_loudness,
+    reconstruction_metrics,
+    si_sdr,
+)
+from pipeline.spotcheck.stage import SpotcheckConfig, choose_keys, spotcheck
+from pipeline.tokenize.actor import TokenizerSpec
+from pipeline.tokenize.stage import TokenizeConfig, tokenize_shards
+from testing.synth import synth_song, write_audio
+
+TINY_DECODER = DecoderSpec(preset="tiny", steps=2, seed=0)
+
+
+def test_choose_keys_is_seeded_and_covers_songs_before_repeating_one():
+    index = [(f"s{song}_{i:05d}", f"s{song}") for song in range(5) for i in range(song + 1)]
+    first = choose_keys(index, 4, seed=1)
+    assert first == choose_keys(list(reversed(index)), 4, seed=1)
+    assert len({key.split("_")[0] for key in first}) == 4
+    assert choose_keys(index, 4, seed=2) != first
+    everything = choose_keys(index, 100, seed=0)
+    assert Counter(everything) == Counter(key for key, _ in index)
+
+
+def test_metrics_are_zero_for_a_perfect_copy_and_track_gain():
+    audio = torch.from_numpy(synth_song(3.0, 48_000, 2, seed=0).T.copy())
+    perfect = reconstruction_metrics(audio, audio)
+    assert perfect["mel_distance"] == 0 and perfect["stft_distance"] == 0
+    assert perfect["loudness_diff_lu"] == 0 and perfect["si_sdr_db"] > 100
+    quieter = reconstruction_metrics(audio, 0.5 * audio)
+    assert quieter["loudness_diff_lu"] == pytest.approx(20 * math.log10(0.5), abs=1e-6)
+    assert quieter["si_sdr_db"] > 100  # Scale-invariant.
+    assert quieter["mel_distance"] > 0.5
+    noisy = audio + 0.05 * torch.randn_like(audio)
+    assert 0 < si_sdr(audio, noisy) < 40
+
+
+def test_integrated_loudness_matches_the_bs1770_reference_tone():
+    """A 0 dBFS 997 Hz sine in one channel reads -3.01 LUFS (BS.1770-4, clause 2.7)."""
+    t = torch.arange(48_000 * 5) / 48_000
+    tone = torch.stack([torch.sin(2 * math.pi * 997 * t), torch.zeros_like(t)])
+    assert integrated_loudness(tone) == pytest.approx(-3.01, abs=0.02)
+    assert integrated_loudness(torch.zeros(2, 48_000)) == float("-inf")
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory, ray_local) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("spotcheck")
+    for index, (seconds, peak) in enumerate([(4.5, 0.95), (3.2, 1.2), (2.5, 0.5)]):
+        audio = synth_song(seconds, 48_000, 2, index, peak)
+        write_audio(str(root / "corpus" / f"song{index}.wav"), audio, 48_000, "FLOAT")
+    segment = SegmentConfig(segment_seconds=2.0, min_tail_seconds=0.5)
+    prepare_corpus(str(root / "corpus"), str(root / "prepared"), PrepareConfig(segment=segment))
+    config = TokenizeConfig(tokenizer=TokenizerSpec(preset="tiny"), batch_size=4)
+    tokenize_shards(str(root / "prepared"), str(root / "tokens"), config)
+    return {"root": str(root), "prepared": str(root / "prepared"), "tokens": str(root / "tokens")}
+
+
+SPOTCHECK = SpotcheckConfig(decoder=TINY_DECODER, count=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def spotchecked(tokenized, tmp_path_factory):
+    """One spot-check run shared by the tests below (decoding is the slow part on CPU)."""
+    output = tmp_path_factory.mktemp("spotcheck-out")
+    summary = spotcheck(tokenized["tokens"], tokenized["prepared"], str(output), SPOTCHECK)
+    return output, summary
+
+
+@pytest.mark.integration
+def test_spotcheck_decodes_the_sample_and_writes_metrics_wavs_and_report(tokenized, spotchecked):
+    output, summary = spotchecked
+    assert (summary.sampled, summary.decoded_now, summary.missing) == (2, 2, [])
+    assert summary.songs_sampled == 2
+
+    metrics = pq.read_table(output / "metrics.parquet").to_pylist()
+    assert len(metrics) == 2
+    tokens = {}
+    for part in sorted(Path(tokenized["tokens"], "tokens").glob("*.parquet")):
+        tokens.update({r["key"]: r for r in pq.read_table(part).to_pylist()})
+    decoder = MuCodecDecoder.from_config(_tiny_decoder_for_tokens(), seed=TINY_DECODER.seed).eval()
+    for number, record in enumerate(metrics):
+        folder = output / "samples" / record["key"]
+        original, rate = sf.read(folder / "original.wav", always_2d=True)
+        reconstruction, _ = sf.read(folder / "reconstruction.wav", always_2d=True)
+        assert rate == 48_000 and original.shape[1] == reconstruction.shape[1] == 2
+        assert (folder / "spectrogram.png").read_bytes().startswith(b"\x89PNG")
+        row = tokens[record["key"]]
+        assert len(reconstruction) == 1920 * row["n_frames"]
+        assert set(record) >= {"mel_distance", "stft_distance", "si_sdr_db", "loudness_diff_lu"}
+        if number:
+            continue
+        # The WAV holds exactly what the decoder makes of these codes (16-bit rounding).
+        codes = torch.tensor(row["codes"])[None]
+        sampling = decoder.with_sampling(num_steps=2, guidance_scale=1.5)
+        with torch.inference_mode():
+            expected = decoder.decode(codes, seeds=[0], sampling=sampling)[0].clamp(-1, 1)
+        np.testing.assert_allclose(reconstruction.T, expected.numpy(), atol=1 / 32768 + 1e-6)
+
+    html = (output / "report.html").read_text()
+    assert all(f"samples/{r['key']}/spectrogram.png" in html for r in metrics)
+    assert html.count("<audio") == 4
+
+    again = spotcheck(tokenized["tokens"], tokenized["prepared"], str(output), SPOTCHECK)
+    assert (again.decoded_now, again.already_done) == (0, 2)
+
+
+def _tiny_decoder_for_tokens():
+    from mucodec.decoder.config import decoder_preset
+    from pipeline.spotcheck.actor import _match_codebooks
+
+    return _match_codebooks(decoder_preset("tiny"), preset("tiny"))
+
+
+@pytest.mark.integration
+def test_the_report_renders_in_headless_chromium_without_errors(spotchecked, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is installed by scripts/install.sh dev"
+    from playwright.sync_api import sync_playwright
+
+    output, _ = spotchecked
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
+        page.goto((output / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.eval_on_selector_all(
+            "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])"
+        )
+        screenshot = page.screenshot(full_page=True)
+        browser.close()
+
+    assert errors == []
+    spectrograms = [i for i in images if i[0].endswith("spectrogram.png")]
+    assert len(spectrograms) == 2
+    assert all(complete and width > 100 for _, complete, width in images), images
+    picture = np.asarray(_png_pixels(screenshot))
+    assert picture.std() > 10  # Not a blank page: spectrograms and text are drawn.
+    (tmp_path / "report.png").write_bytes(screenshot)
+
+
+def _png_pixels(data: bytes):
+    import matplotlib.image
+
+    return matplotlib.image.imread(io.BytesIO(data), format="png") * 255

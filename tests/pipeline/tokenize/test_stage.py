@@ -1,0 +1,304 @@
+"""The tokenize stage end to end on real Ray, with the tiny tokenizer and generated audio."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from mucodec.encoder.config import preset
+from mucodec.encoder.tokenizer import MuCodecTokenizer
+from pipeline.io import StorageOptions
+from pipeline.prepare.segment import SegmentConfig
+from pipeline.prepare.stage import prepare_corpus
+from pipeline.prepare.unit import PrepareConfig
+from pipeline.shard_reader import iter_shard_samples
+from pipeline.tokenize.actor import TokenizerSpec
+from pipeline.tokenize.dataset import TokenDataset
+from pipeline.tokenize.stage import (
+    PoolShape,
+    TokenizeConfig,
+    actor_pool_shape,
+    find_shards,
+    tokenize_shards,
+)
+from schemas.tokens import validate_tokens_table
+from testing.synth import synth_song, write_audio
+
+pytestmark = pytest.mark.integration
+
+SEGMENT = SegmentConfig(segment_seconds=2.0, tail_policy="keep", min_tail_seconds=0.5)
+TINY = TokenizerSpec(preset="tiny", seed=0)
+
+
+def make_corpus(root: Path, songs: int = 3) -> None:
+    """Short songs: one float source that clips (gain < 1), one loud, one with LRC lyrics."""
+    specs = [(5.3, 44_100, 2, 1.3), (4.1, 48_000, 1, 0.95), (6.7, 32_000, 2, 0.5)]
+    for index in range(songs):
+        seconds, rate, channels, peak = specs[index % len(specs)]
+        path = root / f"song{index:02d}.wav"
+        write_audio(str(path), synth_song(seconds, rate, channels, index, peak), rate, "FLOAT")
+    (root / "song00.lrc").write_text("[00:00.50]first\n[00:02.50]second\n[00:04.10]third\n")
+
+
+def shard_samples(prepared: str) -> dict[str, dict]:
+    """Every sample in the prepared shards: key -> {audio, metadata}."""
+    samples = {}
+    for shard in find_shards(prepared, StorageOptions()):
+        for key, members in iter_shard_samples(shard.url, StorageOptions()):
+            audio, _ = sf.read(io.BytesIO(members["flac"]), dtype="float32", always_2d=True)
+            assert key not in samples
+            samples[key] = {"audio": audio.T.copy(), "meta": json.loads(members["json"])}
+    return samples
+
+
+def token_rows(output: Path) -> list[dict]:
+    rows = []
+    for path in sorted((output / "tokens").glob("*.parquet")):
+        table = pq.read_table(path)
+        validate_tokens_table(table)
+        rows.extend(table.to_pylist())
+    return rows
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, ray_local) -> str:
+    root = tmp_path_factory.mktemp("tokenize-corpus")
+    make_corpus(root / "corpus")
+    output = str(root / "prepared")
+    config = PrepareConfig(segment=SEGMENT, songs_per_unit=1)
+    summary = prepare_corpus(str(root / "corpus"), output, config)
+    assert summary.units_failed == 0 and summary.shards == 3
+    return output
+
+
+@pytest.fixture(scope="module")
+def tokenized(prepared, tmp_path_factory) -> tuple[Path, object]:
+    output = tmp_path_factory.mktemp("tokens")
+    config = TokenizeConfig(tokenizer=TINY, batch_size=4, shards_per_part=2)
+    summary = tokenize_shards(prepared, str(output), config)
+    return output, summary
+
+
+def test_every_segment_appears_exactly_once_with_the_tokenizers_codes(prepared, tokenized):
+    output, summary = tokenized
+    samples = shard_samples(prepared)
+    rows = token_rows(output)
+    assert Counter(r["key"] for r in rows) == Counter(samples.keys())
+    assert summary.segments == len(samples) and summary.parts == 2 and summary.rejects == 0
+
+    tokenizer = MuCodecTokenizer.from_config(preset("tiny"), seed=0)
+    for row in rows:
+        sample = samples[row["key"]]
+        meta = sample["meta"]
+        expected = tokenizer.encode(
+            torch.from_numpy(sample["audio"]), song_peak=meta["song_peak"], gain=meta["gain"]
+        )
+        codes = np.array(row["codes"], dtype=np.int64)
+        assert codes.shape == (row["n_codebooks"], row["n_frames"]) == tuple(expected.shape)
+        np.testing.assert_array_equal(codes, expected.numpy(), err_msg=row["key"])
+        assert row["song_id"] == meta["song_id"] and row["start_s"] == meta["start_s"]
+        assert row["checkpoint_sha256"] == "random-weights-seed-0"
+        assert row["token_rate"] == 25.0 and row["encoder_layer"] == 2
+    assert any(samples[r["key"]]["meta"]["gain"] < 1 for r in rows)
+
+
+def test_lyrics_and_statistics_travel_with_the_tokens(tokenized):
+    output, summary = tokenized
+    rows = {r["key"]: r for r in token_rows(output)}
+    first = next(r for k, r in rows.items() if k.startswith("song00") and k.endswith("_00000"))
+    assert first["lyrics_aligned"] and [line["text"] for line in first["lyrics"]] == ["first"]
+    stats = json.loads((output / "codebook_stats.json").read_text())
+    assert stats["codebooks"][0]["tokens"] == sum(r["n_frames"] for r in rows.values())
+    assert summary.tokens == stats["codebooks"][0]["tokens"]
+    assert (output / "codebook_stats.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_rerun_on_a_finished_output_does_nothing(prepared, tokenized):
+    output, _ = tokenized
+    before = {p: p.stat().st_mtime_ns for p in (output / "tokens").glob("*.parquet")}
+    config = TokenizeConfig(tokenizer=TINY, batch_size=4, shards_per_part=2)
+    summary = tokenize_shards(prepared, str(output), config)
+    assert summary.parts_run == 0 and summary.parts_already_done == 2
+    assert {p: p.stat().st_mtime_ns for p in (output / "tokens").glob("*.parquet")} == before
+
+
+def test_tables_read_with_duckdb_hf_datasets_and_the_torch_dataset(tokenized):
+    output, _ = tokenized
+    rows = token_rows(output)
+    pattern = str(output / "tokens" / "*.parquet")
+
+    import duckdb
+
+    counts = duckdb.sql(
+        f"SELECT song_id, count(*) FROM read_parquet('{pattern}') GROUP BY song_id"
+    ).fetchall()
+    assert dict(counts) == Counter(r["song_id"] for r in rows)
+    ((first_codebook,),) = duckdb.sql(
+        f"SELECT codes[1] FROM read_parquet('{pattern}') WHERE key = '{rows[0]['key']}'"
+    ).fetchall()
+    assert first_codebook == rows[0]["codes"][0]
+
+    from datasets import load_dataset
+
+    hf = load_dataset("parquet", data_files=pattern, split="train")
+    assert sorted(hf["key"]) == sorted(r["key"] for r in rows)
+    by_key = {r["key"]: r for r in rows}
+    hf_row = hf.with_format("numpy")[0]
+    np.testing.assert_array_equal(hf_row["codes"], np.array(by_key[hf_row["key"]]["codes"]))
+
+    loader = torch.utils.data.DataLoader(TokenDataset(str(output)), batch_size=None, num_workers=2)
+    seen = Counter()
+    for codes, lyrics in loader:
+        assert codes.dtype == torch.int64 and codes.ndim == 2
+        seen[(tuple(codes.flatten().tolist()), lyrics["text"])] += 1
+    expected = Counter((tuple(np.array(r["codes"]).flatten()), r["lyrics_text"]) for r in rows)
+    assert seen == expected
+
+
+def test_a_corrupt_sample_is_rejected_and_the_rest_tokenized(prepared, tmp_path, ray_local):
+    shards = find_shards(prepared, StorageOptions())
+    broken_dir = tmp_path / "broken"
+    broken_dir.mkdir()
+    victim = None
+    with (
+        tarfile.open(shards[0].url) as source,
+        tarfile.open(broken_dir / shards[0].name, "w", format=tarfile.USTAR_FORMAT) as out,
+    ):
+        for info in source:
+            data = source.extractfile(info).read()
+            if victim is None and info.name.endswith(".flac"):
+                victim = info.name.split(".")[0]
+                data = b"fLaC" + b"\x00" * (len(data) - 4)
+            out.addfile(info, io.BytesIO(data))
+    config = TokenizeConfig(tokenizer=TINY, batch_size=4)
+    summary = tokenize_shards(str(broken_dir), str(tmp_path / "out"), config)
+    rejects = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
+    assert [r["path"] for r in rejects] == [f"{shards[0].name}#{victim}"]
+    assert rejects[0]["stage"] == "tokenize" and victim in rejects[0]["reason"]
+    keys = {r["key"] for r in token_rows(tmp_path / "out")}
+    assert victim not in keys and len(keys) == summary.segments > 0
+
+
+def test_s3_in_and_out_through_a_loopback_s3_server(prepared, s3_endpoint):
+    import s3fs
+
+    storage = StorageOptions(endpoint_url=s3_endpoint)
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
+    fs.mkdir("tokenize-bucket")
+    fs.put(prepared, "tokenize-bucket/prepared", recursive=True)
+    config = TokenizeConfig(tokenizer=TINY, batch_size=4, storage=storage)
+    summary = tokenize_shards(
+        "s3://tokenize-bucket/prepared", "s3://tokenize-bucket/tokens", config
+    )
+    parts = fs.glob("tokenize-bucket/tokens/tokens/*.parquet")
+    keys = []
+    for part in parts:
+        with fs.open(part, "rb") as handle:
+            table = pq.read_table(handle)
+        validate_tokens_table(table)
+        keys.extend(table.column("key").to_pylist())
+    assert sorted(keys) == sorted(shard_samples(prepared)) and summary.segments == len(keys)
+    assert fs.exists("tokenize-bucket/tokens/summary.json")
+
+
+def test_resume_after_the_job_is_killed_midway(tmp_path, ray_local):
+    make_corpus(tmp_path / "corpus", songs=6)
+    prepared = str(tmp_path / "prepared")
+    prepare_corpus(
+        str(tmp_path / "corpus"), prepared, PrepareConfig(segment=SEGMENT, songs_per_unit=1)
+    )
+    output = tmp_path / "tokens"
+    command = [
+        sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", str(output),
+        "--config", "tiny", "--shards-per-part", "1", "--batch-size", "1", "--num-cpus", "2",
+    ]  # fmt: skip
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)  # fmt: skip
+    markers = output / "_tokenize" / "parts"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(markers.glob("*.json"))) < 1:
+        assert job.poll() is None, "the job finished before it could be interrupted"
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    finished_before = {p.name: p.stat().st_mtime_ns for p in markers.glob("*.json")}
+    assert 0 < len(finished_before) < 6
+
+    config = TokenizeConfig(tokenizer=TINY, batch_size=4, shards_per_part=1)
+    summary = tokenize_shards(prepared, str(output), config)
+    assert summary.parts == 6 and summary.parts_already_done >= len(finished_before)
+    assert Counter(r["key"] for r in token_rows(output)) == Counter(shard_samples(prepared).keys())
+    for name, mtime in finished_before.items():
+        assert (markers / name).stat().st_mtime_ns == mtime
+    leftovers = [p for p in (output / "tokens").iterdir() if ".partial" in p.name]
+    assert leftovers == [] or all(not p.name.endswith(".parquet") for p in leftovers)
+
+
+def test_audit_passes_a_clean_run_and_catches_duplicates_and_losses(prepared, tokenized, tmp_path):
+    from pipeline.audit import audit_run
+
+    output, _ = tokenized
+    clean = audit_run(prepared, str(output), StorageOptions())
+    assert clean.ok and clean.shard_samples == clean.token_rows > 0
+
+    copy = tmp_path / "copy"
+    shutil.copytree(output, copy)
+    parts = sorted((copy / "tokens").glob("*.parquet"))
+    shutil.copy(parts[0], copy / "tokens" / "part-999999.parquet")  # A part written twice.
+    parts[1].unlink()  # A part lost.
+    broken = audit_run(prepared, str(copy), StorageOptions())
+    lost = set(pq.read_table(output / "tokens" / parts[1].name).column("key").to_pylist())
+    assert not broken.ok
+    assert set(broken.duplicated) == set(pq.read_table(parts[0]).column("key").to_pylist())
+    assert set(broken.missing) == lost and broken.unexpected == []
+
+
+@pytest.mark.integration
+def test_audit_job_exits_with_the_same_status_every_time(prepared, tokenized):
+    # The job used to print its report and then abort (exit 134) in about one run of five:
+    # Arrow released read-ahead buffers during interpreter shutdown.
+    output, _ = tokenized
+    command = [sys.executable, "-m", "jobs.audit", "--shards", prepared, "--tokens", str(output)]
+    statuses = []
+    for _ in range(10):
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        statuses.append(completed.returncode)
+        assert '"ok": true' in completed.stdout
+    assert statuses == [0] * 10, completed.stderr[-2000:]
+
+
+def test_the_actor_pool_always_leaves_cpu_for_the_readers():
+    config = TokenizeConfig(tokenizer=TINY)
+    assert actor_pool_shape(config, gpus=0, cpus=8) == PoolShape(3, 2, 2)
+    assert actor_pool_shape(config, gpus=2, cpus=8) == PoolShape(2, 1, 1)
+    # One CPU left (a laptop, or a cluster that lost a node): actor and readers share it.
+    assert actor_pool_shape(config, gpus=0, cpus=1) == PoolShape(1, 0.5, 1, reader_cpus=0.5)
+    with pytest.raises(ValueError, match="lower --actors"):
+        actor_pool_shape(TokenizeConfig(tokenizer=TINY, actors=2), gpus=0, cpus=2)
+
+
+@pytest.mark.integration
+def test_tokenize_runs_on_a_one_cpu_ray(prepared, tmp_path):
+    output = tmp_path / "tokens"
+    command = [
+        sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", str(output),
+        "--config", "tiny", "--num-cpus", "1", "--batch-size", "4",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert Counter(r["key"] for r in token_rows(output)) == Counter(shard_samples(prepared).keys())
