@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mucodec.encoder.config import QuantizerConfig
+from mucodec.config import QuantizerConfig
 from mucodec.precision import float32_region
 
 __all__ = [

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mucodec.encoder.config import CONFIG_FORMAT_VERSION, QuantizerConfig, _JsonConfig
+from mucodec.config import CONFIG_FORMAT_VERSION, JsonConfig, QuantizerConfig
 
 __all__ = [
     "DECODER_PRESETS",
@@ -39,7 +39,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ConditionerConfig(_JsonConfig):
+class ConditionerConfig(JsonConfig):
     """Codes -> conditioning grid: RVQ `from_codes`, a Linear, a reshape to latent frames.
 
     Attributes:
@@ -55,7 +55,7 @@ class ConditionerConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class DiTConfig(_JsonConfig):
+class DiTConfig(JsonConfig):
     """The 2-D DiT velocity network (diffusers `Transformer2DModel`, patch input, adaLN-single).
 
     Attributes:
@@ -102,7 +102,7 @@ class DiTConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class FlowConfig(_JsonConfig):
+class FlowConfig(JsonConfig):
     """Code -> latent flow matching: conditioner, estimator, normaliser, solver constant.
 
     Attributes:
@@ -139,7 +139,7 @@ class FlowConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class MelVAEConfig(_JsonConfig):
+class MelVAEConfig(JsonConfig):
     """AudioLDM-48k `AutoencoderKL` decoder side (latent -> log-mel).
 
     Attributes:
@@ -171,7 +171,7 @@ class MelVAEConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class VocoderConfig(_JsonConfig):
+class VocoderConfig(JsonConfig):
     """HiFi-GAN (`Generator_old`, resblock "1") at 48 kHz and its chunked inference.
 
     Attributes:
@@ -211,7 +211,7 @@ class VocoderConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class WindowConfig(_JsonConfig):
+class WindowConfig(JsonConfig):
     """Official windowing of long code sequences (`MuCodec.code2sound`).
 
     Attributes:
@@ -233,7 +233,7 @@ class WindowConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class SamplingConfig(_JsonConfig):
+class SamplingConfig(JsonConfig):
     """Run-time choices of `MuCodecDecoder.decode`.
 
     Attributes:
@@ -267,7 +267,7 @@ class SamplingConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class DecoderConfig(_JsonConfig):
+class DecoderConfig(JsonConfig):
     """Everything needed to build a MuCodec decoder.
 
     Attributes:

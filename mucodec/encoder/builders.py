@@ -10,7 +10,8 @@ import itertools
 
 from torch import nn
 
-from mucodec.encoder.config import FrontendConfig, MuEncoderConfig, QuantizerConfig
+from mucodec.config import QuantizerConfig
+from mucodec.encoder.config import FrontendConfig, MuEncoderConfig
 from mucodec.encoder.conformer import (
     ConformerBlock,
     ConvolutionModule,

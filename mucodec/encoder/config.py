@@ -22,68 +22,13 @@ Presets (`preset(name)`):
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Self
 
-CONFIG_FORMAT_VERSION = 1
-
-
-class _JsonConfig:
-    """Mixin: JSON round trip for (nested) frozen dataclasses of plain values."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Returns a JSON-ready dict; nested configs become nested dicts."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Builds the config from `to_dict` output; unknown keys are an error.
-
-        Raises:
-            ValueError: if `data` has a key that is not a field of this config.
-        """
-        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown config keys {unknown}")
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for name, value in data.items():
-            kwargs[name] = _coerce(hints[name], value)
-        return cls(**kwargs)
-
-    def to_json(self) -> str:
-        """Serialises to a stable, human-readable JSON string (sorted keys)."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Self:
-        """Inverse of `to_json`."""
-        return cls.from_dict(json.loads(text))
-
-
-def _coerce(hint: Any, value: Any) -> Any:
-    """Turns a JSON value back into the field's type (nested configs and tuples)."""
-    if isinstance(hint, type) and issubclass(hint, _JsonConfig) and isinstance(value, dict):
-        return hint.from_dict(value)
-    origin = typing.get_origin(hint)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            if arg is not type(None) and value is not None:
-                return _coerce(arg, value)
-    if hint is float and isinstance(value, int):
-        return float(value)
-    return value
+from mucodec.config import CONFIG_FORMAT_VERSION, JsonConfig, QuantizerConfig
 
 
 @dataclass(frozen=True)
-class FrontendConfig(_JsonConfig):
+class FrontendConfig(JsonConfig):
     """Waveform -> normalised log-mel, as in `fetch_codes_batch` and MuQ's preprocessing.
 
     Attributes:
@@ -125,7 +70,7 @@ class FrontendConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class MuEncoderConfig(_JsonConfig):
+class MuEncoderConfig(JsonConfig):
     """MuQ encoder: Conv2dSubsampling + Conformer (HF Wav2Vec2-Conformer, rotary).
 
     `depth` is the depth of the checkpoint (the official one has 12 blocks); only the
@@ -194,24 +139,7 @@ class MuEncoderConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class QuantizerConfig(_JsonConfig):
-    """Residual vector quantiser with factorised, L2-normalised codes (DAC style).
-
-    Attributes:
-        input_dim: Channels of the encoder features (D).
-        n_codebooks: Residual stages (N).
-        codebook_size: Entries per codebook (K).
-        codebook_dim: Width of the factorised code space each stage projects to.
-    """
-
-    input_dim: int = 1024
-    n_codebooks: int = 1
-    codebook_size: int = 16384
-    codebook_dim: int = 32
-
-
-@dataclass(frozen=True)
-class TokenizerConfig(_JsonConfig):
+class TokenizerConfig(JsonConfig):
     """Everything needed to build a MuCodec tokenizer (front end, encoder, RVQ).
 
     Attributes:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mucodec.encoder.config import QuantizerConfig
+from mucodec.config import QuantizerConfig
 from mucodec.quantizer import ResidualVectorQuantizer
 
 
