@@ -25,54 +25,46 @@ and processes that outlived their job.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
-import json
 import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import pyarrow.parquet as pq
-
-from jobs.benchmarks.paired import Load
-from pipeline.audit import AuditReport, audit_run, read_shard_keys
-from pipeline.errors import ENVIRONMENT_ERRNOS, THROTTLING
-from pipeline.io import StorageOptions
-from pipeline.prepare.segment import SegmentConfig, plan_segments
-from pipeline.tokenize.stage import find_shards
-from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS, make_demo_corpus
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KINDS = ("sigkill", "sigterm", "full-disk")
-STAGES = ("prepare", "tokenize")
-MARKER_DIRS = {"prepare": "_prepare/units", "tokenize": "_tokenize/parts"}
-EXPECTED_STATUS = {None: 0, "sigkill": -signal.SIGKILL, "sigterm": 128 + signal.SIGTERM,
-                   "full-disk": 1}  # fmt: skip
-MAX_RERUNS = 3
-JOB_TIMEOUT_S = 600.0  # A stage of this corpus takes well under a minute, even under load.
-STOP_TIMEOUT_S = 60.0  # How long a SIGTERM'd job may take to stop.
-LINGER_S = 10.0  # Ray's processes may take a moment to follow their driver out.
-SPOOL_BYTES_PER_S = 48_000 * 2 * 4  # Prepare spools each song as 48 kHz stereo float32.
-
-# What an environment failure looks like in a reject's reason: the strerror texts and
-# "[Errno N]" of every errno pipeline.errors calls environmental, and object-store refusals.
-ENVIRONMENT_MARKERS = tuple(
-    sorted(
-        {os.strerror(n) for n in ENVIRONMENT_ERRNOS}
-        | {f"[Errno {n}]" for n in ENVIRONMENT_ERRNOS}
-        | set(THROTTLING)
-        | {"Service Unavailable", "MemoryError", "TimeoutError", "ConnectionError", "timed out"}
-    )
+from jobs.benchmarks.fault_accounting import (
+    Accounting,
+    account,
+    expected_segment_count,
+    is_environment_reason,
+    leftover_partials,
+    legitimate_rejects,
+    median_spool_bytes,
+    read_rejects,
+    scratch_disk_bytes,
+    shard_key_counts,
 )
+from jobs.benchmarks.fault_sessions import Resources, tmpfs_unavailable
+from jobs.benchmarks.fault_stages import (
+    KINDS,
+    MAX_RERUNS,
+    STAGES,
+    Fault,
+    JobRun,
+    Soak,
+    StageRun,
+    run_stages,
+)
+from jobs.benchmarks.paired import Load
+from pipeline.audit import audit_run
+from pipeline.io import StorageOptions
+from testing.demo_corpus import make_demo_corpus
+
+# The soak in parts: fault_stages.py runs one faulted stage and its reruns, fault_sessions.py
+# owns the processes and mounts, fault_accounting.py checks a finished round; here, the rounds.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,379 +87,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temp workdir (to read the logs)"
     )
-
-
-# -- what the corpus must give ----------------------------------------------------------------
-
-
-def _scaled(seconds: float, scale: float) -> float:
-    return seconds * scale if seconds > 10 else seconds  # As make_demo_corpus scales.
-
-
-def expected_segment_count(scale: float) -> int:
-    """Segments the demo corpus gives at `scale` under prepare's default segmenting."""
-    config = SegmentConfig()
-    return sum(
-        len(plan_segments(round(_scaled(s.seconds, scale) * 48_000), config)) for s in DEMO_SONGS
-    )
-
-
-def legitimate_rejects(scale: float) -> set[str]:
-    """Corpus-relative paths prepare must reject: the broken file and songs too short."""
-    config = SegmentConfig()
-    short = {
-        s.path
-        for s in DEMO_SONGS
-        if not plan_segments(round(_scaled(s.seconds, scale) * 48_000), config)
-    }
-    return {BROKEN_FILE, *short}
-
-
-def scratch_disk_bytes(scale: float) -> int:
-    """A scratch disk that holds the median song's spool: the longer songs' units fail."""
-    durations = sorted(_scaled(s.seconds, scale) for s in DEMO_SONGS)
-    return int(SPOOL_BYTES_PER_S * durations[len(durations) // 2])
-
-
-def is_environment_reason(reason: str) -> bool:
-    return any(marker in reason for marker in ENVIRONMENT_MARKERS)
-
-
-# -- round accounting (pure) --------------------------------------------------------------------
-
-
-@dataclass
-class Accounting:
-    lost: list[str] = field(default_factory=list)  # Neither in the tables nor rejected.
-    duplicated: list[str] = field(default_factory=list)  # In two shards or two token rows.
-    unexpected: list[str] = field(default_factory=list)  # A key the clean run never made.
-    damaged: list[str] = field(default_factory=list)  # Shards or tables that cannot be read.
-    environment_rejects: list[dict] = field(default_factory=list)
-    stray_rejects: list[dict] = field(default_factory=list)  # Other unexpected rejects.
-    missing_rejects: list[str] = field(default_factory=list)  # Bad files not rejected.
-
-    @property
-    def ok(self) -> bool:
-        return not any(vars(self).values())
-
-
-def account(
-    report: AuditReport,
-    shard_keys: Counter,
-    expected_keys: set[str],
-    prepare_rejects: list[dict],
-    tokenize_rejects: list[dict],
-    legitimate: set[str],
-) -> Accounting:
-    """Check a finished round against the clean run.
-
-    `shard_keys` counts every key in the prepared shards; `prepare_rejects` paths are
-    relative to the corpus; tokenize must reject nothing (the corpus's audio is all valid).
-    """
-    rejects = prepare_rejects + tokenize_rejects
-    environment = [r for r in rejects if is_environment_reason(r["reason"])]
-    stray = [r for r in prepare_rejects if r["path"] not in legitimate] + tokenize_rejects
-    return Accounting(
-        lost=sorted((expected_keys - set(shard_keys)) | set(report.missing)),
-        duplicated=sorted({k for k, n in shard_keys.items() if n > 1} | set(report.duplicated)),
-        unexpected=sorted((set(shard_keys) - expected_keys) | set(report.unexpected)),
-        damaged=[d.shard for d in report.damaged_shards if not d.rejected]
-        + [d.file for d in report.damaged_tables],
-        environment_rejects=environment,
-        stray_rejects=[r for r in stray if r not in environment],
-        missing_rejects=sorted(legitimate - {r["path"] for r in prepare_rejects}),
-    )
-
-
-# -- processes ----------------------------------------------------------------------------------
-
-
-def session_members(session: int) -> list[int]:
-    """Live processes of `session` (a job started with start_new_session: its pid)."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # Gone meanwhile.
-        if int(fields[3]) == session and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
-
-
-def kill_session(session: int) -> None:
-    # The group first (atomic), then anyone of the session who moved to another group.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(session, signal.SIGKILL)
-    for pid in session_members(session):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def sweep_session(session: int, linger: float = LINGER_S) -> int:
-    """Processes of a finished job's session still alive after `linger` s; killed."""
-    deadline = time.monotonic() + linger
-    while session_members(session) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = len(session_members(session))
-    if left:
-        kill_session(session)
-    return left
-
-
-@dataclass
-class Resources:
-    """What the soak must undo even when interrupted: live job sessions and mounts."""
-
-    sessions: set[int] = field(default_factory=set)
-    mounts: list[str] = field(default_factory=list)
-
-    def release(self) -> None:
-        for session in list(self.sessions):
-            kill_session(session)
-        self.sessions.clear()
-        for mount in self.mounts:
-            subprocess.run(["umount", "-l", mount], capture_output=True, timeout=30)
-        self.mounts.clear()
-
-
-@contextlib.contextmanager
-def small_disk(path: str, size: int, resources: Resources) -> Iterator[str]:
-    """A tmpfs of `size` bytes at `path`; raises OSError when it cannot be mounted."""
-    os.makedirs(path, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
-                             capture_output=True, text=True, timeout=30)  # fmt: skip
-    if mounted.returncode != 0:
-        raise OSError(errno.EPERM, f"mount -t tmpfs: {mounted.stderr.strip()}")
-    resources.mounts.append(path)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", path], capture_output=True, timeout=30)
-        resources.mounts.remove(path)
-
-
-def tmpfs_unavailable(workdir: str, resources: Resources) -> str | None:
-    """Why the full-disk fault cannot run here, or None when it can."""
-    try:
-        with small_disk(os.path.join(workdir, "tmpfs-probe"), 1 << 20, resources):
-            return None
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return str(error)
-
-
-# -- one job ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fault:
-    kind: str  # One of KINDS.
-    stage: str  # One of STAGES.
-    fraction: float  # Of the stage's window after its first marker, for timed faults.
-
-
-@dataclass
-class JobRun:
-    command: list[str]
-    log: str
-    status: int
-    seconds: float
-    first_marker_s: float | None  # From the start; None when no marker appeared.
-    last_marker_s: float | None  # When the last marker it wrote appeared, from the start.
-    signalled: bool  # A timed fault was sent while the job still ran.
-    markers_at_fault: int | None  # Completion markers written when it was sent.
-    lingering: int  # Processes of its session left after it exited.
-
-
-def _job_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # A private Ray each.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
-    return env
-
-
-def run_job(
-    command: list[str], log: str, markers: str, resources: Resources,
-    fault: str | None = None, delay: float = 0.0,
-) -> JobRun:  # fmt: skip
-    """Run one job in its own session; send `fault` `delay` s after its first marker."""
-    started = time.monotonic()
-    with open(log, "w") as handle:
-        job = subprocess.Popen(command, cwd=REPO_ROOT, env=_job_env(), stdout=handle,
-                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    resources.sessions.add(job.pid)
-    first_marker = last_marker = signalled_at = markers_at_fault = None
-    seen = 0
-    deadline = started + JOB_TIMEOUT_S
-    status = None
-    while status is None:
-        now = time.monotonic()
-        if (count := len(marker_times(markers))) > seen:
-            seen, last_marker = count, now - started
-            first_marker = last_marker if first_marker is None else first_marker
-        due = first_marker is not None and now >= started + first_marker + delay
-        if fault and signalled_at is None and due:
-            signalled_at = now
-            markers_at_fault = len(marker_times(markers))
-            if fault == "sigkill":  # A machine that dies: the whole tree at once.
-                kill_session(job.pid)
-            else:  # A supervisor's stop: the job alone; stopping its tree is its job.
-                job.send_signal(signal.SIGTERM)
-                deadline = min(deadline, now + STOP_TIMEOUT_S)
-        if now > deadline:
-            kill_session(job.pid)
-            job.wait(timeout=30)
-            status = 124  # As timeout(1) reports it.
-            break
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            status = job.wait(timeout=0.1)
-    seconds = time.monotonic() - started
-    lingering = sweep_session(job.pid)
-    resources.sessions.discard(job.pid)
-    signalled = signalled_at is not None
-    return JobRun(command, log, status, seconds, first_marker, last_marker, signalled,
-                  markers_at_fault, lingering)  # fmt: skip
-
-
-# -- one stage, faulted and rerun ---------------------------------------------------------------
-
-
-@dataclass
-class Soak:
-    """What every round shares."""
-
-    corpus: str
-    workdir: str
-    scale: float
-    resources: Resources
-    disk_bytes: int
-    # Corpus-relative paths prepare must reject; a given corpus learns them from its clean run.
-    legitimate: set[str] = field(default_factory=set)
-    # Per stage: the shortest time between its first and last markers seen in a clean run
-    # (while work is in flight; the shortest, so that a timed fault seldom comes after the
-    # work when load drops), and how many markers a complete run writes.
-    windows: dict[str, float] = field(default_factory=dict)
-    markers: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def scratch(self) -> str:
-        return os.path.join(self.workdir, "scratch")
-
-    def observe(self, stage: str, run: JobRun, markers: int) -> None:
-        """Learn from a clean, complete run of `stage`."""
-        if run.status == 0 and run.first_marker_s is not None and run.last_marker_s is not None:
-            window = max(0.5, run.last_marker_s - run.first_marker_s)  # Never zero: room to land.
-            self.windows[stage] = min(window, self.windows.get(stage, window))
-            self.markers[stage] = markers
-
-
-def stage_command(stage: str, output: str, scratch: str, soak: Soak) -> list[str]:
-    prepared, tokens = os.path.join(output, "prepared"), os.path.join(output, "tokens")
-    if stage == "prepare":
-        # Two songs a unit: five units, so a fault can land between markers.
-        args = ["--input", soak.corpus, "--output", prepared, "--songs-per-unit", "2",
-                "--scratch-dir", scratch]  # fmt: skip
-    else:  # One shard a part: a part per prepare unit with segments.
-        args = ["--shards", prepared, "--output", tokens, "--config", "tiny",
-                "--shards-per-part", "1"]  # fmt: skip
-    return [sys.executable, "-m", f"jobs.{stage}", *args, "--num-cpus", "2"]
-
-
-def marker_dir(stage: str, output: str) -> str:
-    return os.path.join(output, "prepared" if stage == "prepare" else "tokens",
-                        MARKER_DIRS[stage])  # fmt: skip
-
-
-def marker_times(directory: str) -> dict[str, int]:
-    with contextlib.suppress(FileNotFoundError):
-        return {e.name: e.stat().st_mtime_ns for e in os.scandir(directory)
-                if e.name.endswith(".json")}  # fmt: skip
-    return {}
-
-
-@dataclass
-class StageRun:
-    stage: str
-    runs: list[JobRun] = field(default_factory=list)  # The first run, then each rerun.
-    landed: bool = True  # The fault hit a running job (a timed one can come too late).
-    redone: int = 0  # Completion markers a rerun rewrote: finished work done again.
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def statuses(self) -> list[int]:
-        return [run.status for run in self.runs]
-
-    @property
-    def reruns(self) -> int:
-        return max(0, len(self.runs) - 1)
-
-    @property
-    def lingering(self) -> int:
-        return sum(run.lingering for run in self.runs)
-
-    @property
-    def done(self) -> bool:
-        return bool(self.runs) and self.runs[-1].status == 0
-
-
-def _first_run(stage: str, output: str, log: str, fault: Fault | None, soak: Soak) -> JobRun:
-    markers = marker_dir(stage, output)
-    if fault and fault.kind == "full-disk":
-        disk = os.path.join(output, "small-disk")
-        with small_disk(disk, soak.disk_bytes, soak.resources):
-            return run_job(stage_command(stage, output, disk, soak), log, markers,
-                           soak.resources)  # fmt: skip
-    command = stage_command(stage, output, soak.scratch, soak)
-    if fault:
-        delay = fault.fraction * soak.windows.get(stage, 0.0)
-        return run_job(command, log, markers, soak.resources, fault.kind, delay)
-    return run_job(command, log, markers, soak.resources)
-
-
-def _check_run(result: StageRun, run: JobRun, expected: int) -> None:
-    if run.status != expected:
-        result.problems.append(f"exit {run.status}, expected {expected}: "
-                               f"{' '.join(run.command)}\n{tail(run.log)}")  # fmt: skip
-    if run.lingering:
-        result.problems.append(f"{run.lingering} processes of its session outlived "
-                               f"{' '.join(run.command[2:4])} (killed)")  # fmt: skip
-
-
-def run_stage(stage: str, output: str, fault: Fault | None, soak: Soak, logs: str) -> StageRun:
-    """Run `stage` once with `fault`, then rerun it without until it exits 0."""
-    result = StageRun(stage)
-    first = _first_run(stage, output, os.path.join(logs, f"{stage}-0.log"), fault, soak)
-    result.runs.append(first)
-    markers = marker_dir(stage, output)
-    if fault:
-        result.landed = first.status != 0 if fault.kind == "full-disk" else first.signalled
-        # A SIGTERM after the last marker finds the job done but for its summary: exit 0
-        # is right then, and the fault came too late to test anything.
-        finished = first.markers_at_fault == len(marker_times(markers))
-        if fault.kind == "sigterm" and first.status == 0 and finished:
-            result.landed = False
-    _check_run(result, first, EXPECTED_STATUS[fault.kind if fault and result.landed else None])
-    if fault is None:
-        soak.observe(stage, first, len(marker_times(markers)))
-    while not result.done and result.reruns < MAX_RERUNS:
-        before = marker_times(markers)
-        log = os.path.join(logs, f"{stage}-{len(result.runs)}.log")
-        run = run_job(stage_command(stage, output, soak.scratch, soak), log, markers,
-                      soak.resources)  # fmt: skip
-        result.runs.append(run)
-        _check_run(result, run, 0)
-        after = marker_times(markers)
-        result.redone += sum(1 for name, mtime in before.items() if after.get(name) != mtime)
-    if result.redone:
-        result.problems.append(f"{stage}: reruns rewrote {result.redone} completion markers")
-    return result
-
-
-def tail(path: str, lines: int = 15) -> str:
-    with open(path, errors="replace") as handle:
-        return "".join("    | " + line for line in handle.readlines()[-lines:]).rstrip()
 
 
 # -- one round ----------------------------------------------------------------------------------
@@ -521,39 +140,6 @@ class RoundResult:
         )
 
 
-def read_rejects(path: str, corpus: str | None = None) -> list[dict]:
-    """A rejects table's rows (none when absent), paths relative to `corpus` when given."""
-    if not os.path.exists(path):
-        return []
-    rows = pq.read_table(path).to_pylist()
-    for row in rows:
-        if corpus:
-            row["path"] = os.path.relpath(row["path"], corpus)
-    return rows
-
-
-def shard_key_counts(prepared: str) -> tuple[Counter, list[str]]:
-    """Every key in the manifest's shards, and files in shards/ the manifest does not list."""
-    counts: Counter = Counter()
-    shards = find_shards(prepared, StorageOptions())
-    for shard in shards:
-        counts.update(read_shard_keys(shard, StorageOptions())[0])
-    listed = {s.name for s in shards}
-    extra = sorted(set(os.listdir(os.path.join(prepared, "shards"))) - listed)
-    return counts, extra
-
-
-def leftover_partials(*roots: str) -> list[str]:
-    """Half-written files (`<name>.partial-<pid>`) a complete run should have removed."""
-    return [
-        os.path.join(folder, name)
-        for root in roots
-        for folder, _, names in os.walk(root)
-        for name in names
-        if ".partial" in name
-    ]
-
-
 def audit_round(output: str, soak: Soak, expected_keys: set[str]) -> tuple[Accounting, list[str]]:
     """The round's accounting, and every problem with its outputs as one line each."""
     prepared, tokens = os.path.join(output, "prepared"), os.path.join(output, "tokens")
@@ -576,19 +162,6 @@ def audit_round(output: str, soak: Soak, expected_keys: set[str]) -> tuple[Accou
         for row in getattr(accounting, name):
             problems.append(f"{name}: {row['stage']} {row['path']}: {row['reason']}")
     return accounting, problems
-
-
-def run_stages(output: str, fault: Fault | None, soak: Soak) -> list[StageRun]:
-    shutil.rmtree(output, ignore_errors=True)  # A fresh output every round.
-    logs = os.path.join(output, "logs")
-    os.makedirs(logs)
-    stages: list[StageRun] = []
-    for stage in STAGES:
-        stages.append(run_stage(stage, output, fault if fault and fault.stage == stage else None,
-                                soak, logs))  # fmt: skip
-        if not stages[-1].done:
-            break  # Tokenizing an unfinished prepare output proves nothing.
-    return stages
 
 
 def run_round(index: int, fault: Fault | None, soak: Soak, expected: set[str]) -> RoundResult:
@@ -621,19 +194,6 @@ def draw_faults(rounds: int, seed: int, kinds: tuple[str, ...]) -> list[Fault]:
             stage = "prepare" if kind == "full-disk" else rng.choice(STAGES)
             faults.append(Fault(kind, stage, rng.random()))
     return faults
-
-
-def median_spool_bytes(prepared: str) -> int:
-    """The spool of a clean run's median song: a scratch disk the longer songs overfill."""
-    durations: dict[str, float] = {}
-    for shard in find_shards(prepared, StorageOptions()):
-        with tarfile.open(shard.url) as archive:
-            for member in archive:
-                if member.name.endswith(".json"):
-                    meta = json.load(archive.extractfile(member))
-                    durations[meta["song_id"]] = meta["source_duration_s"]
-    seconds = sorted(durations.values())
-    return int(SPOOL_BYTES_PER_S * seconds[len(seconds) // 2])
 
 
 def calibrate(soak: Soak, given_corpus: bool) -> tuple[RoundResult, set[str]]:

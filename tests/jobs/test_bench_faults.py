@@ -7,13 +7,8 @@ import subprocess
 import sys
 from collections import Counter
 
-from jobs.benchmarks.faults import (
-    KINDS,
-    account,
-    draw_faults,
-    expected_segment_count,
-    legitimate_rejects,
-)
+from jobs.benchmarks.fault_accounting import account, expected_segment_count, legitimate_rejects
+from jobs.benchmarks.faults import KINDS, draw_faults
 from pipeline.audit import AuditReport, DamagedShard
 
 
