@@ -27,6 +27,7 @@ from jobs.cli import (
     storage_from_args,
 )
 from jobs.console import StageOutcome, print_outcomes, run_stage
+from pipeline.errors import InvalidSetting
 from pipeline.prepare.input_policy import check_allowed_root
 from pipeline.prepare.segment import TAIL_POLICIES, SegmentConfig
 from pipeline.prepare.shards import ShardLimits
@@ -140,7 +141,7 @@ def check_usage(args: argparse.Namespace) -> None:
     for root in args.allow_root:
         try:
             check_allowed_root(root)
-        except ValueError as error:
+        except InvalidSetting as error:
             raise UsageError(f"--allow-root: {error}") from None
     require_input(args.input, "--input", storage_from_args(args))
     if args.scratch_dir and not os.path.isdir(args.scratch_dir):

@@ -57,6 +57,23 @@ class EnvironmentFailure(RuntimeError):
     """The environment failed while working on an input; the input itself may be fine."""
 
 
+class InvalidSetting(ValueError):
+    """A setting the user chose cannot work (a config value, an option's value).
+
+    Raised by library code that validates what a person configured, so that a job can
+    report it as a usage error (one line, exit status 2) while any other ValueError, a bug,
+    keeps its traceback. The message names the setting and what would be accepted.
+    """
+
+
+class InvalidManifest(ValueError):
+    """A catalog manifest the user gave cannot be read as one (syntax, encoding, columns).
+
+    One unusable row is a reject; a manifest that cannot be parsed at all stops the run
+    before any work, as a usage error. The message names the manifest and the problem.
+    """
+
+
 def is_environment_failure(error: BaseException) -> bool:
     """True when `error`, or an error it was raised from, is the environment's fault."""
     seen: set[int] = set()

@@ -24,6 +24,8 @@ from urllib.parse import unquote
 
 import fsspec
 
+from pipeline.errors import InvalidSetting
+
 ALLOW_FLAG = "--allow-root"
 # Stores read under a manifest's prefix like files under its directory. Every other scheme
 # is read only under an --allow-root.
@@ -81,13 +83,20 @@ def _parent(canonical: str) -> str:
 
 
 def check_allowed_root(root: str) -> None:
-    """Raise ValueError when `root` cannot name a place to allow."""
+    """Refuses an allowed root that cannot name a place to allow.
+
+    Args:
+        root: An `--allow-root` value: a local path or a URL prefix.
+
+    Raises:
+        InvalidSetting: if `root` is empty, a chained URL, or a URL without a host or bucket.
+    """
     if not root.strip():
-        raise ValueError("an allowed root must not be empty")
+        raise InvalidSetting("an allowed root must not be empty")
     if _CHAIN in root:
-        raise ValueError(f"{root!r} is a chained URL ('::'); allow the location it reads")
+        raise InvalidSetting(f"{root!r} is a chained URL ('::'); allow the location it reads")
     if not _is_local(root) and not root.partition("://")[2].split("/")[0]:
-        raise ValueError(f"{root!r} names no host or bucket")
+        raise InvalidSetting(f"{root!r} names no host or bucket")
 
 
 @dataclass(frozen=True)
