@@ -28,11 +28,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from mucodec.config import JsonConfig
+
 PARTIAL = ".partial-"  # `<name>.partial-<pid>`: a local file being written, not yet renamed.
 
 
 @dataclass(frozen=True)
-class StorageOptions:
+class StorageOptions(JsonConfig):
     """How to reach object stores; passed to every fsspec filesystem we open.
 
     Credentials normally come from the environment (AWS_ACCESS_KEY_ID, ...); `endpoint_url`
@@ -56,12 +58,6 @@ class StorageOptions:
             )
         return options
 
-    def to_json(self) -> dict[str, Any]:
-        return {"endpoint_url": self.endpoint_url, "extra": self.extra}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StorageOptions:
-        return cls(endpoint_url=data.get("endpoint_url"), extra=dict(data.get("extra") or {}))
 
 
 def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:

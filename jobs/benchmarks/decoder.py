@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> dict:
             args.pairs,
             warmup=warmup,
         )
-        result["official_way_over_ours"] = {"steps": step_counts[0], **paired.to_json(cpu=True)}
+        result["official_way_over_ours"] = {"steps": step_counts[0], **paired.to_dict(cpu=True)}
         loads += paired.loads
     warn_if_noisy(loads)
     return result

@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["load"] = load_json(loads)
     else:
         result["naive_official_tiling"] = naive.summary(paired)
-        result["speedup_same_audio"] = paired.to_json(cpu=True)
+        result["speedup_same_audio"] = paired.to_dict(cpu=True)
         # Per audio second = same-audio ratio x audio / computed audio, a constant factor.
         computed_share = audio.shape[-1] / (naive.windows.shape[0] * WINDOW)
         result["speedup_per_audio_second"] = spread([r * computed_share for r in paired.ratios])

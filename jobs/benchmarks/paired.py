@@ -144,9 +144,17 @@ class PairedResult:
         timings = [getattr(pair, side) for pair in self.pairs]
         return [t.cpu_s if cpu else t.wall_s for t in timings]
 
-    def to_json(self, cpu: bool = False) -> dict[str, Any]:
-        """The ratio's spread, each side's seconds and the load; `cpu` adds CPU-time figures
-        (only meaningful when both sides run in this process)."""
+    def to_dict(self, cpu: bool = False) -> dict[str, Any]:
+        """The benchmark's JSON-ready report of this measurement (a report, not a config:
+        it is not read back, so it does not use mucodec.config.JsonConfig).
+
+        Args:
+            cpu: Also report CPU-time figures (only meaningful when both sides run in this
+                process).
+
+        Returns:
+            The ratio's spread, each side's seconds (wall, and CPU with `cpu`) and the load.
+        """
         result: dict[str, Any] = {
             "direction": "baseline seconds / ours seconds (> 1: ours is faster)",
             **spread(self.ratios),

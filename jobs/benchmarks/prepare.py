@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> dict:
         "cores": 1,
         "raw_audio_s_per_wall_s_per_core": round(audio_seconds / raw_s, 1),
         "prepare_audio_s_per_wall_s_per_core": round(audio_seconds / prepare_s, 1),
-        "prepare_over_raw": paired.to_json(),
+        "prepare_over_raw": paired.to_dict(),
         # Hashing every source (pipeline/prepare/fingerprint.py), part of the prepare time above.
         "fingerprint_seconds": round(
             statistics.median([s.fingerprint_seconds for s in summaries]), 2

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> dict:
         "actors": summary.actors,
         "bare_segments_per_s": round(len(rows) / bare, 2),
         "stage_segments_per_s": round(len(rows) / stage_s, 2),
-        "stage_over_bare": paired.to_json(),
+        "stage_over_bare": paired.to_dict(),
         "stage_audio_hours_per_hour": round(audio_seconds / stage_s, 1),
     }
     if not args.workdir:

@@ -48,10 +48,10 @@ def run_unit_isolated(unit: Unit, config: PrepareConfig, output_url: str) -> Uni
         child_config = dataclasses.replace(config, scratch_dir=tmp)
         while True:
             job = {
-                "unit": unit.to_json(),
-                "config": child_config.to_json(),
+                "unit": unit.to_dict(),
+                "config": child_config.to_dict(),
                 "output_url": output_url,
-                "skip": {song_id: r.to_json() for song_id, r in crashed.items()},
+                "skip": {song_id: r.to_dict() for song_id, r in crashed.items()},
             }
             completed = subprocess.run(
                 [
@@ -68,7 +68,7 @@ def run_unit_isolated(unit: Unit, config: PrepareConfig, output_url: str) -> Uni
             )
             if completed.returncode == 0:
                 with open(result_path) as handle:
-                    return UnitResult.from_json(json.load(handle))
+                    return UnitResult.from_dict(json.load(handle))
             culprit = _song_in_flight(journal)
             # Only death by a signal is a native crash. A Python error exits with a status:
             # per-song errors are already rejects inside the child, so a status means the
@@ -123,9 +123,9 @@ def _exit_with(parent_pid: int) -> None:
 def _child_main(journal_path: str, result_path: str, parent_pid: int) -> None:
     _exit_with(parent_pid)
     job = json.loads(sys.stdin.buffer.read())
-    unit = Unit.from_json(job["unit"])
-    config = PrepareConfig.from_json(job["config"])
-    skip = {song_id: Reject.from_json(r) for song_id, r in job["skip"].items()}
+    unit = Unit.from_dict(job["unit"])
+    config = PrepareConfig.from_dict(job["config"])
+    skip = {song_id: Reject.from_dict(r) for song_id, r in job["skip"].items()}
     with open(journal_path, "w") as journal:
 
         def on_song(event: str, song_id: str) -> None:
@@ -138,7 +138,7 @@ def _child_main(journal_path: str, result_path: str, parent_pid: int) -> None:
             print(error, file=sys.stderr)
             sys.exit(ENVIRONMENT_EXIT)
     with open(result_path, "w") as handle:
-        json.dump(result.to_json(), handle)
+        json.dump(result.to_dict(), handle)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+
+from mucodec.config import JsonConfig
 
 
 @dataclass(frozen=True)
-class SongSource:
+class SongSource(JsonConfig):
     """One discovered song: where its audio and lyrics are, and what the catalog says of it.
 
     `source` is the audio URL exactly as discovered. Lyrics come either from a sidecar or
@@ -25,26 +26,12 @@ class SongSource:
     artist: str | None = None
     source_sha256: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SongSource:
-        return cls(**data)
-
 
 @dataclass(frozen=True)
-class Reject:
+class Reject(JsonConfig):
     """An input that could not be used, and why; a row of the rejects table."""
 
     path: str
     stage: str
     reason: str
     song_id: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Reject:
-        return cls(**data)

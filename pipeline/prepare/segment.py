@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mucodec.config import JsonConfig
+from pipeline.errors import InvalidSetting
 from pipeline.prepare.dsp import TARGET_RATE
 
 TailPolicy = Literal["keep", "pad", "drop"]
@@ -12,7 +14,7 @@ TAIL_POLICIES: tuple[TailPolicy, ...] = ("keep", "pad", "drop")
 
 
 @dataclass(frozen=True)
-class SegmentConfig:
+class SegmentConfig(JsonConfig):
     """Window length and what to do with the remainder.
 
     The default keeps a tail of at least `min_tail_seconds` as a short segment: it is real
@@ -27,11 +29,11 @@ class SegmentConfig:
 
     def __post_init__(self) -> None:
         if self.tail_policy not in TAIL_POLICIES:
-            raise ValueError(
+            raise InvalidSetting(
                 f"tail_policy must be one of {TAIL_POLICIES}, not {self.tail_policy!r}"
             )
         if self.segment_seconds <= 0 or self.min_tail_seconds < 0:
-            raise ValueError("segment_seconds must be > 0 and min_tail_seconds >= 0")
+            raise InvalidSetting("segment_seconds must be > 0 and min_tail_seconds >= 0")
 
     @property
     def segment_frames(self) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import fsspec
 
+from mucodec.config import JsonConfig
 from pipeline.io import join, upload_file
 from pipeline.prepare.song import Sample
 
@@ -22,7 +23,7 @@ _END_OF_ARCHIVE = b"\0" * (2 * _BLOCK)
 
 
 @dataclass(frozen=True)
-class ShardLimits:
+class ShardLimits(JsonConfig):
     """Roll over to a new shard past either limit (a single sample always fits)."""
 
     max_samples: int = 100_000
@@ -30,7 +31,15 @@ class ShardLimits:
 
 
 @dataclass(frozen=True)
-class ShardInfo:
+class ShardInfo(JsonConfig):
+    """A finished shard, as the unit marker and the manifest list it.
+
+    Attributes:
+        name: File name under `shards/` (`<unit>-<part>.tar`).
+        samples: Segments in the shard.
+        bytes: Size of the tar file in bytes.
+    """
+
     name: str
     samples: int
     bytes: int

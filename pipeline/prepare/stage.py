@@ -12,7 +12,6 @@ Output layout under the output URL:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from mucodec.config import JsonConfig
 from pipeline.claims import claim_output
 from pipeline.io import filesystem, join, remove_partials, write_json, write_parquet
 from pipeline.prepare.corpus import discover
@@ -48,7 +48,9 @@ MANIFEST_VERSION = 1
 
 
 @dataclass
-class PrepareSummary:
+class PrepareSummary(JsonConfig):
+    """What a prepare run did; written as `summary.json` and returned to the job."""
+
     songs_in: int
     songs_ok: int
     songs_rejected: int
@@ -70,18 +72,15 @@ class PrepareSummary:
     peak_worker_rss_bytes: int
     failures: list[str]
 
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 def run_unit_row(row: dict[str, Any], config: PrepareConfig, output_url: str) -> dict[str, Any]:
     """Ray Data map function: one unit per row; errors come back as data, never raised."""
-    unit = Unit.from_json(json.loads(row["unit"]))
+    unit = Unit.from_json(row["unit"])
     try:
         result = run_unit_isolated(unit, config, output_url)
     except Exception as error:  # Ray Data fails the whole job on one raised row.
         return {"index": unit.index, "result": "", "error": f"{type(error).__name__}: {error}"}
-    return {"index": unit.index, "result": json.dumps(result.to_json()), "error": ""}
+    return {"index": unit.index, "result": result.to_json(), "error": ""}
 
 
 def prepare_corpus(
@@ -129,7 +128,7 @@ def prepare_corpus(
     audio_this_run = 0.0
     cores = int(ray.cluster_resources().get("CPU", 1))
     if runnable:
-        rows = [{"unit": json.dumps(u.to_json())} for u in runnable]
+        rows = [{"unit": u.to_json()} for u in runnable]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
             run_unit_row,
             fn_kwargs={"config": config, "output_url": output_url},
@@ -143,7 +142,7 @@ def prepare_corpus(
                 if progress:
                     progress(finished, len(pending), None)
                 continue
-            result = UnitResult.from_json(json.loads(row["result"]))
+            result = UnitResult.from_json(row["result"])
             done[result.index] = result
             audio_this_run += result.audio_seconds
             if progress:
@@ -190,7 +189,7 @@ def prepare_corpus(
         peak_worker_rss_bytes=max((r.peak_rss_bytes for r in results), default=0),
         failures=failures,
     )
-    write_json(fs, join(root, "summary.json"), summary.to_json())
+    write_json(fs, join(root, "summary.json"), summary.to_dict())
     return summary
 
 
@@ -210,14 +209,14 @@ def _claim_output(fs, root: str, input_url: str, config: PrepareConfig, force: b
 
 def _output_shaping(config: PrepareConfig) -> dict[str, Any]:
     """The config fields that change what is written (not where scratch files go)."""
-    data = config.to_json()
+    data = config.to_dict()
     data.pop("scratch_dir")
     data.pop("storage")
     return data
 
 
 def _write_rejects(fs, path: str, rejects: list[Reject]) -> None:
-    table = pa.Table.from_pylist([r.to_json() for r in rejects], schema=REJECTS_SCHEMA)
+    table = pa.Table.from_pylist([r.to_dict() for r in rejects], schema=REJECTS_SCHEMA)
     write_parquet(fs, path, table)
 
 
@@ -232,7 +231,7 @@ def _write_manifest(
             "complete": complete,
             "input_url": input_url,
             "config": _output_shaping(config),
-            "shards": [dict(s.__dict__) for s in shards],
+            "shards": [s.to_dict() for s in shards],
             "samples": sum(s.samples for s in shards),
         },
     )

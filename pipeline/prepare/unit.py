@@ -16,9 +16,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Self
 
+from mucodec.config import JsonConfig
 from pipeline.errors import EnvironmentFailure, describe, with_retries
 from pipeline.io import StorageOptions, completed_markers, filesystem, join, marker_name, write_json
 from pipeline.prepare.audio import DecodeError
@@ -33,8 +34,12 @@ UNITS_DIR = "_prepare/units"
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
-    """Everything that shapes prepare's output; recorded in the run manifest."""
+class PrepareConfig(JsonConfig):
+    """Everything that shapes prepare's output; recorded in the run manifest.
+
+    Its `to_dict` (less `scratch_dir` and `storage`) is the `config` of the manifest and of
+    the run claim, so its keys are part of the on-disk format.
+    """
 
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     shard_limits: ShardLimits = field(default_factory=ShardLimits)
@@ -46,47 +51,46 @@ class PrepareConfig:
     scratch_dir: str | None = None  # Local disk for spools and shards in progress.
     storage: StorageOptions = field(default_factory=StorageOptions)
 
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["allowed_roots"] = list(self.allowed_roots)
-        data["storage"] = self.storage.to_json()
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PrepareConfig:
-        return cls(
-            segment=SegmentConfig(**data["segment"]),
-            shard_limits=ShardLimits(**data["shard_limits"]),
-            songs_per_unit=data["songs_per_unit"],
-            flac_level=data["flac_level"],
-            max_lyrics_bytes=data["max_lyrics_bytes"],
-            allowed_roots=tuple(data["allowed_roots"]),
-            scratch_dir=data["scratch_dir"],
-            storage=StorageOptions.from_json(data["storage"]),
-        )
-
 
 @dataclass(frozen=True)
-class Unit:
+class Unit(JsonConfig):
+    """A fixed group of songs: prepare's unit of work and restart granularity.
+
+    Attributes:
+        index: Position of the unit in the run; names its shards and its marker.
+        songs: The unit's songs, in song id order.
+    """
+
     index: int
     songs: tuple[SongSource, ...]
 
     @property
     def fingerprint(self) -> str:
-        lines = "\n".join(json.dumps(s.to_json(), sort_keys=True) for s in self.songs)
+        """Hex sha256 of the unit's songs (one sorted-key JSON line each).
+
+        A marker with another fingerprint belongs to other songs: the unit is redone.
+        """
+        lines = "\n".join(json.dumps(s.to_dict(), sort_keys=True) for s in self.songs)
         return hashlib.sha256(lines.encode()).hexdigest()
 
-    def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "songs": [s.to_json() for s in self.songs]}
-
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Unit:
-        return cls(data["index"], tuple(SongSource.from_json(s) for s in data["songs"]))
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Builds the unit from `to_dict` output.
+
+        JsonConfig turns a list back into a tuple but leaves its items as dicts: the songs
+        are rebuilt here.
+        """
+        songs = tuple(SongSource.from_dict(s) for s in data["songs"])
+        return super().from_dict({**data, "songs": songs})
 
 
 @dataclass
-class UnitResult:
-    """A finished unit; its JSON is the unit's completion marker."""
+class UnitResult(JsonConfig):
+    """A finished unit; its JSON is the unit's completion marker.
+
+    The marker's wire shape is the fields plus `version` (UNIT_MARKER_VERSION), so that a
+    reader refuses a marker written in a format it does not know.
+    """
 
     index: int
     fingerprint: str
@@ -99,19 +103,25 @@ class UnitResult:
     wall_seconds: float
     peak_rss_bytes: int
 
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["version"] = UNIT_MARKER_VERSION
-        return data
+    def to_dict(self) -> dict[str, Any]:
+        """The marker's JSON-ready dict: the fields and the marker format `version`."""
+        return {**super().to_dict(), "version": UNIT_MARKER_VERSION}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UnitResult:
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Reads a marker written by `to_dict`.
+
+        Raises:
+            ValueError: if the marker's `version` is not UNIT_MARKER_VERSION, or it has a
+                key that is not a field.
+        """
         if data.get("version") != UNIT_MARKER_VERSION:
             raise ValueError(f"unit marker version {data.get('version')!r} is not supported")
         fields = {k: v for k, v in data.items() if k != "version"}
-        fields["shards"] = [ShardInfo(**s) for s in fields["shards"]]
-        fields["rejects"] = [Reject.from_json(r) for r in fields["rejects"]]
-        return cls(**fields)
+        # JsonConfig leaves the items of a list as dicts: the records are rebuilt here.
+        fields["shards"] = [ShardInfo.from_dict(s) for s in fields["shards"]]
+        fields["rejects"] = [Reject.from_dict(r) for r in fields["rejects"]]
+        return super().from_dict(fields)
 
 
 def peak_rss_bytes() -> int:
@@ -146,7 +156,7 @@ def load_markers(
 ) -> dict[int, UnitResult]:
     """Results of the units that completed with exactly their current songs."""
     fs, root = filesystem(output_url, storage)
-    return completed_markers(fs, join(root, UNITS_DIR), units, UnitResult.from_json)
+    return completed_markers(fs, join(root, UNITS_DIR), units, UnitResult.from_dict)
 
 
 def load_marker(output_url: str, unit: Unit, storage: StorageOptions) -> UnitResult | None:
@@ -207,7 +217,7 @@ def prepare_unit(
         wall_seconds=time.perf_counter() - started,
         peak_rss_bytes=peak_rss_bytes(),
     )
-    write_json(fs, marker_path(root, unit.index), result.to_json())
+    write_json(fs, marker_path(root, unit.index), result.to_dict())
     return result
 
 

@@ -79,7 +79,7 @@ class PartResult:
         if data.get("version") != PART_MARKER_VERSION:
             raise ValueError(f"part marker version {data.get('version')!r} is not supported")
         fields = {k: v for k, v in data.items() if k != "version"}
-        fields["rejects"] = [Reject.from_json(r) for r in fields["rejects"]]
+        fields["rejects"] = [Reject.from_dict(r) for r in fields["rejects"]]
         return cls(**fields)
 
 

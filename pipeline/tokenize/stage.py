@@ -307,7 +307,7 @@ def _claim_output(fs, root: str, shards_url: str, config: TokenizeConfig, force:
 
 
 def _write_run_artifacts(fs, root: str, results: list[PartResult]) -> None:
-    rejects = [r.to_json() for result in results for r in result.rejects]
+    rejects = [r.to_dict() for result in results for r in result.rejects]
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA), buffer)
     with atomic_write(fs, join(root, "rejects.parquet")) as handle:

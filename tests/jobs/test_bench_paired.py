@@ -73,7 +73,7 @@ def test_each_pair_gets_its_own_sides_times_and_ratio(loads):
     assert result.seconds("ours", cpu=True) == [0.5, 0.5, 1.0, 1.0]
     assert result.ratios == [2.0, 3.0, 2.0, 5.0]
     assert result.median == 2.5
-    data = result.to_json(cpu=True)
+    data = result.to_dict(cpu=True)
     assert (data["median"], data["min"], data["max"]) == (2.5, 2.0, 5.0)
     assert data["interquartile"] == [2.0, 3.5]
     assert data["per_pair"] == [2.0, 3.0, 2.0, 5.0]
@@ -84,7 +84,7 @@ def test_each_pair_gets_its_own_sides_times_and_ratio(loads):
 
 def test_fewer_than_four_pairs_have_no_quartiles_and_cpu_figures_are_opt_in(loads):
     loads([1.0] * 4)
-    data = _measure([3.0, 4.0, 6.0], [1.0, 2.0, 2.0]).to_json()
+    data = _measure([3.0, 4.0, 6.0], [1.0, 2.0, 2.0]).to_dict()
     assert (data["median"], data["min"], data["max"]) == (3.0, 2.0, 3.0)
     assert "interquartile" not in data
     assert "cpu_time_ratio" not in data and "ours_cpu_seconds" not in data
@@ -95,7 +95,7 @@ def test_load_is_sampled_before_each_pair_and_after_the_last(loads):
     result = _measure([1.0, 1.0], [1.0, 1.0])
     assert [load.averages[0] for load in result.loads] == [0.5, 1.5, 1.9]
     assert not result.noisy  # 1.9 < 2 cores
-    assert result.to_json()["load"] == {
+    assert result.to_dict()["load"] == {
         "cores": 2,
         "before": [0.5, 0.5, 0.25],
         "after": [1.9, 0.5, 0.25],
@@ -108,7 +108,7 @@ def test_load_is_sampled_before_each_pair_and_after_the_last(loads):
 def test_a_load_above_the_cores_at_any_sample_makes_the_run_noisy(loads, values):
     loads(values)
     result = _measure([1.0, 1.0], [1.0, 1.0])
-    assert result.noisy and result.to_json()["load"]["noisy"]
+    assert result.noisy and result.to_dict()["load"]["noisy"]
 
 
 def test_the_warning_names_the_worst_load_and_the_cores(capsys):

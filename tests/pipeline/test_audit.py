@@ -86,7 +86,7 @@ def tokenize(prepared: Path, output: Path) -> list[PartResult]:
             if (result := assembler.add(fake_actor(row))) is not None:
                 results.append(result)
     assert len(results) == len(parts)
-    rejects = [r.to_json() for result in results for r in result.rejects]
+    rejects = [r.to_dict() for result in results for r in result.rejects]
     pq.write_table(pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA), output / "rejects.parquet")
     return results
 

@@ -188,7 +188,7 @@ def test_allowed_roots_and_locations_compare_by_real_path(base):
 
 def test_the_config_carries_roots_and_cap_through_json():
     config = PrepareConfig(max_lyrics_bytes=4096, allowed_roots=("/mnt/music", "s3://b/x"))
-    assert PrepareConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    assert PrepareConfig.from_json(config.to_json()) == config
 
 
 # --- Manifests ------------------------------------------------------------------------------

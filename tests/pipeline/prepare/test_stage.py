@@ -110,7 +110,7 @@ def test_every_song_is_accounted_for_and_the_summary_matches_the_shards(prepared
     assert summary.throughput_per_core == pytest.approx(summary.throughput_realtime / summary.cores)
     assert summary.peak_worker_rss_bytes > 10 << 20
     on_disk = json.loads((output / "summary.json").read_text())
-    assert on_disk == json.loads(json.dumps(summary.to_json()))
+    assert on_disk == json.loads(json.dumps(summary.to_dict()))
 
 
 def test_segments_per_song_follow_the_durations(prepared):

@@ -439,7 +439,7 @@ def test_marker_with_another_fingerprint_is_not_trusted(corpus, tmp_path, scratc
     assert load_marker(output, Unit(0, (song,)), config.storage) == result
     assert load_marker(output, Unit(0, (other,)), config.storage) is None
     assert load_marker(output, Unit(1, (song,)), config.storage) is None
-    assert UnitResult.from_json(result.to_json()) == result
+    assert UnitResult.from_dict(result.to_dict()) == result
 
 
 def test_shards_get_the_same_permissions_as_the_other_outputs(corpus, tmp_path, scratch):
