@@ -2,7 +2,9 @@
 
 Every job follows one contract:
 - a usage error (bad flag value, unknown preset, missing input) is one `error:` line on
-  stderr and exit status 2, reported before Ray starts;
+  stderr and exit status 2, reported before Ray starts where it can be (a stage that finds
+  one, say an unreadable manifest, raises one of USAGE_ERRORS); any other error, a
+  ValueError included, is a bug and keeps its traceback;
 - an environment failure (storage, network, an unreachable cluster) is one `error:` line and
   status 1, and rerunning the same command resumes (docs/reliability.md);
 - SIGINT / SIGTERM stop the job promptly with status 130 / 143; what finished is kept and
@@ -20,8 +22,9 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from mucodec.safe_load import CheckpointFormatError
 from pipeline.claims import OutputInUse
-from pipeline.errors import describe, is_environment_failure
+from pipeline.errors import InvalidManifest, InvalidSetting, describe, is_environment_failure
 from pipeline.execution import (
     ClusterUnreachable,
     JobInterrupted,
@@ -31,13 +34,31 @@ from pipeline.execution import (
 )
 from pipeline.io import StorageOptions, exists, filesystem
 
-# What a stage reports as "error: ..." with exit status 2 instead of a traceback: the user's
-# inputs or settings are wrong, not the code.
-USAGE_ERRORS = (OutputInUse, FileNotFoundError, ValueError)
-
 
 class UsageError(ValueError):
     """The command line asks for something that cannot be done; checked before Ray starts."""
+
+
+# What a job reports as "error: ..." with exit status 2 instead of a traceback: the user's
+# inputs or settings are wrong, not the code. Only these dedicated classes: a plain
+# ValueError is a bug, and its traceback is what a report needs.
+#   UsageError          a command-line check in jobs/ (before Ray starts)
+#   InvalidSetting      a pipeline config value the user chose cannot work
+#   InvalidManifest     the catalog manifest the user gave cannot be read
+#   CheckpointFormatError  the file given as a checkpoint is not one
+#   OutputInUse         the output holds another run (use a new --output, or --force)
+#   FileNotFoundError   an input the user named does not exist (or holds no shards/tables)
+USAGE_ERRORS = (
+    UsageError,
+    InvalidSetting,
+    InvalidManifest,
+    CheckpointFormatError,
+    OutputInUse,
+    FileNotFoundError,
+)
+# Of those, what `run_job` itself turns into status 2 (raised outside a stage, by the
+# checks before Ray starts); a stray OSError there stays a traceback or an environment error.
+_CHECK_ERRORS = (UsageError, InvalidSetting, InvalidManifest)
 
 
 class JobParser(argparse.ArgumentParser):
@@ -154,7 +175,7 @@ def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         signal.signal(signum, interrupt)
     try:
         return main(argv)
-    except UsageError as error:
+    except _CHECK_ERRORS as error:
         return _fail(str(error), 2)
     except ClusterUnreachable as error:
         return _fail(str(error), 1)

@@ -59,7 +59,6 @@ class StorageOptions(JsonConfig):
         return options
 
 
-
 def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for `url` and the path within it."""
     protocol = fsspec.utils.get_protocol(url)

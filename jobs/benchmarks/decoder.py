@@ -31,12 +31,14 @@ import torch
 from torch import nn
 
 from jobs.benchmarks.paired import Load, load_json, measure_pairs, warn_if_noisy
-from mucodec.decoder.config import WindowConfig, decoder_preset
+from mucodec.decoder.config import DECODER_PRESETS, WindowConfig, decoder_preset
 from mucodec.decoder.model import MuCodecDecoder, plan_windows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="official", help="decoder preset (random weights)")
+    # An unknown name is refused by argparse here, not by decoder_preset()'s ValueError.
+    parser.add_argument("--config", default="official", choices=sorted(DECODER_PRESETS),
+                        help="decoder preset (random weights)")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--official-way", action="store_true", help="replay the reference")

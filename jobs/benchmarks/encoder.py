@@ -40,7 +40,7 @@ from jobs.benchmarks.paired import (
     spread,
     warn_if_noisy,
 )
-from mucodec.encoder.config import TokenizerConfig, preset
+from mucodec.encoder.config import PRESETS, TokenizerConfig, preset
 from mucodec.encoder.frontend import normalise_song
 from mucodec.encoder.tiling import WINDOW, sound2code_windows
 from mucodec.encoder.tokenizer import MuCodecTokenizer
@@ -57,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="float32", choices=["float32", "bfloat16"], help="our precision"
     )
-    parser.add_argument("--preset", default="official", help="tokenizer preset (default official)")
+    # An unknown name is refused by argparse here, not by preset()'s ValueError mid-run.
+    parser.add_argument("--preset", default="official", choices=sorted(PRESETS),
+                        help="tokenizer preset (default official)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument(
         "--warmup", type=int, default=-1, help="untimed warm-up pairs (-1: GPU 1, CPU 0)"

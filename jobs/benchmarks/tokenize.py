@@ -22,6 +22,7 @@ import ray
 import torch
 
 from jobs.benchmarks.paired import measure_pairs, warn_if_noisy
+from mucodec.encoder.config import PRESETS
 from pipeline.execution import start_ray
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
@@ -32,7 +33,9 @@ from testing.demo_corpus import make_demo_corpus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="tiny", help="tokenizer preset (random weights)")
+    # An unknown name is refused by argparse here, not by the actors' preset() mid-run.
+    parser.add_argument("--config", default="tiny", choices=sorted(PRESETS),
+                        help="tokenizer preset (random weights)")  # fmt: skip
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--scale", type=float, default=2.0, help="demo corpus duration scale")

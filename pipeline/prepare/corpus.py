@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import fsspec
 
+from pipeline.errors import InvalidManifest
 from pipeline.io import StorageOptions, filesystem, is_local, read_parquet, to_url
 from pipeline.prepare.input_policy import InputPolicy, normalise
 from pipeline.prepare.records import Reject, SongSource
@@ -177,9 +178,12 @@ def _read_manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> list[dict]:
 
 
 def _from_manifest(fs: fsspec.AbstractFileSystem, manifest: str, policy: InputPolicy) -> Discovery:
-    rows = _read_manifest_rows(fs, manifest)
+    try:
+        rows = _read_manifest_rows(fs, manifest)
+    except ValueError as error:  # JSON syntax, not UTF-8, not Parquet (ArrowInvalid).
+        raise InvalidManifest(f"manifest {manifest!r} cannot be read: {error}") from error
     if rows and "path" not in rows[0]:
-        raise ValueError(f"manifest {manifest!r} has no 'path' column")
+        raise InvalidManifest(f"manifest {manifest!r} has no 'path' column")
     base = posixpath.dirname(manifest)
     manifest_url = to_url(fs, manifest)
 

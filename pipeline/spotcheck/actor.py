@@ -22,6 +22,7 @@ from mucodec.decoder.config import decoder_preset
 from mucodec.decoder.model import MuCodecDecoder
 from mucodec.encoder.config import TokenizerConfig
 from mucodec.encoder.frontend import song_peak_divisor
+from pipeline.errors import InvalidSetting
 from pipeline.io import StorageOptions, atomic_write, filesystem, join
 from pipeline.spotcheck.metrics import SAMPLE_RATE, reconstruction_metrics
 from pipeline.spotcheck.spectrogram import spectrogram_png
@@ -66,7 +67,7 @@ class DecoderSpec:
             tokenizer_config.quantizer.n_codebooks,
             tokenizer_config.quantizer.codebook_size,
         ):
-            raise ValueError(
+            raise InvalidSetting(
                 f"decoder has {decoder.num_codebooks} x {decoder.codebook_size} codes; the "
                 f"tokens need {tokenizer_config.quantizer.n_codebooks} x "
                 f"{tokenizer_config.quantizer.codebook_size}"

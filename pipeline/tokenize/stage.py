@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.claims import claim_output
-from pipeline.errors import describe, is_environment_failure
+from pipeline.errors import InvalidSetting, describe, is_environment_failure
 from pipeline.io import (
     StorageOptions,
     atomic_write,
@@ -254,7 +254,7 @@ def actor_pool_shape(config: TokenizeConfig, gpus: int, cpus: int) -> PoolShape:
         return PoolShape(actors, per_actor, per_actor)
     if actors == 1 and cpus == 1:
         return PoolShape(1, 0.5, 1, reader_cpus=0.5)
-    raise ValueError(
+    raise InvalidSetting(
         f"{actors} actors x {per_actor} CPUs leave none of the {cpus} CPUs for reading "
         "shards; lower --actors"
     )

@@ -23,6 +23,7 @@ from jobs.cli import run_job
 from jobs.console import StageOutcome, format_outcomes
 from mucodec.decoder.config import DECODER_PRESETS
 from mucodec.encoder.config import PRESETS
+from pipeline.errors import InvalidSetting
 from testing.synth import synth_song, write_audio
 
 PARSERS = {
@@ -138,6 +139,86 @@ def test_an_unknown_preset_is_refused_by_the_real_command_in_seconds(tmp_path, c
     assert completed.stderr.startswith("error: argument --config: invalid choice: 'huge'")
     assert len(completed.stderr.strip().splitlines()) == 1
     assert time.monotonic() - started < 60
+
+
+# A stage's own usage errors come after Ray would start: these tests skip starting it.
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    monkeypatch.setattr(prepare, "start_job", lambda args: None)
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    "name, text, mentioned",
+    [
+        ("songs.jsonl", '{"file": "a.flac"}\n', "has no 'path' column"),
+        ("songs.json", '[{"path": "a.flac",', "cannot be read"),
+        ("songs.jsonl", b"\xff\xfe{".decode("latin-1"), "cannot be read"),
+    ],
+)
+def test_a_manifest_that_cannot_be_read_is_a_usage_error(
+    tmp_path, capsys, no_ray, name, text, mentioned
+):
+    manifest = tmp_path / "catalog" / name
+    manifest.parent.mkdir()
+    manifest.write_bytes(text.encode("latin-1"))
+    status = run_job(prepare.main, ["--input", str(manifest), "--output", str(tmp_path / "o")])
+    printed = capsys.readouterr()
+    assert status == 2, printed.err
+    assert len(_error_lines(printed.err)) == 1 and mentioned in printed.err
+    assert "Traceback" not in printed.err and "REFUSED" in printed.out
+
+
+def test_a_valueerror_from_a_bug_is_not_taken_for_a_usage_error(tmp_path, corpus, monkeypatch):
+    """A ValueError is a bug unless it is one of USAGE_ERRORS: run_job lets it through."""
+    monkeypatch.setattr(prepare, "start_job", lambda args: None)
+
+    def buggy_stage(*args, **kwargs):
+        raise ValueError("a bug deep in the stage")
+
+    monkeypatch.setattr(prepare, "prepare_corpus", buggy_stage)
+    with pytest.raises(ValueError, match="a bug deep in the stage"):
+        run_job(prepare.main, ["--input", str(corpus), "--output", str(tmp_path / "out")])
+
+
+def test_a_valueerror_from_a_bug_exits_1_with_its_traceback(tmp_path, corpus):
+    # The real entry point (main_entry), with the stage replaced by one that has a bug.
+    script = (
+        "import jobs.prepare as job\n"
+        "from jobs.cli import main_entry\n"
+        "def buggy_stage(*args, **kwargs):\n"
+        "    raise ValueError('a bug deep in the stage')\n"
+        "job.start_job = lambda args: None\n"
+        "job.prepare_corpus = buggy_stage\n"
+        "main_entry(job.main)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, "--input", str(corpus), "--output", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120, env=_job_env(),
+    )  # fmt: skip
+    assert completed.returncode == 1, completed.stderr
+    assert "Traceback" in completed.stderr
+    assert "ValueError: a bug deep in the stage" in completed.stderr
+    assert _error_lines(completed.stderr) == []
+
+
+def test_an_invalid_setting_found_by_a_stage_is_a_usage_error(tmp_path, corpus, capsys, no_ray,
+                                                              monkeypatch):  # fmt: skip
+    def refusing_stage(*args, **kwargs):
+        raise InvalidSetting("4 actors x 2 CPUs leave none of the 8 CPUs; lower --actors")
+
+    monkeypatch.setattr(prepare, "prepare_corpus", refusing_stage)
+    status = run_job(prepare.main, ["--input", str(corpus), "--output", str(tmp_path / "out")])
+    printed = capsys.readouterr()
+    assert status == 2
+    assert _error_lines(printed.err) == [
+        "error: 4 actors x 2 CPUs leave none of the 8 CPUs; lower --actors"
+    ]
 
 
 def test_the_summary_table_lines_up_and_names_every_output():
