@@ -15,6 +15,14 @@ BENCHMARKS = ("prepare", "encoder", "decoder", "tokenize", "faults")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the benchmark named on the command line and prints its result as JSON.
+
+    Args:
+        argv: Arguments after `python -m jobs.bench`; None reads `sys.argv`.
+
+    Returns:
+        The exit status, 0 (a failing benchmark raises).
+    """
     parser = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__)
     commands = parser.add_subparsers(dest="benchmark", required=True)
     for name in BENCHMARKS:

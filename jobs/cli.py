@@ -71,10 +71,16 @@ class JobParser(argparse.ArgumentParser):
         )  # fmt: skip
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        """Prints `message` as one `error:` line and exits with status 2."""
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1.
+
+    Raises:
+        argparse.ArgumentTypeError: if `text` is below 1 (argparse reports it as a usage error).
+    """
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
@@ -82,6 +88,11 @@ def positive_int(text: str) -> int:
 
 
 def non_negative_int(text: str) -> int:
+    """argparse type: an integer of 0 or more.
+
+    Raises:
+        argparse.ArgumentTypeError: if `text` is negative.
+    """
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
@@ -89,6 +100,11 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    """argparse type: a number above 0.
+
+    Raises:
+        argparse.ArgumentTypeError: if `text` is 0 or less (or NaN).
+    """
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
@@ -96,6 +112,11 @@ def positive_float(text: str) -> float:
 
 
 def non_negative_float(text: str) -> float:
+    """argparse type: a number of 0 or more.
+
+    Raises:
+        argparse.ArgumentTypeError: if `text` is negative (or NaN).
+    """
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
@@ -103,6 +124,11 @@ def non_negative_float(text: str) -> float:
 
 
 def fraction(text: str) -> float:
+    """argparse type: a fraction in (0, 1].
+
+    Raises:
+        argparse.ArgumentTypeError: if `text` is outside (0, 1].
+    """
     value = float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], not {text}")
@@ -110,12 +136,14 @@ def fraction(text: str) -> float:
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds --s3-endpoint-url and --storage-option, which `storage_from_args` reads."""
     parser.add_argument("--s3-endpoint-url", help="S3 API endpoint for non-AWS servers")
     parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                         help="extra fsspec option (repeatable)")  # fmt: skip
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds --address, --num-cpus, --stall-minutes and --verbose, which `start_job` reads."""
     parser.add_argument(
         "--address",
         help="Ray cluster to join: auto (the head this machine's `ray start` runs), HOST:PORT "
@@ -137,6 +165,11 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def storage_from_args(args: argparse.Namespace) -> StorageOptions:
+    """The StorageOptions the storage arguments ask for.
+
+    Raises:
+        UsageError: if a --storage-option is not KEY=VALUE.
+    """
     extra = {}
     for item in args.storage_option:
         key, separator, value = item.partition("=")

@@ -19,6 +19,7 @@ from testing.demo_corpus import make_demo_corpus
 
 
 def build_parser() -> JobParser:
+    """The demo's command line."""
     parser = JobParser("python -m jobs.demo", __doc__)
     parser.add_argument(
         "--corpus", default="demo-corpus", help="where to write the corpus (default: demo-corpus)"
@@ -36,6 +37,14 @@ def build_parser() -> JobParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Writes the demo corpus, then runs the whole pipeline on it (`jobs.run`).
+
+    Args:
+        argv: The command line after `python -m jobs.demo`; None reads `sys.argv`.
+
+    Returns:
+        The exit status.
+    """
     args = build_parser().parse_args(argv)
     make_demo_corpus(args.corpus, args.scale)
     print(f"demo corpus written to {args.corpus}")

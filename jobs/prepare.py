@@ -37,6 +37,7 @@ from pipeline.prepare.unit import PrepareConfig
 
 
 def build_parser() -> JobParser:
+    """The prepare job's command line."""
     parser = JobParser("python -m jobs.prepare", __doc__)
     parser.add_argument(
         "--input",
@@ -123,6 +124,12 @@ def build_parser() -> JobParser:
 
 
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:
+    """The PrepareConfig the command line asks for.
+
+    Raises:
+        UsageError: if a --storage-option is not KEY=VALUE.
+        InvalidSetting: if the segment settings cannot work.
+    """
     return PrepareConfig(
         segment=SegmentConfig(args.segment_seconds, args.tail, args.min_tail_seconds),
         shard_limits=ShardLimits(args.shard_max_samples, int(args.shard_max_bytes)),
@@ -187,6 +194,7 @@ def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> St
 
 
 def prepare_outcome(summary: PrepareSummary, status: int, output_url: str) -> StageOutcome:
+    """The prepare row of the summary table for `summary`, exited with `status`."""
     return StageOutcome(
         "prepare", status,
         f"{summary.songs_ok:,}/{summary.songs_in:,} songs, {summary.segments:,} segments "
@@ -196,6 +204,14 @@ def prepare_outcome(summary: PrepareSummary, status: int, output_url: str) -> St
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the prepare job.
+
+    Args:
+        argv: The command line after `python -m jobs.prepare`; None reads `sys.argv`.
+
+    Returns:
+        The exit status: 0, or 1 when units are left for a rerun, 2 for a usage error.
+    """
     args = build_parser().parse_args(argv)
     check_usage(args)
     start_job(args)

@@ -24,6 +24,7 @@ DEFAULT_SPOTCHECK_COUNT = 8
 
 
 def build_parser() -> JobParser:
+    """The run job's command line: prepare's, the tokenizer's and the spot-check's options."""
     parser = prepare.build_parser()
     parser.prog = "python -m jobs.run"
     parser.description = __doc__
@@ -33,6 +34,14 @@ def build_parser() -> JobParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs prepare, tokenize and (with a decoder) spotcheck, one after the other.
+
+    Args:
+        argv: The command line after `python -m jobs.run`; None reads `sys.argv`.
+
+    Returns:
+        The exit status: 0, or the first failing stage's.
+    """
     args = build_parser().parse_args(argv)
     prepare.check_usage(args)
     tokenize.check_tokenizer_usage(args)

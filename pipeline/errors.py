@@ -104,6 +104,7 @@ def _environment_kind(error: BaseException) -> bool:
 
 
 def describe(error: BaseException) -> str:
+    """`error` as one line: its class name and message."""
     return f"{type(error).__name__}: {error}"
 
 

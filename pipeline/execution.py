@@ -58,6 +58,7 @@ class RayTarget:
     given: str  # As the user wrote it ("auto", "localhost:6379"), for messages.
 
     def describe(self) -> str:
+        """Where the address came from and what it resolved to, for messages."""
         named = f"{self.source}={self.given}"
         return named if self.given == self.address else f"{named}, {self.address}"
 

@@ -45,6 +45,11 @@ class StorageOptions(JsonConfig):
     extra: dict[str, Any] = field(default_factory=dict)
 
     def for_protocol(self, protocol: str) -> dict[str, Any]:
+        """The fsspec options for a filesystem of `protocol` ("s3", "file", ...).
+
+        Returns:
+            `extra`, plus for S3 the endpoint and botocore's bounded "standard" retries.
+        """
         options = dict(self.extra)
         if protocol in ("s3", "s3a") and self.endpoint_url:
             options.setdefault("endpoint_url", self.endpoint_url)
@@ -72,6 +77,7 @@ def join(url: str, *parts: str) -> str:
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether `fs` is the local filesystem (atomic renames, partial files)."""
     return isinstance(fs, LocalFileSystem)
 
 
@@ -149,11 +155,13 @@ def remove_partials(fs: fsspec.AbstractFileSystem, root: str, names: Iterable[st
 
 
 def write_json(fs: fsspec.AbstractFileSystem, path: str, data: Any) -> None:
+    """Writes `data` to `path` atomically as sorted-key, 2-space-indented JSON and a newline."""
     with atomic_write(fs, path) as handle:
         handle.write(json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
 
 
 def read_json(fs: fsspec.AbstractFileSystem, path: str) -> Any:
+    """The JSON value stored at `path`."""
     with fs.open(path, "rb") as handle:
         return json.loads(handle.read())
 
@@ -234,6 +242,7 @@ def _may_hold_keys(row_group: pq.RowGroupMetaData, wanted: list[str]) -> bool:
 
 
 def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Whether `path` exists, asked afresh (not from a cached listing)."""
     # Object stores cache listings; a stale cache must not hide a completed marker.
     fs.invalidate_cache(path)
     return fs.exists(path)

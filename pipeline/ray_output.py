@@ -93,6 +93,11 @@ class StderrFilter:
         self._synced.wait(timeout)
 
     def install(self) -> None:
+        """Routes this process's fd 2 through the filter; a second call does nothing.
+
+        Everything written to stderr from now on, by Python or native code, goes through a
+        pipe that a daemon thread forwards to the original stderr, less the dropped lines.
+        """
         if self._original is not None:
             return
         sys.stderr.flush()

@@ -36,6 +36,7 @@ from mucodec.decoder.model import MuCodecDecoder, plan_windows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the decoder benchmark's options to its subcommand's `parser`."""
     # An unknown name is refused by argparse here, not by decoder_preset()'s ValueError.
     parser.add_argument("--config", default="official", choices=sorted(DECODER_PRESETS),
                         help="decoder preset (random weights)")  # fmt: skip
@@ -131,6 +132,11 @@ def _dtype_label(args: argparse.Namespace, device: torch.device) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Times the decoder on random codes as `args` says.
+
+    Returns:
+        The benchmark's JSON-ready result (seconds, real-time factors, the load).
+    """
     if args.threads:
         torch.set_num_threads(args.threads)
     config = decoder_preset(args.config)

@@ -51,6 +51,7 @@ KNOWN_PEAKS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the encoder benchmark's options to its subcommand's `parser`."""
     parser.add_argument("--segments", type=int, default=3, help="35.84 s segments (default 3)")
     parser.add_argument("--batch-size", type=int, default=3, help="our segments per batch")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -134,6 +135,11 @@ def _run_batches(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Times our encoder against the reference on the same audio, as `args` says.
+
+    Returns:
+        The benchmark's JSON-ready result (seconds, speedups, the load).
+    """
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

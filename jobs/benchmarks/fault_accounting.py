@@ -69,6 +69,7 @@ def scratch_disk_bytes(scale: float) -> int:
 
 
 def is_environment_reason(reason: str) -> bool:
+    """Whether a reject's `reason` text is an environment failure's."""
     return any(marker in reason for marker in ENVIRONMENT_MARKERS)
 
 
@@ -77,6 +78,11 @@ def is_environment_reason(reason: str) -> bool:
 
 @dataclass
 class Accounting:
+    """What a finished round lost, duplicated or rejected wrongly; empty when all is well.
+
+    Attributes hold the offending keys, files or reject rows, one list per kind of problem.
+    """
+
     lost: list[str] = field(default_factory=list)  # Neither in the tables nor rejected.
     duplicated: list[str] = field(default_factory=list)  # In two shards or two token rows.
     unexpected: list[str] = field(default_factory=list)  # A key the clean run never made.
@@ -87,6 +93,7 @@ class Accounting:
 
     @property
     def ok(self) -> bool:
+        """True when the round has nothing to account for."""
         return not any(vars(self).values())
 
 

@@ -35,6 +35,7 @@ def session_members(session: int) -> list[int]:
 
 
 def kill_session(session: int) -> None:
+    """SIGKILLs every process of `session` (a job's session id: its pid)."""
     # The group first (atomic), then anyone of the session who moved to another group.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(session, signal.SIGKILL)
@@ -62,6 +63,7 @@ class Resources:
     mounts: list[str] = field(default_factory=list)
 
     def release(self) -> None:
+        """Kills every live job session and unmounts every mount."""
         for session in list(self.sessions):
             kill_session(session)
         self.sessions.clear()

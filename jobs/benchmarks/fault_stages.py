@@ -31,6 +31,14 @@ STOP_TIMEOUT_S = 60.0  # How long a SIGTERM'd job may take to stop.
 
 @dataclass(frozen=True)
 class Fault:
+    """One injected fault: what, in which stage, and when.
+
+    Attributes:
+        kind: One of KINDS.
+        stage: One of STAGES.
+        fraction: Of the stage's window after its first marker, for timed faults.
+    """
+
     kind: str  # One of KINDS.
     stage: str  # One of STAGES.
     fraction: float  # Of the stage's window after its first marker, for timed faults.
@@ -38,6 +46,8 @@ class Fault:
 
 @dataclass
 class JobRun:
+    """One run of a job subprocess: its command, log, exit status and marker timing."""
+
     command: list[str]
     log: str
     status: int
@@ -117,6 +127,7 @@ class Soak:
 
     @property
     def scratch(self) -> str:
+        """The scratch directory every unfaulted prepare run gets."""
         return os.path.join(self.workdir, "scratch")
 
     def observe(self, stage: str, run: JobRun, markers: int) -> None:
@@ -128,6 +139,14 @@ class Soak:
 
 
 def stage_command(stage: str, output: str, scratch: str, soak: Soak) -> list[str]:
+    """The command line that runs `stage` into `output`'s prepared/ or tokens/.
+
+    Args:
+        stage: "prepare" or "tokenize".
+        output: The round's output directory.
+        scratch: Prepare's --scratch-dir.
+        soak: The soak (its corpus).
+    """
     prepared, tokens = os.path.join(output, "prepared"), os.path.join(output, "tokens")
     if stage == "prepare":
         # Two songs a unit: five units, so a fault can land between markers.
@@ -140,11 +159,13 @@ def stage_command(stage: str, output: str, scratch: str, soak: Soak) -> list[str
 
 
 def marker_dir(stage: str, output: str) -> str:
+    """The directory where `stage` writes its completion markers under `output`."""
     return os.path.join(output, "prepared" if stage == "prepare" else "tokens",
                         MARKER_DIRS[stage])  # fmt: skip
 
 
 def marker_times(directory: str) -> dict[str, int]:
+    """Each completion marker's mtime (ns) in `directory` by file name; {} if none."""
     with contextlib.suppress(FileNotFoundError):
         return {e.name: e.stat().st_mtime_ns for e in os.scandir(directory)
                 if e.name.endswith(".json")}  # fmt: skip
@@ -153,6 +174,8 @@ def marker_times(directory: str) -> dict[str, int]:
 
 @dataclass
 class StageRun:
+    """A stage of a round: its first (faulted) run, each rerun, and what went wrong."""
+
     stage: str
     runs: list[JobRun] = field(default_factory=list)  # The first run, then each rerun.
     landed: bool = True  # The fault hit a running job (a timed one can come too late).
@@ -161,18 +184,22 @@ class StageRun:
 
     @property
     def statuses(self) -> list[int]:
+        """The exit status of each run, first run first."""
         return [run.status for run in self.runs]
 
     @property
     def reruns(self) -> int:
+        """Runs after the first."""
         return max(0, len(self.runs) - 1)
 
     @property
     def lingering(self) -> int:
+        """Processes that outlived their job, over every run."""
         return sum(run.lingering for run in self.runs)
 
     @property
     def done(self) -> bool:
+        """Whether the last run exited 0."""
         return bool(self.runs) and self.runs[-1].status == 0
 
 
@@ -230,11 +257,17 @@ def run_stage(stage: str, output: str, fault: Fault | None, soak: Soak, logs: st
 
 
 def tail(path: str, lines: int = 15) -> str:
+    """The last `lines` lines of the log at `path`, indented for a report."""
     with open(path, errors="replace") as handle:
         return "".join("    | " + line for line in handle.readlines()[-lines:]).rstrip()
 
 
 def run_stages(output: str, fault: Fault | None, soak: Soak) -> list[StageRun]:
+    """Runs every stage into a fresh `output`, `fault` in its stage; stops at an unfinished one.
+
+    Returns:
+        The stages run, in order.
+    """
     shutil.rmtree(output, ignore_errors=True)  # A fresh output every round.
     logs = os.path.join(output, "logs")
     os.makedirs(logs)

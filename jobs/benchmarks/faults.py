@@ -68,6 +68,7 @@ from testing.demo_corpus import make_demo_corpus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the soak's options to its subcommand's `parser`."""
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--rounds", type=int, default=10, help="faulted rounds (default: 10)")
@@ -94,6 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class RoundResult:
+    """One round: its fault, its stages, the audit's accounting, and its problems."""
+
     index: int
     fault: Fault | None
     stages: list[StageRun]
@@ -103,28 +106,39 @@ class RoundResult:
 
     @property
     def kind(self) -> str:
+        """The fault's kind, or "none" for the calibration round."""
         return self.fault.kind if self.fault else "none"
 
     @property
     def reruns(self) -> int:
+        """Reruns over every stage."""
         return sum(s.reruns for s in self.stages)
 
     @property
     def landed(self) -> bool:
+        """Whether the fault hit its stage while the job still ran."""
         return self.fault is not None and all(
             s.landed for s in self.stages if s.stage == self.fault.stage
         )
 
     @property
     def faulted_run(self) -> JobRun:
+        """The faulted stage's first run (the one the fault was sent to)."""
         assert self.fault is not None
         return next(s.runs[0] for s in self.stages if s.stage == self.fault.stage)
 
     @property
     def all_problems(self) -> list[str]:
+        """The stages' problems, then the round's own."""
         return [p for s in self.stages for p in s.problems] + self.problems
 
     def line(self, rounds: int, markers: dict[str, int]) -> str:
+        """The round's one-line report.
+
+        Args:
+            rounds: Rounds in the soak, for "round i/n".
+            markers: Completion markers a complete run of each stage writes.
+        """
         where = f"{self.kind}@{self.fault.stage}" if self.fault else "calibration (no fault)"
         if self.fault and not self.landed:
             where += " (missed: the job ended first)"
@@ -165,6 +179,7 @@ def audit_round(output: str, soak: Soak, expected_keys: set[str]) -> tuple[Accou
 
 
 def run_round(index: int, fault: Fault | None, soak: Soak, expected: set[str]) -> RoundResult:
+    """Runs round `index` with `fault` into a fresh output and audits it."""
     started = time.monotonic()
     output = os.path.join(soak.workdir, f"round-{index:03d}")
     stages = run_stages(output, fault, soak)
@@ -221,22 +236,36 @@ def calibrate(soak: Soak, given_corpus: bool) -> tuple[RoundResult, set[str]]:
 
 
 def load_line(when: str) -> str:
+    """A line giving the load averages `when` ("start", "end")."""
     load = Load.now()
     note = f"  (note: above the {load.cores} cores; timings are noisy)" if load.overloaded else ""
     return f"load average at {when}: {' '.join(f'{x:.2f}' for x in load.averages)}{note}"
 
 
 def say(text: str) -> None:
+    """Prints `text` to stderr at once (stdout is the JSON result)."""
     print(text, file=sys.stderr, flush=True)
 
 
 def report_round(result: RoundResult, soak: Soak, rounds: int) -> None:
+    """Prints the round's line and each of its problems."""
     say(result.line(rounds, soak.markers))
     for problem in result.all_problems:
         say(f"  ! {problem}")
 
 
 def summarize(results: list[RoundResult], calibration: RoundResult, expected: int) -> dict:
+    """The soak's totals over the faulted rounds.
+
+    Args:
+        results: The faulted rounds.
+        calibration: The clean round.
+        expected: Segments one round must give.
+
+    Returns:
+        The JSON-ready summary the benchmark prints.
+    """
+
     def total(name: str) -> int:
         return sum(len(getattr(r.accounting, name)) for r in results)
 
@@ -260,6 +289,11 @@ def summarize(results: list[RoundResult], calibration: RoundResult, expected: in
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Runs the soak as `args` says: the calibration run, then the faulted rounds.
+
+    Returns:
+        The JSON-ready summary (totals, faults injected and landed, problems, load).
+    """
     started = time.monotonic()
     load_start = os.getloadavg()
     say(load_line("start"))

@@ -33,6 +33,7 @@ class Load:
 
     @classmethod
     def now(cls) -> Load:
+        """The load averages and core count of this machine at this moment."""
         return cls(os.getloadavg(), os.cpu_count() or 1)
 
     @property
@@ -108,10 +109,12 @@ class Pair:
 
     @property
     def ratio(self) -> float:
+        """Baseline wall seconds over ours (> 1: ours is faster)."""
         return self.baseline.wall_s / self.ours.wall_s
 
     @property
     def cpu_ratio(self) -> float:
+        """Baseline CPU seconds over ours (> 1: ours uses less CPU)."""
         return self.baseline.cpu_s / self.ours.cpu_s
 
 
@@ -129,14 +132,17 @@ class PairedResult:
 
     @property
     def median(self) -> float:
+        """The median of the pairs' wall-time ratios."""
         return statistics.median(self.ratios)
 
     @property
     def loads(self) -> list[Load]:
+        """The load before each pair, then the load after the last one."""
         return [pair.load for pair in self.pairs] + [self.load_after]
 
     @property
     def noisy(self) -> bool:
+        """Whether the machine was overloaded at any point: timings are noisy."""
         return any(load.overloaded for load in self.loads)
 
     def seconds(self, side: Literal["baseline", "ours"], cpu: bool = False) -> list[float]:

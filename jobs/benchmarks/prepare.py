@@ -39,6 +39,7 @@ from testing.synth import synth_song, write_audio
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the prepare benchmark's options to its subcommand's `parser`."""
     parser.add_argument("--scale", type=float, default=4.0, help="demo corpus duration scale")
     parser.add_argument(
         "--pairs", type=int, default=3, help="timed raw / prepare pairs (default 3)"
@@ -105,6 +106,11 @@ def _peak_memory(workdir: str, minutes: float) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Times prepare against a raw decode of the same demo corpus, as `args` says.
+
+    Returns:
+        The benchmark's JSON-ready result (throughput, the paired ratio, memory, the load).
+    """
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-prepare-")
     corpus = os.path.join(workdir, "corpus")
     shutil.rmtree(corpus, ignore_errors=True)

@@ -33,6 +33,7 @@ from testing.demo_corpus import make_demo_corpus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the tokenize benchmark's options to its subcommand's `parser`."""
     # An unknown name is refused by argparse here, not by the actors' preset() mid-run.
     parser.add_argument("--config", default="tiny", choices=sorted(PRESETS),
                         help="tokenizer preset (random weights)")  # fmt: skip
@@ -53,6 +54,11 @@ def _encode_all(actor: TokenizeBatch, rows: list[dict], batch_size: int) -> None
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Times the tokenize stage against its bare actors on a prepared demo corpus.
+
+    Returns:
+        The benchmark's JSON-ready result (throughput, the paired ratio, the load).
+    """
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-tokenize-")
     corpus, prepared = os.path.join(workdir, "corpus"), os.path.join(workdir, "prepared")
     make_demo_corpus(corpus, args.scale)

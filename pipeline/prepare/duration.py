@@ -65,6 +65,7 @@ class DeclaredLength:
 
     @property
     def exact(self) -> bool:
+        """Whether the evidence states the length exactly (not an estimate)."""
         return self.evidence in EXACT_EVIDENCE
 
     @property

@@ -47,6 +47,7 @@ class Lyrics:
 
     @property
     def is_empty(self) -> bool:
+        """True when there are neither timed lines nor any text."""
         return not self.lines and not self.text.strip()
 
 

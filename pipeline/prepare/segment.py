@@ -37,10 +37,12 @@ class SegmentConfig(JsonConfig):
 
     @property
     def segment_frames(self) -> int:
+        """One segment's length in 48 kHz frames."""
         return round(self.segment_seconds * TARGET_RATE)
 
     @property
     def min_tail_frames(self) -> int:
+        """The shortest tail kept, in 48 kHz frames."""
         return round(self.min_tail_seconds * TARGET_RATE)
 
 

@@ -46,6 +46,7 @@ class ShardInfo(JsonConfig):
 
 
 def shard_name(unit_index: int, part: int) -> str:
+    """The file name of part `part` of unit `unit_index`'s shards: `UUUUUU-PPPP.tar`."""
     return f"{unit_index:06d}-{part:04d}.tar"
 
 
@@ -85,6 +86,7 @@ class ShardWriter:
         self.finished: list[ShardInfo] = []
 
     def write(self, sample: Sample) -> None:
+        """Appends `sample` to the current shard, first rolling over past a limit."""
         payload = b"".join(_member(f"{sample.key}.{ext}", data) for ext, data in sample.members)
         if self._handle is not None and (
             self._samples + 1 > self._limits.max_samples
@@ -108,6 +110,7 @@ class ShardWriter:
         return self.finished
 
     def abort(self) -> None:
+        """Drops the shard in progress; finished shards stay."""
         if self._handle is not None:
             self._handle.close()
             os.remove(self._local_path)

@@ -60,6 +60,7 @@ class DecodedSong:
 
     @property
     def source_duration_s(self) -> float:
+        """The source's duration in seconds, at its own sample rate."""
         return self.source_frames / self.info.sample_rate
 
     @property
@@ -68,11 +69,13 @@ class DecodedSong:
         return 1.0 if self.peak <= PCM16_MAX_FLOAT else PCM16_MAX_FLOAT / self.peak
 
     def discard(self) -> None:
+        """Deletes the spool file (the decoded samples on disk)."""
         if os.path.exists(self.spool_path):
             os.remove(self.spool_path)
 
 
 def segment_key(song_id: str, segment_index: int) -> str:
+    """The WebDataset key of segment `segment_index` of a song: `<song_id>_NNNNN`."""
     return f"{song_id}_{segment_index:05d}"
 
 

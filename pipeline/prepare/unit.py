@@ -141,6 +141,11 @@ def peak_rss_bytes() -> int:
 
 
 def plan_units(songs: tuple[SongSource, ...], songs_per_unit: int) -> list[Unit]:
+    """Cuts the sorted songs into units of `songs_per_unit`, in order.
+
+    Returns:
+        The units, indexed from 0; the last one may be smaller.
+    """
     return [
         Unit(index, songs[start : start + songs_per_unit])
         for index, start in enumerate(range(0, len(songs), songs_per_unit))
@@ -148,6 +153,7 @@ def plan_units(songs: tuple[SongSource, ...], songs_per_unit: int) -> list[Unit]
 
 
 def marker_path(output_path: str, unit_index: int) -> str:
+    """The completion marker of unit `unit_index` under `output_path`."""
     return join(output_path, UNITS_DIR, marker_name(unit_index))
 
 
