@@ -129,8 +129,11 @@ def _move_local(source: str, path: str) -> None:
 
 @contextlib.contextmanager
 def _renamed_into_place(path: str) -> Iterator[str]:
-    """A partial name beside `path` (so on its filesystem), renamed to `path` if the body
-    succeeds and removed otherwise: `path` appears complete or not at all."""
+    """Yields a partial name beside `path`, renamed to `path` when the body succeeds.
+
+    Beside `path` means on its filesystem; the partial file is removed when the body fails,
+    so `path` appears complete or not at all.
+    """
     partial = f"{path}{PARTIAL}{os.getpid()}"
     try:
         yield partial
@@ -189,8 +192,18 @@ def marker_name(index: int) -> str:
 def completed_markers(
     fs: fsspec.AbstractFileSystem, directory: str, units: list[Any], parse: Callable[[Any], Any]
 ) -> dict[int, Any]:
-    """Parsed markers of the `units` (with `index` and `fingerprint`) that completed with
-    exactly their current inputs; a marker with another fingerprint is stale."""
+    """Reads the completion markers of the units that finished with exactly their inputs.
+
+    Args:
+        fs: The output's filesystem.
+        directory: Where the markers are (`<index>.json`).
+        units: Units of work, each with `index` and `fingerprint`.
+        parse: Turns a marker's JSON into a result with a `fingerprint`.
+
+    Returns:
+        The parsed markers by unit index; a marker with another fingerprint is stale and
+        left out.
+    """
     markers = read_json_dir(fs, directory)
     done = {}
     for unit in units:

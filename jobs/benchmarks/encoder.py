@@ -225,8 +225,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _Naive:
-    """The official script's computation: all 12 blocks + final LayerNorm, fp32, batches of
-    3 windows of its tiling (repeated audio included)."""
+    """The official script's computation, as the baseline of the speedup.
+
+    All 12 blocks and the final LayerNorm, in fp32, over batches of 3 windows of its tiling
+    (repeated audio included).
+    """
 
     def __init__(
         self, config: TokenizerConfig, audio: torch.Tensor, device: torch.device, seed: int

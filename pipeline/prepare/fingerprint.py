@@ -106,8 +106,16 @@ def file_version(info: dict[str, Any]) -> str:
 def fingerprint_file(
     target: str, cached: tuple[int, str, str] | None, storage: StorageOptions
 ) -> tuple[int, str, str, bool]:
-    """(size, version, sha256, hashed) of `target`; `cached` (size, version, sha256) is
-    reused when the file's size and version still match it."""
+    """Identifies one source file by its bytes, reusing a cached hash while the file is unchanged.
+
+    Args:
+        target: The file's URL.
+        cached: (size in bytes, version, hex sha256) from the output's cache, or None.
+        storage: How to reach the file.
+
+    Returns:
+        (size in bytes, version, hex sha256, whether the file was read and hashed now).
+    """
     fs, path = filesystem(target, storage)
     fs.invalidate_cache(path)  # A worker's cached listing must not hide a rewritten file.
     info = fs.info(path)
@@ -160,8 +168,19 @@ def fingerprint_songs(
     concurrency: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Fingerprints:
-    """Hash the songs' files on Ray, using and refreshing the output's cache, then drop
-    the duplicates. `progress(files_done, files)` follows the pass."""
+    """Hashes the songs' files on Ray (cached hashes reused), then drops the duplicates.
+
+    Args:
+        songs: The discovered songs.
+        output_url: The prepare output, which holds the fingerprint cache.
+        storage: How to reach the files and the output.
+        concurrency: Hashing tasks at once; None lets Ray decide.
+        progress: Called as `progress(files_done, files)` as the pass goes.
+
+    Returns:
+        The songs with their `source_sha256`, the duplicates' rejects, the songs whose file
+        the environment kept from being hashed, and the pass's counts.
+    """
     import ray  # Imported here so the plain functions above stay usable without Ray.
 
     started = time.perf_counter()

@@ -64,8 +64,10 @@ def normalise(location: str) -> str:
 
 
 def _canonical(location: str) -> str:
-    """The form locations are compared in: a realpath, or a normalised URL without a
-    trailing slash."""
+    """The form locations are compared in.
+
+    A local path becomes its realpath, a URL its normalised form without a trailing slash.
+    """
     if _is_local(location):
         return os.path.realpath(fsspec.core.strip_protocol(location))
     return normalise(location).rstrip("/")
@@ -122,8 +124,11 @@ class InputPolicy:
         return tuple(_canonical(root) for root in (self.home, *self.allowed_roots))
 
     def refusal(self, location: str) -> str | None:
-        """Why `location` may not be read, naming the rule and the flag that would allow
-        it; None when it may be read."""
+        """Why `location` may not be read, naming the rule and the flag that would allow it.
+
+        Returns:
+            The reason for a rejects row, or None when `location` may be read.
+        """
         if _CHAIN in location:
             return (
                 f"chained URL refused: {location} would be read through other filesystems "

@@ -74,7 +74,9 @@ def decode_text(data: bytes) -> str:
 
 
 def _reads_as_chinese(text: str) -> bool:
-    """Western text misread as gb18030 gives CJK characters glued to Latin letters ("cr?me",
+    """Whether `text`, decoded as gb18030, reads as Chinese rather than misread Western text.
+
+    Western text misread as gb18030 gives CJK characters glued to Latin letters ("cr?me",
     an accent byte paired with the next letter); real Chinese lyrics rarely do.
     """
     cjk = [i for i, char in enumerate(text) if "\u3400" <= char <= "\u9fff"]

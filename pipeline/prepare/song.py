@@ -82,8 +82,17 @@ def segment_key(song_id: str, segment_index: int) -> str:
 def read_lyrics(
     song: SongSource, storage: StorageOptions, max_bytes: int
 ) -> tuple[Lyrics, Reject | None]:
-    """The song's lyrics; lyrics that cannot be read, or that are larger than `max_bytes`
-    (a file, or inline text in UTF-8), cost the lyrics, not the song."""
+    """Reads the song's lyrics; lyrics that cannot be used cost the lyrics, not the song.
+
+    Args:
+        song: The song, with its lyrics file or inline text (or neither).
+        storage: How to reach the lyrics file.
+        max_bytes: Larger lyrics (the file, or the inline text in UTF-8) are refused.
+
+    Returns:
+        The lyrics (NO_LYRICS when there are none or they are refused), and the reject
+        saying why when they were refused.
+    """
     if song.lyrics_text:
         try:
             size = len(song.lyrics_text.encode("utf-8"))
