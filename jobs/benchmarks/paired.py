@@ -151,8 +151,10 @@ class PairedResult:
         return [t.cpu_s if cpu else t.wall_s for t in timings]
 
     def to_dict(self, cpu: bool = False) -> dict[str, Any]:
-        """The benchmark's JSON-ready report of this measurement (a report, not a config:
-        it is not read back, so it does not use mucodec.config.JsonConfig).
+        """The benchmark's JSON-ready report of this measurement.
+
+        A report, not a config: it is never read back, so it does not use
+        mucodec.config.JsonConfig.
 
         Args:
             cpu: Also report CPU-time figures (only meaningful when both sides run in this
