@@ -79,6 +79,11 @@ def discover(
     Only locations under the input (a manifest's own directory or prefix) or under one of
     `allowed_roots` are admitted; the others are rejects naming the flag that would allow
     them.
+
+    Raises:
+        FileNotFoundError: if `input_url` is neither a directory nor a manifest.
+        InvalidManifest: if the manifest cannot be parsed or has no `path` column.
+        InvalidSetting: if an allowed root cannot name a place to allow.
     """
     fs, root = filesystem(input_url, storage)
     if _extension(root) in MANIFEST_EXTENSIONS and fs.isfile(root):

@@ -97,6 +97,24 @@ def prepare_corpus(
 
     `fingerprint_progress(files_done, files)` follows the hashing of the sources, then
     `progress(units_finished, units, result or None when the unit failed)` the units.
+
+    Args:
+        input_url: The catalog: a directory, a URL prefix or a manifest.
+        output_url: Where shards, rejects, manifest and summary go.
+        config: What shapes the output (recorded in the manifest and the run claim).
+        concurrency: Units (and hashing tasks) at once; None: one per CPU.
+        force: Replace an output that holds a different run.
+        progress: See above.
+        fingerprint_progress: See above.
+
+    Returns:
+        The run's summary, also written as `summary.json`. Units that failed are counted
+        in it (`units_failed`, `failures`), not raised: a rerun finishes them.
+
+    Raises:
+        OutputInUse: if the output holds another run and `force` is not set.
+        FileNotFoundError: if the input does not exist.
+        InvalidManifest: if the input manifest cannot be read.
     """
     import ray  # Imported here so the plain functions above stay usable without Ray.
 
