@@ -133,7 +133,6 @@ def read_column(
     return table.column(column).to_pylist(), ""
 
 
-
 def token_keys(tokens_url: str, storage: StorageOptions) -> tuple[Counter, list[DamagedTable]]:
     """How often each key is in the token tables, and the tables that could not be read."""
     found: Counter = Counter()

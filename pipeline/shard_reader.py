@@ -201,7 +201,9 @@ def sample_row(shard: str, key: str, members: dict[str, bytes]) -> ShardSampleRo
     """
     missing = [m for m in REQUIRED_MEMBERS if m not in members]
     if missing:
-        return ShardSampleRow(SAMPLE, shard, key, f"sample {key} in {shard} lacks member(s) {missing}")
+        return ShardSampleRow(
+            SAMPLE, shard, key, f"sample {key} in {shard} lacks member(s) {missing}"
+        )
     try:
         metadata = json.loads(members["json"])
         validate_sample_metadata(metadata)

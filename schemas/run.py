@@ -16,6 +16,12 @@ PART_MARKER_VERSION = 1  # tokenize: `_tokenize/parts/<n>.json`
 SUMMARY_VERSIONS = {"prepare": 1, "tokenize": 1, "spotcheck": 1}  # `<output>/summary.json`
 
 
+def marker_where(directory: str, data: dict[str, Any]) -> str:
+    """The marker's file under `directory`, for errors, from the index it records."""
+    index = data.get("index")
+    return f"{directory}/{index:06d}.json" if isinstance(index, int) else directory
+
+
 def check_unit_marker(data: dict[str, Any], where: str) -> dict[str, Any]:
     """Return a prepare unit marker after checking its version.
 

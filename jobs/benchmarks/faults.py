@@ -48,7 +48,7 @@ from pipeline.audit import AuditReport, audit_run, read_shard_keys
 from pipeline.errors import ENVIRONMENT_ERRNOS, THROTTLING
 from pipeline.io import StorageOptions
 from pipeline.prepare.segment import SegmentConfig, plan_segments
-from pipeline.tokenize.stage import find_shards
+from pipeline.shard_reader import find_shards
 from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS, make_demo_corpus
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

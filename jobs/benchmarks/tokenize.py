@@ -27,7 +27,8 @@ from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
 from pipeline.shard_reader import iter_shard_samples, sample_row
 from pipeline.tokenize.actor import TokenizeBatch, TokenizerSpec
-from pipeline.tokenize.stage import TokenizeConfig, actor_pool_shape, find_shards, tokenize_shards
+from pipeline.shard_reader import find_shards
+from pipeline.tokenize.stage import TokenizeConfig, actor_pool_shape, tokenize_shards
 from testing.demo_corpus import make_demo_corpus
 
 

@@ -37,14 +37,15 @@ from pipeline.prepare.unit import (
     load_markers,
     plan_units,
 )
+from schemas.manifest import MANIFEST_VERSION
 from schemas.rejects import REJECTS_SCHEMA
+from schemas.run import versioned_summary
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "_prepare/run.json"
 # Everything a run writes under its output (a `--force` claim deletes these).
 OUTPUTS = (SHARDS_DIR, "_prepare", "rejects.parquet", "manifest.json", "summary.json")
-MANIFEST_VERSION = 1
 
 
 @dataclass
@@ -71,7 +72,7 @@ class PrepareSummary:
     failures: list[str]
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return versioned_summary("prepare", dict(self.__dict__))
 
 
 def run_unit_row(row: dict[str, Any], config: PrepareConfig, output_url: str) -> dict[str, Any]:

@@ -26,9 +26,9 @@ from pipeline.prepare.records import Reject, SongSource
 from pipeline.prepare.segment import SegmentConfig, plan_segments
 from pipeline.prepare.shards import ShardInfo, ShardLimits, ShardWriter
 from pipeline.prepare.song import MAX_LYRICS_BYTES, decode_song, encode_samples, read_lyrics
+from schemas.manifest import SHARDS_DIR
+from schemas.run import UNIT_MARKER_VERSION, check_unit_marker, marker_where
 
-UNIT_MARKER_VERSION = 1
-SHARDS_DIR = "shards"
 UNITS_DIR = "_prepare/units"
 
 
@@ -106,8 +106,7 @@ class UnitResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UnitResult:
-        if data.get("version") != UNIT_MARKER_VERSION:
-            raise ValueError(f"unit marker version {data.get('version')!r} is not supported")
+        check_unit_marker(data, marker_where(UNITS_DIR, data))
         fields = {k: v for k, v in data.items() if k != "version"}
         fields["shards"] = [ShardInfo(**s) for s in fields["shards"]]
         fields["rejects"] = [Reject.from_json(r) for r in fields["rejects"]]

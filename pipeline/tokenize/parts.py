@@ -25,7 +25,7 @@ from pipeline.prepare.records import Reject
 from pipeline.shard_reader import SHARD_END, SHARD_FAILED, ShardRef
 from pipeline.tokenize.codebook_stats import CodebookHistogram
 from pipeline.tokenize.rows import TokenizedRow
-from schemas.run import PART_MARKER_VERSION, check_part_marker
+from schemas.run import PART_MARKER_VERSION, check_part_marker, marker_where
 from schemas.tokens import LYRIC_LINE, TOKENS_SCHEMA, validate_tokens_table
 
 TOKENS_DIR = "tokens"
@@ -81,9 +81,7 @@ class PartResult:
         Raises:
             UnsupportedVersion: The marker has a version this code does not read.
         """
-        index = data.get("index")
-        where = f"{PARTS_DIR}/{marker_name(index)}" if isinstance(index, int) else PARTS_DIR
-        check_part_marker(data, where)
+        check_part_marker(data, marker_where(PARTS_DIR, data))
         fields = {k: v for k, v in data.items() if k != "version"}
         fields["rejects"] = [Reject.from_json(r) for r in fields["rejects"]]
         return cls(**fields)
