@@ -22,6 +22,7 @@ from pipeline.audit import audit_run
 
 
 def build_parser() -> JobParser:
+    """The job's argument parser."""
     parser = JobParser("python -m jobs.audit", __doc__)
     parser.add_argument("--shards", required=True, help="prepare output URL")
     parser.add_argument("--tokens", required=True, help="tokenize output URL")
@@ -30,12 +31,13 @@ def build_parser() -> JobParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the audit, print its report as JSON; exit status 0 when it is ok, else 1."""
     args = build_parser().parse_args(argv)
     storage = storage_from_args(args)
     require_input(args.shards, "--shards", storage)
     require_input(args.tokens, "--tokens", storage)
     report = audit_run(args.shards, args.tokens, storage)
-    print(json.dumps(report.to_json(), indent=2))
+    print(json.dumps(report.to_dict(), indent=2))
     return 0 if report.ok else 1
 
 

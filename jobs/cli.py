@@ -33,6 +33,7 @@ from pipeline.execution import (
     stop_ray,
 )
 from pipeline.io import StorageOptions, exists, filesystem
+from schemas.version import UnsupportedVersion
 
 
 class UsageError(ValueError):
@@ -47,6 +48,7 @@ class UsageError(ValueError):
 #   InvalidManifest     the catalog manifest the user gave cannot be read
 #   CheckpointFormatError  the file given as a checkpoint is not one
 #   OutputInUse         the output holds another run (use a new --output, or --force)
+#   UnsupportedVersion  an input was written by another version of this tool
 #   FileNotFoundError   an input the user named does not exist (or holds no shards/tables)
 USAGE_ERRORS = (
     UsageError,
@@ -54,11 +56,12 @@ USAGE_ERRORS = (
     InvalidManifest,
     CheckpointFormatError,
     OutputInUse,
+    UnsupportedVersion,
     FileNotFoundError,
 )
 # Of those, what `run_job` itself turns into status 2 (raised outside a stage, by the
 # checks before Ray starts); a stray OSError there stays a traceback or an environment error.
-_CHECK_ERRORS = (UsageError, InvalidSetting, InvalidManifest)
+_CHECK_ERRORS = (UsageError, InvalidSetting, InvalidManifest, UnsupportedVersion)
 
 
 class JobParser(argparse.ArgumentParser):

@@ -7,7 +7,9 @@ Example:
         --official-mucodec ckpt/mucodec.pt --official-audioldm ckpt/audioldm_48k.pth
     python -m jobs.spotcheck ... --count 4 --decoder-config tiny --steps 4   # random weights
 
-Open <output>/report.html in a browser. Rerunning skips samples already decoded.
+Open <output>/report.html in a browser. Rerunning with the same inputs and decoder settings
+skips samples already decoded; other settings (decoder, --steps, --guidance, --decoder-dtype,
+--noise-seed) are refused unless --force, which replaces the old spot-check.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pipeline.spotcheck.stage import SpotcheckConfig, SpotcheckSummary, spotchec
 
 
 def add_spotcheck_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """The sample and decoder options (shared with jobs.run, where they are optional)."""
     amount = parser.add_mutually_exclusive_group(required=required)
     amount.add_argument("--count", type=positive_int, help="number of segments to decode")
     amount.add_argument("--fraction", type=fraction, help="fraction of segments to decode")
@@ -88,6 +91,7 @@ def add_spotcheck_arguments(parser: argparse.ArgumentParser, required: bool = Tr
 
 
 def spotcheck_config_from_args(args: argparse.Namespace) -> SpotcheckConfig:
+    """The stage's config from parsed arguments (raises ValueError on a bad combination)."""
     spec = DecoderSpec(
         checkpoint=args.decoder_checkpoint,
         official_mucodec=args.official_mucodec,
@@ -109,6 +113,7 @@ def spotcheck_config_from_args(args: argparse.Namespace) -> SpotcheckConfig:
 
 
 def decoder_given(args: argparse.Namespace) -> bool:
+    """Whether any decoder option was given (jobs.run spot-checks only then)."""
     return bool(args.decoder_checkpoint or args.official_mucodec or args.decoder_config)
 
 
@@ -133,7 +138,8 @@ def run_spotcheck(args: argparse.Namespace, tokens: str, shards: str, output: st
             bar.total = total
             bar.update(decoded - bar.n)
 
-        return spotcheck(tokens, shards, output, spotcheck_config_from_args(args), progress)
+        config = spotcheck_config_from_args(args)
+        return spotcheck(tokens, shards, output, config, progress, force=args.force)
 
     return run_stage(
         "spotcheck", "segment", work,
@@ -144,6 +150,7 @@ def run_spotcheck(args: argparse.Namespace, tokens: str, shards: str, output: st
 
 
 def spotcheck_outcome(summary: SpotcheckSummary, status: int, output: str) -> StageOutcome:
+    """The stage's row of the printed summary."""
     decoded = summary.decoded_now + summary.already_done
     mel = summary.metrics.get("mel_distance")
     quality = "" if mel is None else f", mel distance {mel:.2f}"
@@ -155,6 +162,7 @@ def spotcheck_outcome(summary: SpotcheckSummary, status: int, output: str) -> St
 
 
 def build_parser() -> JobParser:
+    """The job's argument parser."""
     parser = JobParser("python -m jobs.spotcheck", __doc__)
     parser.add_argument("--tokens", required=True, help="tokenize output URL")
     parser.add_argument("--shards", required=True, help="prepare output URL")
@@ -162,10 +170,16 @@ def build_parser() -> JobParser:
     add_spotcheck_arguments(parser)
     add_storage_arguments(parser)
     add_ray_arguments(parser)
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an output that holds a spot-check with other inputs or decoder settings",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the job; returns the exit status."""
     args = build_parser().parse_args(argv)
     check_spotcheck_usage(args)
     storage = storage_from_args(args)

@@ -32,6 +32,7 @@ from pipeline.tokenize.stage import TokenizeConfig, TokenizeSummary, tokenize_sh
 
 
 def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The tokenizer options (shared with jobs.run)."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--checkpoint",
@@ -76,6 +77,7 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def tokenize_config_from_args(args: argparse.Namespace) -> TokenizeConfig:
+    """The stage's config from parsed arguments (raises ValueError on a bad combination)."""
     return TokenizeConfig(
         tokenizer=TokenizerSpec(
             checkpoint=args.checkpoint, preset=args.config, seed=args.seed, dtype=args.dtype
@@ -96,6 +98,7 @@ def check_tokenizer_usage(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> JobParser:
+    """The job's argument parser."""
     parser = JobParser("python -m jobs.tokenize", __doc__)
     parser.add_argument(
         "--shards", required=True, help="prepare output URL (or a directory of .tar shards)"
@@ -131,6 +134,7 @@ def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> 
 
 
 def tokenize_outcome(summary: TokenizeSummary, status: int, output_url: str) -> StageOutcome:
+    """The stage's row of the printed summary."""
     return StageOutcome(
         "tokenize", status,
         f"{summary.segments:,} segments, {summary.tokens:,} tokens, "
@@ -141,6 +145,7 @@ def tokenize_outcome(summary: TokenizeSummary, status: int, output_url: str) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the job; returns the exit status."""
     args = build_parser().parse_args(argv)
     check_tokenizer_usage(args)
     require_input(args.shards, "--shards", storage_from_args(args))

@@ -24,21 +24,25 @@ from __future__ import annotations
 
 import tarfile
 from collections import Counter
-from collections.abc import Collection
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
 
 import fsspec
 import pyarrow as pa
 
-from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet
-from pipeline.shard_reader import iter_shard_samples
+from mucodec.config import JsonConfig
+from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet, to_url
+from pipeline.shard_reader import ShardRef, find_shards, iter_shard_samples
 from pipeline.tokenize.dataset import token_files
-from pipeline.tokenize.parts import ShardRef
-from pipeline.tokenize.stage import find_shards
+from schemas.rejects import check_rejects_schema
+from schemas.tokens import check_tokens_schema_version
 
 
 @dataclass(frozen=True)
 class DamagedShard:
+    """A shard that could not be read completely, and why."""
+
     shard: str
     reason: str
     rejected: bool  # Tokenize rejected the whole shard: the unreadable rest is accounted for.
@@ -46,12 +50,16 @@ class DamagedShard:
 
 @dataclass(frozen=True)
 class DamagedTable:
+    """A token or rejects table that could not be read, and why."""
+
     file: str
     reason: str
 
 
 @dataclass
-class AuditReport:
+class AuditReport(JsonConfig):
+    """The audit's findings; `ok` says whether the run accounts for every sample."""
+
     shard_samples: int
     token_rows: int
     rejected: int  # Shard samples not tokenized that the rejects table accounts for.
@@ -63,11 +71,13 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
+        """Nothing missing, duplicated, unexpected, or damaged beyond tokenize's rejects."""
         damaged = self.damaged_tables or any(not d.rejected for d in self.damaged_shards)
         return not (self.missing or self.duplicated or self.unexpected or damaged)
 
-    def to_json(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
+    def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict, with `ok`."""
+        return {**super().to_dict(), "ok": self.ok}
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,7 @@ class Rejects:
     shards: frozenset[str]
 
     def covers(self, shard: str, key: str) -> bool:
+        """Whether sample `key` of `shard` is rejected, alone or with its whole shard."""
         return key in self.keys or shard in self.shards
 
 
@@ -96,12 +107,32 @@ def read_shard_keys(shard: ShardRef, storage: StorageOptions) -> tuple[list[str]
     return keys, ""
 
 
-def read_column(fs: fsspec.AbstractFileSystem, path: str, column: str) -> tuple[list[str], str]:
-    """A table's `column`, and why the table could not be read ("" when it could)."""
+def read_column(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    column: str,
+    check_schema: Callable[[pa.Schema, str], None] | None = None,
+) -> tuple[list[str], str]:
+    """A table's `column`, and why the table could not be read ("" when it could).
+
+    Args:
+        fs: The filesystem holding the table.
+        path: The table's path in `fs`.
+        column: The column to read.
+        check_schema: Called as `check_schema(schema, url)` on the schema read back; it
+            raises to refuse the table (an unknown schema version).
+
+    Raises:
+        UnsupportedVersion: From `check_schema`: a table of a version this code does not
+            read is refused, not reported as damaged.
+    """
     try:
-        return read_parquet(fs, path, [column]).column(column).to_pylist(), ""
+        table = read_parquet(fs, path, [column])
     except (pa.ArrowException, OSError) as error:  # Arrow reports a corrupt page as OSError.
         return [], f"{type(error).__name__}: {error}"
+    if check_schema is not None:
+        check_schema(table.schema, to_url(fs, path))
+    return table.column(column).to_pylist(), ""
 
 
 def token_keys(tokens_url: str, storage: StorageOptions) -> tuple[Counter, list[DamagedTable]]:
@@ -109,7 +140,7 @@ def token_keys(tokens_url: str, storage: StorageOptions) -> tuple[Counter, list[
     found: Counter = Counter()
     damaged: list[DamagedTable] = []
     for url in token_files(tokens_url, storage):
-        keys, damage = read_column(*filesystem(url, storage), "key")
+        keys, damage = read_column(*filesystem(url, storage), "key", check_tokens_schema_version)
         found.update(keys)
         if damage:
             damaged.append(DamagedTable(url, damage))
@@ -119,10 +150,15 @@ def token_keys(tokens_url: str, storage: StorageOptions) -> tuple[Counter, list[
 def read_rejects(
     tokens_url: str, storage: StorageOptions, shard_names: Collection[str]
 ) -> tuple[Rejects, list[DamagedTable]]:
-    """Tokenize's rejects table (none yet: nothing rejected), and itself if unreadable."""
+    """Tokenize's rejects table (none yet: nothing rejected), and itself if unreadable.
+
+    Raises:
+        UnsupportedVersion: The rejects table has a schema version this code does not read.
+    """
     fs, root = filesystem(tokens_url, storage)
     path = join(root, "rejects.parquet")
-    paths, damage = read_column(fs, path, "path") if exists(fs, path) else ([], "")
+    exists_ = exists(fs, path)
+    paths, damage = read_column(fs, path, "path", check_rejects_schema) if exists_ else ([], "")
     # A shard's name alone rejects the shard; `<shard>#<key>` one sample (keys hold no '#').
     keys = {p.rpartition("#")[2] for p in paths if p not in shard_names and "#" in p}
     rejects = Rejects(frozenset(keys), frozenset(p for p in paths if p in shard_names))
@@ -130,6 +166,12 @@ def read_rejects(
 
 
 def audit_run(shards_url: str, tokens_url: str, storage: StorageOptions) -> AuditReport:
+    """Compare prepare's shards with tokenize's tables and rejects, sample by sample.
+
+    Raises:
+        UnsupportedVersion: The manifest, a token table or the rejects table has a schema
+            version this code does not read.
+    """
     shards = find_shards(shards_url, storage)
     found, damaged_tables = token_keys(tokens_url, storage)
     rejects, unreadable = read_rejects(tokens_url, storage, {s.name for s in shards})

@@ -1,0 +1,1 @@
+"""Versioned schemas of every artifact the pipeline persists; readers check the version."""

@@ -14,6 +14,7 @@ SHARD_SAMPLE_SCHEMA_VERSION = 2  # 2: `source_sha256` (and `duration_evidence`).
 
 @cache
 def shard_sample_schema() -> dict[str, Any]:
+    """The JSON Schema of a sample's metadata (`shard_sample.schema.json`), parsed once."""
     text = resources.files("schemas").joinpath("shard_sample.schema.json").read_text()
     return json.loads(text)
 

@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.version import check_version
+
 TOKENS_SCHEMA_VERSION = 2  # 2: `source_sha256`.
 
 LYRIC_LINE = pa.struct([pa.field("t", pa.float64()), pa.field("text", pa.string())])
@@ -44,14 +46,18 @@ TOKENS_SCHEMA = pa.schema(
 )
 
 
-def check_tokens_schema_version(schema: pa.Schema) -> None:
-    """Readers refuse token tables of a version they do not know."""
-    version = (schema.metadata or {}).get(b"schema_version", b"").decode()
-    if version != str(TOKENS_SCHEMA_VERSION):
-        raise ValueError(
-            f"token table schema_version {version or 'missing'!r} is not supported "
-            f"(this code reads version {TOKENS_SCHEMA_VERSION})"
-        )
+def check_tokens_schema_version(schema: pa.Schema, where: str = "(table)") -> None:
+    """Readers refuse token tables of a version they do not know.
+
+    Args:
+        schema: The table's Arrow schema as read back (with its metadata).
+        where: The file's path or URL, for the error.
+
+    Raises:
+        UnsupportedVersion: The schema metadata's version is not `TOKENS_SCHEMA_VERSION`.
+    """
+    found = (schema.metadata or {}).get(b"schema_version")
+    check_version(found.decode() if found else None, TOKENS_SCHEMA_VERSION, "token table", where)
 
 
 def validate_tokens_table(table: pa.Table) -> None:

@@ -19,7 +19,7 @@ from pipeline.audit import AuditReport, read_shard_keys
 from pipeline.errors import ENVIRONMENT_ERRNOS, THROTTLING
 from pipeline.io import StorageOptions
 from pipeline.prepare.segment import SegmentConfig, plan_segments
-from pipeline.tokenize.stage import find_shards
+from pipeline.shard_reader import find_shards
 from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS
 
 SPOOL_BYTES_PER_S = 48_000 * 2 * 4  # Prepare spools each song as 48 kHz stereo float32.

@@ -26,9 +26,9 @@ from mucodec.encoder.config import PRESETS
 from pipeline.execution import start_ray
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
-from pipeline.shard_reader import iter_shard_samples, sample_row
+from pipeline.shard_reader import ShardSampleRow, find_shards, iter_shard_samples, sample_row
 from pipeline.tokenize.actor import TokenizeBatch, TokenizerSpec
-from pipeline.tokenize.stage import TokenizeConfig, actor_pool_shape, find_shards, tokenize_shards
+from pipeline.tokenize.stage import TokenizeConfig, actor_pool_shape, tokenize_shards
 from testing.demo_corpus import make_demo_corpus
 
 
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", help="where to write corpora and outputs (default: tmp)")
 
 
-def _encode_all(actor: TokenizeBatch, rows: list[dict], batch_size: int) -> None:
+def _encode_all(actor: TokenizeBatch, rows: list[ShardSampleRow], batch_size: int) -> None:
     """Encode every row's audio with the actor's tokenizer, no I/O, waiting for the GPU."""
     for start in range(0, len(rows), batch_size):
         actor._encode(rows[start : start + batch_size])
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> dict:
         for shard in find_shards(prepared, config.storage)
         for key, members in iter_shard_samples(shard.url, config.storage)
     ]
-    audio_seconds = sum(r["duration_s"] for r in rows)
+    audio_seconds = sum(r.duration_s for r in rows)
     # The bare run gets the threads the stage gives its model: actors x CPUs per actor.
     resources = ray.cluster_resources()
     shape = actor_pool_shape(config, int(resources.get("GPU", 0)), int(resources.get("CPU", 1)))

@@ -37,14 +37,15 @@ from pipeline.prepare.unit import (
     load_markers,
     plan_units,
 )
+from schemas.manifest import MANIFEST_VERSION
 from schemas.rejects import REJECTS_SCHEMA
+from schemas.run import versioned_summary
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "_prepare/run.json"
 # Everything a run writes under its output (a `--force` claim deletes these).
 OUTPUTS = (SHARDS_DIR, "_prepare", "rejects.parquet", "manifest.json", "summary.json")
-MANIFEST_VERSION = 1
 
 
 @dataclass
@@ -71,6 +72,10 @@ class PrepareSummary(JsonConfig):
     cores: int  # CPUs that had work: min(cluster CPUs, concurrency, units run).
     peak_worker_rss_bytes: int
     failures: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as written to `summary.json`, with its schema version."""
+        return versioned_summary("prepare", super().to_dict())
 
 
 def run_unit_row(row: dict[str, Any], config: PrepareConfig, output_url: str) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from pipeline.prepare.records import Reject, SongSource
 from pipeline.prepare.segment import SegmentConfig, plan_segments
 from pipeline.prepare.shards import ShardInfo, ShardLimits, ShardWriter
 from pipeline.prepare.song import MAX_LYRICS_BYTES, decode_song, encode_samples, read_lyrics
+from schemas.manifest import SHARDS_DIR
+from schemas.run import UNIT_MARKER_VERSION, check_unit_marker, marker_where
 
-UNIT_MARKER_VERSION = 1
-SHARDS_DIR = "shards"
 UNITS_DIR = "_prepare/units"
 
 
@@ -112,11 +112,10 @@ class UnitResult(JsonConfig):
         """Reads a marker written by `to_dict`.
 
         Raises:
-            ValueError: if the marker's `version` is not UNIT_MARKER_VERSION, or it has a
-                key that is not a field.
+            UnsupportedVersion: if the marker's `version` is not UNIT_MARKER_VERSION.
+            ValueError: if it has a key that is not a field.
         """
-        if data.get("version") != UNIT_MARKER_VERSION:
-            raise ValueError(f"unit marker version {data.get('version')!r} is not supported")
+        check_unit_marker(data, marker_where(UNITS_DIR, data))
         fields = {k: v for k, v in data.items() if k != "version"}
         # JsonConfig leaves the items of a list as dicts: the records are rebuilt here.
         fields["shards"] = [ShardInfo.from_dict(s) for s in fields["shards"]]

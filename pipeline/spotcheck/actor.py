@@ -11,7 +11,6 @@ import dataclasses
 import io
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +24,7 @@ from mucodec.encoder.frontend import song_peak_divisor
 from pipeline.errors import InvalidSetting
 from pipeline.io import StorageOptions, atomic_write, filesystem, join
 from pipeline.spotcheck.metrics import SAMPLE_RATE, reconstruction_metrics
+from pipeline.spotcheck.rows import DecodeRow, SampleMetrics
 from pipeline.spotcheck.spectrogram import spectrogram_png
 
 SAMPLES_DIR = "samples"
@@ -46,6 +46,7 @@ class DecoderSpec:
     noise_seed: int = 0
 
     def __post_init__(self) -> None:
+        """Refuse specs that name no decoder, several, or half of the official pair."""
         sources = [self.checkpoint, self.official_mucodec, self.preset]
         if sum(s is not None for s in sources) != 1:
             raise ValueError("give exactly one of a decoder checkpoint, official files, a preset")
@@ -96,7 +97,13 @@ def _wav_bytes(audio: np.ndarray) -> bytes:
 
 
 class SpotcheckDecode:
-    """Ray Data callable class: loads the decoder once per actor."""
+    """Ray Data callable class: loads the decoder once per actor (per tokenizer config).
+
+    Args:
+        spec: Which decoder, and how to sample (steps, guidance, noise seed).
+        output_url: The spot-check output; each sample's files go to `samples/<key>/`.
+        storage: How to reach object stores.
+    """
 
     def __init__(self, spec: DecoderSpec, output_url: str, storage: StorageOptions) -> None:
         self.spec = spec
@@ -112,17 +119,18 @@ class SpotcheckDecode:
         return self._decoders[tokenizer_config]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        outputs = []
+        """Decode, measure and write a batch of `DecodeRow`s; their `SampleMetrics` back."""
+        rows = DecodeRow.from_table(batch)
+        outputs: list[SampleMetrics] = []
         # Items of one batch must share a length to be decoded together.
-        for n_frames in sorted({r["n_frames"] for r in rows}):
-            group = [r for r in rows if r["n_frames"] == n_frames]
+        for n_frames in sorted({r.n_frames for r in rows}):
+            group = [r for r in rows if r.n_frames == n_frames]
             outputs.extend(self._decode_group(group))
-        return pa.Table.from_pylist(outputs)
+        return SampleMetrics.to_table(outputs)
 
-    def _decode_group(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        decoder = self._decoder(rows[0]["tokenizer_config"])
-        codes = torch.stack([torch.tensor(r["codes"], dtype=torch.long) for r in rows])
+    def _decode_group(self, rows: list[DecodeRow]) -> list[SampleMetrics]:
+        decoder = self._decoder(rows[0].tokenizer_config)
+        codes = torch.stack([torch.tensor(r.codes, dtype=torch.long) for r in rows])
         sampling = decoder.with_sampling(
             num_steps=self.spec.steps,
             guidance_scale=self.spec.guidance,
@@ -133,35 +141,35 @@ class SpotcheckDecode:
             audio = decoder.decode(codes, seeds=seeds, sampling=sampling).float().cpu()
         return [self._finish(row, audio[i]) for i, row in enumerate(rows)]
 
-    def _finish(self, row: dict[str, Any], reconstruction: torch.Tensor) -> dict[str, Any]:
-        stored = np.frombuffer(row["pcm"], dtype=np.int16).reshape(-1, 2).T / _PCM16_SCALE
+    def _finish(self, row: DecodeRow, reconstruction: torch.Tensor) -> SampleMetrics:
+        stored = np.frombuffer(row.pcm, dtype=np.int16).reshape(-1, 2).T / _PCM16_SCALE
         stored = torch.from_numpy(stored.astype(np.float32))
         # The tokens describe the segment as the tokenizer saw it: gain undone, then the
         # official song-level normalisation; metrics compare against that.
-        divisor = float(song_peak_divisor(row["song_peak"]))
-        reference = stored / float(row["gain"]) / divisor
+        divisor = float(song_peak_divisor(row.song_peak))
+        reference = stored / float(row.gain) / divisor
         metrics = reconstruction_metrics(reference, reconstruction)
         fs, root = filesystem(self.output_url, self.storage)
-        folder = join(root, SAMPLES_DIR, row["key"])
+        folder = join(root, SAMPLES_DIR, row.key)
         files = {
             "original.wav": _wav_bytes(stored.numpy()),
             "reconstruction.wav": _wav_bytes(reconstruction.clamp(-1, 1).numpy()),
-            "spectrogram.png": spectrogram_png(reference, reconstruction, row["key"]),
+            "spectrogram.png": spectrogram_png(reference, reconstruction, row.key),
         }
         for name, data in files.items():
             with atomic_write(fs, join(folder, name)) as handle:
                 handle.write(data)
-        record = {
-            "key": row["key"],
-            "song_id": row["song_id"],
-            "segment_index": row["segment_index"],
-            "start_s": row["start_s"],
-            "duration_s": row["duration_s"],
-            "n_frames": row["n_frames"],
+        record = SampleMetrics(
+            key=row.key,
+            song_id=row.song_id,
+            segment_index=row.segment_index,
+            start_s=row.start_s,
+            duration_s=row.duration_s,
+            n_frames=row.n_frames,
             **metrics,
-            "decoder_steps": self.spec.steps,
-            "guidance_scale": self.spec.guidance,
-        }
+            decoder_steps=self.spec.steps,
+            guidance_scale=self.spec.guidance,
+        )
         with atomic_write(fs, join(folder, "metrics.json")) as handle:
-            handle.write(json.dumps(record, sort_keys=True).encode())
+            handle.write(json.dumps(record.to_dict(), sort_keys=True).encode())
         return record

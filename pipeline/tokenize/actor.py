@@ -1,9 +1,9 @@
 """The tokenizer actor: loads MuCodec once, turns batches of PCM rows into code rows.
 
-Rows arrive as Arrow batches from the shard readers. Sample rows carry 16-bit PCM; error
-rows and end-of-shard rows pass through untouched, so the driver sees every row. Output rows
-drop the audio and gain the codes (packed uint16, codebook-major), their shape, and the
-tokenizer's provenance.
+Rows arrive as Arrow batches of `ShardSampleRow`s from the shard readers. Sample rows carry
+16-bit PCM; rejected and shard-level rows pass through, so the driver sees every row. Each
+comes back as a `TokenizedRow`: the audio dropped, the codes (packed uint16,
+codebook-major), their shape, and the tokenizer's provenance added.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ import torch
 
 from mucodec.encoder.config import preset as config_preset
 from mucodec.encoder.tokenizer import MuCodecTokenizer
+from pipeline.shard_reader import ShardSampleRow
+from pipeline.tokenize.rows import Provenance, TokenizedRow
 
 TOKENIZER_NAME = "mucodec"
 _PCM16_SCALE = 32768.0
 
 
 def code_version() -> str:
+    """This code's name and version, recorded with every token row."""
     return f"mucodec-pipeline {importlib.metadata.version('mucodec-pipeline')}"
 
 
@@ -50,11 +53,13 @@ class TokenizerSpec:
         return data
 
     def resolve_device(self) -> torch.device:
+        """The device to run on: `device`, or CUDA when available for "auto"."""
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
     def load(self) -> MuCodecTokenizer:
+        """Build the tokenizer (checkpoint or seeded preset) on its device, in eval mode."""
         device = self.resolve_device()
         if self.checkpoint is not None:
             tokenizer = MuCodecTokenizer.from_checkpoint(self.checkpoint)
@@ -67,7 +72,12 @@ class TokenizerSpec:
 
 
 class TokenizeBatch:
-    """Ray Data callable class: built once per actor, called per batch."""
+    """Ray Data callable class: built once per actor (loads the model), called per batch.
+
+    Args:
+        spec: Which tokenizer to load.
+        torch_threads: Threads torch may use in this actor (CPU share of the pool).
+    """
 
     def __init__(self, spec: TokenizerSpec, torch_threads: int = 1) -> None:
         torch.set_num_threads(torch_threads)
@@ -77,29 +87,22 @@ class TokenizeBatch:
         self.provenance = provenance(self.tokenizer, spec)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        work = [i for i, row in enumerate(rows) if not row["error"] and not row["end_of_shard"]]
+        """Tokenize a batch of `ShardSampleRow`s into as many `TokenizedRow`s, in order."""
+        rows = ShardSampleRow.from_table(batch)
+        work = [i for i, row in enumerate(rows) if row.usable]
         codes = self._encode([rows[i] for i in work]) if work else []
-        outputs: list[dict[str, Any]] = []
         by_row = dict(zip(work, codes, strict=True))
-        for index, row in enumerate(rows):
-            row.pop("pcm")
-            row.update(self.provenance)
-            row["codebook_size"] = self.tokenizer.codebook_size
-            if index in by_row:
-                packed = by_row[index]
-                row.update(
-                    codes=packed.tobytes(), n_codebooks=packed.shape[0], n_frames=packed.shape[1]
-                )
-            else:
-                row.update(codes=b"", n_codebooks=0, n_frames=0)
-            outputs.append(row)
-        return pa.Table.from_pylist(outputs)
+        size = self.tokenizer.codebook_size
+        outputs = [
+            TokenizedRow.of(row, self.provenance, size, by_row.get(index))
+            for index, row in enumerate(rows)
+        ]
+        return TokenizedRow.to_table(outputs)
 
-    def _encode(self, rows: list[dict[str, Any]]) -> list[np.ndarray]:
-        """Codes `[n_codebooks, n_frames]` uint16 for each sample row."""
+    def _encode(self, rows: list[ShardSampleRow]) -> list[np.ndarray]:
+        """Codes `[n_codebooks, n_frames]` uint16 for each usable sample row."""
         segments = [
-            torch.from_numpy(np.frombuffer(r["pcm"], dtype=np.int16).reshape(-1, 2).T.copy())
+            torch.from_numpy(np.frombuffer(r.pcm, dtype=np.int16).reshape(-1, 2).T.copy())
             .float()
             .div_(_PCM16_SCALE)
             for r in rows
@@ -108,19 +111,19 @@ class TokenizeBatch:
         # official song-level normalisation from the song's pre-gain peak.
         codes = self.tokenizer.encode_segments(
             segments,
-            song_peaks=[float(r["song_peak"]) for r in rows],
-            gains=[float(r["gain"]) for r in rows],
+            song_peaks=[float(r.song_peak) for r in rows],
+            gains=[float(r.gain) for r in rows],
         )
         return [c.cpu().numpy().astype(np.uint16) for c in codes]
 
 
-def provenance(tokenizer: MuCodecTokenizer, spec: TokenizerSpec) -> dict[str, Any]:
+def provenance(tokenizer: MuCodecTokenizer, spec: TokenizerSpec) -> Provenance:
     """The provenance columns every token row carries."""
-    return {
-        "tokenizer": TOKENIZER_NAME,
-        "tokenizer_config": tokenizer.config.to_json(),
-        "encoder_layer": tokenizer.config.encoder.output_layer,
-        "checkpoint_sha256": tokenizer.checkpoint_sha256 or f"random-weights-seed-{spec.seed}",
-        "token_rate": float(tokenizer.frame_rate),
-        "code_version": code_version(),
-    }
+    return Provenance(
+        tokenizer=TOKENIZER_NAME,
+        tokenizer_config=tokenizer.config.to_json(),
+        encoder_layer=tokenizer.config.encoder.output_layer,
+        checkpoint_sha256=tokenizer.checkpoint_sha256 or f"random-weights-seed-{spec.seed}",
+        token_rate=float(tokenizer.frame_rate),
+        code_version=code_version(),
+    )

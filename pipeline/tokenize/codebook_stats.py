@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schemas.codebook_stats import CODEBOOK_STATS_VERSION
+
 
 @dataclass
 class CodebookHistogram:
@@ -23,6 +25,7 @@ class CodebookHistogram:
 
     @classmethod
     def empty(cls, n_codebooks: int, codebook_size: int) -> CodebookHistogram:
+        """All-zero counts for `n_codebooks` codebooks of `codebook_size` codes."""
         return cls(np.zeros((n_codebooks, codebook_size), dtype=np.int64))
 
     def add(self, codes: np.ndarray) -> None:
@@ -31,9 +34,10 @@ class CodebookHistogram:
             self.counts[book] += np.bincount(row, minlength=self.counts.shape[1])
 
     def merge(self, other: CodebookHistogram) -> None:
+        """Add `other`'s counts (same shape) to these, in place."""
         self.counts += other.counts
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
         """Sparse form: per codebook, the used codes and their counts."""
         books = []
         for row in self.counts:
@@ -42,7 +46,8 @@ class CodebookHistogram:
         return {"codebook_size": int(self.counts.shape[1]), "codebooks": books}
 
     @classmethod
-    def from_json(cls, data: dict) -> CodebookHistogram:
+    def from_dict(cls, data: dict) -> CodebookHistogram:
+        """The inverse of `to_dict`."""
         books = data["codebooks"]
         counts = np.zeros((len(books), data["codebook_size"]), dtype=np.int64)
         for index, book in enumerate(books):
@@ -51,7 +56,15 @@ class CodebookHistogram:
 
 
 def codebook_report(histogram: CodebookHistogram, token_rate: float) -> dict:
-    """Per-codebook usage, entropy (bits), efficiency, and the effective bitrate."""
+    """Per-codebook usage, entropy (bits), efficiency, and the effective bitrate.
+
+    Args:
+        histogram: The run's code counts.
+        token_rate: Frames per second, to turn bits per frame into bits per second.
+
+    Returns:
+        The `codebook_stats.json` content (schemas/codebook_stats.py), with its version.
+    """
     size = histogram.counts.shape[1]
     capacity = float(np.log2(size))
     books = []
@@ -70,6 +83,7 @@ def codebook_report(histogram: CodebookHistogram, token_rate: float) -> dict:
             }
         )
     return {
+        "version": CODEBOOK_STATS_VERSION,
         "codebook_size": size,
         "token_rate": token_rate,
         "nominal_bitrate_bps": token_rate * capacity * len(books),

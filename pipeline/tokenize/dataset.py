@@ -79,7 +79,7 @@ class TokenDataset(IterableDataset):
             fs, path = filesystem(url, self.storage)
             with fs.open(path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
-                check_tokens_schema_version(parquet.schema_arrow)
+                check_tokens_schema_version(parquet.schema_arrow, url)
                 for group in range(parquet.num_row_groups):
                     yield from parquet.read_row_group(group, columns=_COLUMNS).to_pylist()
 

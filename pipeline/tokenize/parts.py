@@ -3,8 +3,9 @@
 Parts are tokenize's restart unit. Shards are sorted by name and cut into groups of
 `shards_per_part`, so a part's membership and name are the same on every run. Rows reach
 the driver in any order (the actor pool finishes batches out of order); a shard is finished
-when its end-of-shard row has arrived together with the number of rows it announced, and a
-part is written (atomically, rows sorted by key) once all its shards are finished.
+when its SHARD_END row has arrived together with the number of rows it announced, and a
+part is written (atomically, rows sorted by key) once all its shards are finished. A
+SHARD_FAILED row leaves its part unwritten.
 """
 
 from __future__ import annotations
@@ -12,19 +13,22 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mucodec.config import JsonConfig
 from pipeline.io import atomic_write, completed_markers, join, marker_name, write_json
 from pipeline.prepare.records import Reject
+from pipeline.shard_reader import SHARD_END, SHARD_FAILED, ShardRef
 from pipeline.tokenize.codebook_stats import CodebookHistogram
+from pipeline.tokenize.rows import TokenizedRow
+from schemas.run import PART_MARKER_VERSION, check_part_marker, marker_where
 from schemas.tokens import LYRIC_LINE, TOKENS_SCHEMA, validate_tokens_table
 
-PART_MARKER_VERSION = 1
 TOKENS_DIR = "tokens"
 PARTS_DIR = "_tokenize/parts"
 PROVENANCE_COLUMNS = (
@@ -34,30 +38,26 @@ PROVENANCE_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class ShardRef:
-    name: str
-    url: str
-    size: int
-    samples: int | None = None  # From prepare's manifest; unknown for a bare directory of .tar.
-
-
-@dataclass(frozen=True)
 class Part:
+    """Tokenize's unit of work: `shards` in, `tokens/<name>` and one marker out."""
+
     index: int
     shards: tuple[ShardRef, ...]
 
     @property
     def name(self) -> str:
+        """The part's file name under `tokens/`."""
         return f"part-{self.index:06d}.parquet"
 
     @property
     def fingerprint(self) -> str:
+        """sha256 of the shards' names and sizes: a marker of other shards is stale."""
         text = "\n".join(f"{s.name} {s.size}" for s in self.shards)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass
-class PartResult:
+class PartResult(JsonConfig):
     """A written part; its JSON is the part's completion marker."""
 
     index: int
@@ -71,19 +71,26 @@ class PartResult:
     rejects: list[Reject]
     histogram: dict[str, Any]
 
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "version": PART_MARKER_VERSION}
+    def to_dict(self) -> dict[str, Any]:
+        """The marker's JSON, with its schema version."""
+        return {**super().to_dict(), "version": PART_MARKER_VERSION}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PartResult:
-        if data.get("version") != PART_MARKER_VERSION:
-            raise ValueError(f"part marker version {data.get('version')!r} is not supported")
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Parse a marker.
+
+        Raises:
+            UnsupportedVersion: The marker has a version this code does not read.
+        """
+        check_part_marker(data, marker_where(PARTS_DIR, data))
         fields = {k: v for k, v in data.items() if k != "version"}
+        # JsonConfig leaves the items of a list as dicts: the rejects are rebuilt here.
         fields["rejects"] = [Reject.from_dict(r) for r in fields["rejects"]]
-        return cls(**fields)
+        return super().from_dict(fields)
 
 
 def plan_parts(shards: list[ShardRef], shards_per_part: int) -> list[Part]:
+    """Sort `shards` by name and cut them into parts of `shards_per_part`, the same every run."""
     ordered = sorted(shards, key=lambda s: s.name)
     return [
         Part(index, tuple(ordered[start : start + shards_per_part]))
@@ -92,22 +99,24 @@ def plan_parts(shards: list[ShardRef], shards_per_part: int) -> list[Part]:
 
 
 def part_marker_path(root: str, index: int) -> str:
+    """Where part `index`'s completion marker lives under tokenize's output `root`."""
     return join(root, PARTS_DIR, marker_name(index))
 
 
 def load_part_markers(fs, root: str, parts: list[Part]) -> dict[int, PartResult]:
     """Results of the parts that completed with exactly their current shards."""
-    return completed_markers(fs, join(root, PARTS_DIR), parts, PartResult.from_json)
+    return completed_markers(fs, join(root, PARTS_DIR), parts, PartResult.from_dict)
 
 
 def load_part_marker(fs, root: str, part: Part) -> PartResult | None:
+    """`part`'s result if it completed with exactly its current shards, else None."""
     return load_part_markers(fs, root, [part]).get(part.index)
 
 
 @dataclass
 class _PartBuffer:
     part: Part
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[TokenizedRow] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)  # Rows received per shard.
     announced: dict[str, int] = field(default_factory=dict)  # Rows each shard said it has.
 
@@ -128,20 +137,24 @@ class PartAssembler:
         self._part_of_shard = {s.name: p.index for p in parts for s in p.shards}
         self.failures: dict[int, str] = {}  # Parts left unwritten, and why.
 
-    def add(self, row: dict[str, Any]) -> PartResult | None:
-        """Take one row from the actors; returns the part's result if this completed it."""
-        index = self._part_of_shard[row["shard"]]
+    def add(self, row: TokenizedRow) -> PartResult | None:
+        """Take one row from the actors; returns the part's result if this completed it.
+
+        A SHARD_FAILED row (storage failed while reading a shard) gives up on its part: it
+        is recorded in `failures` and left unwritten, so a rerun retries it.
+        """
+        index = self._part_of_shard[row.shard]
         if index in self.failures:
             return None
         buffer = self._buffers[index]
-        if row["end_of_shard"] and row["n_samples"] < 0:
-            self.failures[index] = row["error"]
+        if row.kind == SHARD_FAILED:
+            self.failures[index] = row.error
             del self._buffers[index]
             return None
-        if row["end_of_shard"]:
-            buffer.announced[row["shard"]] = row["n_samples"]
+        if row.kind == SHARD_END:
+            buffer.announced[row.shard] = row.shard_rows
         else:
-            buffer.seen[row["shard"]] = buffer.seen.get(row["shard"], 0) + 1
+            buffer.seen[row.shard] = buffer.seen.get(row.shard, 0) + 1
             buffer.rows.append(row)
         if not buffer.finished():
             return None
@@ -156,15 +169,16 @@ class PartAssembler:
 
     @property
     def unfinished(self) -> list[int]:
+        """Indexes of the parts not written: still waiting for rows, or failed."""
         return sorted([*self._buffers, *self.failures])
 
     def _write(self, buffer: _PartBuffer) -> PartResult:
         part = buffer.part
-        good = sorted((r for r in buffer.rows if not r["error"]), key=lambda r: r["key"])
+        good = sorted((r for r in buffer.rows if not r.error), key=lambda r: r.key)
         rejects = [
-            Reject(r["shard"] + (f"#{r['key']}" if r["key"] else ""), "tokenize", r["error"])
+            Reject(r.shard + (f"#{r.key}" if r.key else ""), "tokenize", r.error)
             for r in buffer.rows
-            if r["error"]
+            if r.error
         ]
         table = tokens_table(good)
         validate_tokens_table(table)
@@ -175,9 +189,9 @@ class PartAssembler:
             handle.write(data.getvalue())
         histogram = None
         for row in good:
-            codes = decode_codes(row)
+            codes = row.decode_codes()
             if histogram is None:
-                histogram = CodebookHistogram.empty(codes.shape[0], int(row["codebook_size"]))
+                histogram = CodebookHistogram.empty(codes.shape[0], row.codebook_size)
             histogram.add(codes)
         result = PartResult(
             index=part.index,
@@ -185,28 +199,22 @@ class PartAssembler:
             file=f"{TOKENS_DIR}/{part.name}",
             rows=len(good),
             bytes=len(data.getvalue()),
-            tokens=int(sum(int(r["n_codebooks"]) * int(r["n_frames"]) for r in good)),
-            audio_seconds=float(sum(r["duration_s"] for r in good)),
-            token_rate=float(good[0]["token_rate"]) if good else 0.0,
+            tokens=int(sum(r.n_codebooks * r.n_frames for r in good)),
+            audio_seconds=float(sum(r.duration_s for r in good)),
+            token_rate=float(good[0].token_rate) if good else 0.0,
             rejects=rejects,
-            histogram=histogram.to_json() if histogram is not None else {},
+            histogram=histogram.to_dict() if histogram is not None else {},
         )
-        write_json(self._fs, part_marker_path(self._root, part.index), result.to_json())
+        write_json(self._fs, part_marker_path(self._root, part.index), result.to_dict())
         return result
 
 
-def decode_codes(row: dict[str, Any]) -> np.ndarray:
-    """The actor's packed codes back to `[n_codebooks, n_frames]` uint16."""
-    shape = (int(row["n_codebooks"]), int(row["n_frames"]))
-    return np.frombuffer(row["codes"], dtype=np.uint16).reshape(shape)
-
-
-def tokens_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Token rows (as the actors return them) -> an Arrow table in the token schema."""
-    n_codebooks = np.array([int(r["n_codebooks"]) for r in rows], dtype=np.int32)
-    n_frames = np.array([int(r["n_frames"]) for r in rows], dtype=np.int32)
+def tokens_table(rows: list[TokenizedRow]) -> pa.Table:
+    """Tokenized samples (as the actors return them) -> an Arrow table in the token schema."""
+    n_codebooks = np.array([r.n_codebooks for r in rows], dtype=np.int32)
+    n_frames = np.array([r.n_frames for r in rows], dtype=np.int32)
     flat = (
-        np.concatenate([np.frombuffer(r["codes"], dtype=np.uint16) for r in rows])
+        np.concatenate([np.frombuffer(r.codes, dtype=np.uint16) for r in rows])
         if rows
         else np.zeros(0, dtype=np.uint16)
     )
@@ -214,24 +222,24 @@ def tokens_table(rows: list[dict[str, Any]]) -> pa.Table:
     outer_offsets = np.concatenate([[0], np.cumsum(n_codebooks)])
     frames = pa.ListArray.from_arrays(pa.array(inner_offsets, pa.int32()), pa.array(flat))
     codes = pa.ListArray.from_arrays(pa.array(outer_offsets, pa.int32()), frames)
-    lyrics = pa.array([json.loads(r["lyrics"]) for r in rows], pa.list_(LYRIC_LINE))
+    lyrics = pa.array([json.loads(r.lyrics) for r in rows], pa.list_(LYRIC_LINE))
     columns = {
-        "key": pa.array([r["key"] for r in rows], pa.string()),
-        "song_id": pa.array([r["song_id"] for r in rows], pa.string()),
-        "segment_index": pa.array([int(r["segment_index"]) for r in rows], pa.int32()),
-        "start_s": pa.array([float(r["start_s"]) for r in rows], pa.float64()),
-        "duration_s": pa.array([float(r["duration_s"]) for r in rows], pa.float64()),
+        "key": pa.array([r.key for r in rows], pa.string()),
+        "song_id": pa.array([r.song_id for r in rows], pa.string()),
+        "segment_index": pa.array([r.segment_index for r in rows], pa.int32()),
+        "start_s": pa.array([float(r.start_s) for r in rows], pa.float64()),
+        "duration_s": pa.array([float(r.duration_s) for r in rows], pa.float64()),
         "n_codebooks": pa.array(n_codebooks, pa.int16()),
         "n_frames": pa.array(n_frames, pa.int32()),
         "codes": codes,
-        "lyrics_aligned": pa.array([bool(r["lyrics_aligned"]) for r in rows], pa.bool_()),
+        "lyrics_aligned": pa.array([r.lyrics_aligned for r in rows], pa.bool_()),
         "lyrics": lyrics,
-        "lyrics_text": pa.array([r["lyrics_text"] for r in rows], pa.string()),
-        "source": pa.array([r["source"] for r in rows], pa.string()),
-        "source_sha256": pa.array([r["source_sha256"] for r in rows], pa.string()),
-        "shard": pa.array([r["shard"] for r in rows], pa.string()),
+        "lyrics_text": pa.array([r.lyrics_text for r in rows], pa.string()),
+        "source": pa.array([r.source for r in rows], pa.string()),
+        "source_sha256": pa.array([r.source_sha256 for r in rows], pa.string()),
+        "shard": pa.array([r.shard for r in rows], pa.string()),
     }
     for name in PROVENANCE_COLUMNS:
         kind = TOKENS_SCHEMA.field(name).type
-        columns[name] = pa.array([r[name] for r in rows], kind)
+        columns[name] = pa.array([getattr(r, name) for r in rows], kind)
     return pa.table(columns, schema=TOKENS_SCHEMA)

@@ -21,30 +21,27 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mucodec.config import JsonConfig
 from pipeline.claims import claim_output
 from pipeline.errors import InvalidSetting, describe, is_environment_failure
 from pipeline.io import (
     StorageOptions,
     atomic_write,
-    exists,
     filesystem,
     join,
-    read_json,
     remove_partials,
-    to_url,
     write_json,
 )
-from pipeline.shard_reader import read_shard_rows
+from pipeline.shard_reader import ShardTask, find_shards, read_shard_rows
 from pipeline.tokenize.actor import TokenizeBatch, TokenizerSpec
 from pipeline.tokenize.codebook_stats import CodebookHistogram, codebook_report, plot_codebook_usage
 from pipeline.tokenize.parts import (
@@ -52,11 +49,12 @@ from pipeline.tokenize.parts import (
     Part,
     PartAssembler,
     PartResult,
-    ShardRef,
     load_part_markers,
     plan_parts,
 )
+from pipeline.tokenize.rows import TokenizedRow
 from schemas.rejects import REJECTS_SCHEMA
+from schemas.run import versioned_summary
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +78,13 @@ class TokenizeConfig:
 
 
 @dataclass
-class TokenizeSummary:
+class TokenizeSummary(JsonConfig):
+    """What a tokenize run did; written (with its schema version) to `summary.json`.
+
+    Counts cover the whole output (this run and the ones it resumed) except the rates,
+    which are this run's: segments per wall second and hours of audio per wall hour.
+    """
+
     shards: int
     parts: int
     parts_run: int
@@ -97,35 +101,9 @@ class TokenizeSummary:
     actors: int
     device: str
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def find_shards(shards_url: str, storage: StorageOptions) -> list[ShardRef]:
-    """The shards to tokenize: prepare's manifest when present, else every `.tar` found."""
-    fs, root = filesystem(shards_url, storage)
-    manifest = join(root, "manifest.json")
-    if exists(fs, manifest):
-        data = read_json(fs, manifest)
-        if not data.get("complete", False):
-            log.warning("%s: the prepare run is not complete; tokenizing what is there", root)
-        shard_dir = join(root, "shards")
-        sizes = {os.path.basename(p): s for p, s in fs.du(shard_dir, total=False).items()}
-        for missing in sorted({s["name"] for s in data["shards"]} - set(sizes)):
-            # Reading it fails and says so (tokenize: an unfinished part; audit: damaged).
-            log.error("%s lists %s, which is not in %s", manifest, missing, shard_dir)
-        return [
-            ShardRef(s["name"], to_url(fs, join(shard_dir, s["name"])), sizes.get(s["name"], 0),
-                     s["samples"])
-            for s in data["shards"]
-        ]  # fmt: skip
-    paths = sorted(p for p in fs.find(root) if p.endswith(".tar"))
-    if not paths:
-        raise FileNotFoundError(f"no shards (*.tar or a prepare manifest.json) under {shards_url}")
-    return [
-        ShardRef(p[len(root.rstrip("/")) + 1 :].replace("/", "-"), to_url(fs, p), fs.size(p))
-        for p in paths
-    ]
+    def to_dict(self) -> dict[str, Any]:
+        """The `summary.json` content, with its schema version."""
+        return versioned_summary("tokenize", super().to_dict())
 
 
 def tokenize_shards(
@@ -138,8 +116,20 @@ def tokenize_shards(
 ) -> TokenizeSummary:
     """Tokenize every shard under `shards_url` into parts at `output_url`, resuming.
 
-    `progress(segments, total)` is called as segments come back from the actors; `total` is
-    None when the shards have no prepare manifest to count them.
+    Args:
+        shards_url: Prepare's output (or a directory of `.tar` shards).
+        output_url: Where to write the token parts and run artifacts.
+        config: How to run; `config.tokenizer` decides the codes.
+        force: Replace an output that holds another run instead of refusing it.
+        progress: Called as `progress(segments, total)` while segments come back from the
+            actors; `total` is None when the shards have no prepare manifest to count them.
+
+    Returns:
+        The run's summary (also written to `summary.json`).
+
+    Raises:
+        OutputInUse: `output_url` holds a different run and `force` is not set.
+        UnsupportedVersion: An artifact read (manifest, part marker) has an unknown version.
     """
     import ray
 
@@ -163,8 +153,8 @@ def tokenize_shards(
             progress(segments, total)
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for row in batch.to_pylist():
-                    segments += not row["end_of_shard"]
+                for row in TokenizedRow.from_table(batch):
+                    segments += not row.ends_shard
                     result = assembler.add(row)
                     if result is not None:
                         done[result.index] = result
@@ -209,7 +199,7 @@ def tokenize_shards(
         actors=shape.actors,
         device=device,
     )
-    write_json(fs, join(root, "summary.json"), summary.to_json())
+    write_json(fs, join(root, "summary.json"), summary.to_dict())
     return summary
 
 
@@ -238,7 +228,7 @@ class PoolShape:
 
 
 def actor_pool_shape(config: TokenizeConfig, gpus: int, cpus: int) -> PoolShape:
-    """The actor pool, always leaving CPU for the shard readers.
+    """The actor pool for a cluster of `gpus` GPUs and `cpus` CPUs, leaving CPU for readers.
 
     Actors that reserved every CPU would starve the reading tasks that feed them: the
     pipeline would wait forever. A one-CPU cluster (a laptop, or what is left after losing a
@@ -263,7 +253,7 @@ def actor_pool_shape(config: TokenizeConfig, gpus: int, cpus: int) -> PoolShape:
 def _build_dataset(pending: list[Part], config: TokenizeConfig, shape: PoolShape, use_gpu: bool):
     import ray
 
-    shard_rows = [{"shard": s.url, "name": s.name} for p in pending for s in p.shards]
+    shard_rows = [ShardTask(s.name, s.url).to_dict() for p in pending for s in p.shards]
     return (
         ray.data.from_items(shard_rows, override_num_blocks=len(shard_rows))
         .flat_map(
@@ -312,7 +302,7 @@ def _write_run_artifacts(fs, root: str, results: list[PartResult]) -> None:
     pq.write_table(pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA), buffer)
     with atomic_write(fs, join(root, "rejects.parquet")) as handle:
         handle.write(buffer.getvalue())
-    histograms = [CodebookHistogram.from_json(r.histogram) for r in results if r.histogram]
+    histograms = [CodebookHistogram.from_dict(r.histogram) for r in results if r.histogram]
     if not histograms:
         return
     total = histograms[0]

@@ -23,19 +23,19 @@ from jobs import audit as audit_job
 from pipeline.audit import AuditReport, audit_run
 from pipeline.io import StorageOptions
 from pipeline.prepare.records import SongSource
-from pipeline.shard_reader import read_shard_rows
+from pipeline.shard_reader import ShardSampleRow, ShardTask, find_shards, shard_rows
 from pipeline.tokenize.parts import PartAssembler, PartResult, plan_parts
-from pipeline.tokenize.stage import find_shards
+from pipeline.tokenize.rows import Provenance, TokenizedRow
+from schemas.manifest import MANIFEST_VERSION
 from schemas.rejects import REJECTS_SCHEMA
 from tests.pipeline.helpers import run_unit, small_config, write_song
 
 STORAGE = StorageOptions()
 SAMPLES_PER_SHARD = 4  # A 3.5 s song in 1 s segments, its 0.5 s tail kept.
-PROVENANCE = {
-    "tokenizer": "mucodec", "tokenizer_config": "{}", "encoder_layer": 2,
-    "checkpoint_sha256": "random-weights-seed-0", "token_rate": 25.0, "code_version": "test",
-    "codebook_size": 1024,
-}  # fmt: skip
+PROVENANCE = Provenance(
+    tokenizer="mucodec", tokenizer_config="{}", encoder_layer=2,
+    checkpoint_sha256="random-weights-seed-0", token_rate=25.0, code_version="test",
+)  # fmt: skip
 OLD_FIELDS = {"shard_samples", "token_rows", "rejected", "missing", "duplicated", "unexpected"}
 
 
@@ -51,7 +51,11 @@ def pristine(tmp_path_factory) -> Path:
         config = small_config(str(root / "scratch"))
         shards += run_unit([source], str(root / "prepared"), config, index).shards
     assert [s.samples for s in shards] == [SAMPLES_PER_SHARD] * 2
-    manifest = {"complete": True, "shards": [asdict(s) for s in shards]}
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "complete": True,
+        "shards": [asdict(s) for s in shards],
+    }
     (root / "prepared" / "manifest.json").write_text(json.dumps(manifest))
     return root / "prepared"
 
@@ -66,13 +70,10 @@ def shard_path(prepared: Path, index: int) -> Path:
     return prepared / "shards" / f"{index:06d}-0000.tar"
 
 
-def fake_actor(row: dict) -> dict:
+def fake_actor(row: ShardSampleRow) -> TokenizedRow:
     """What the tokenizer actor returns for a reader row, with zero codes for a sample."""
-    row = {**row, **PROVENANCE}
-    del row["pcm"]
-    codes = np.zeros((1, 4) if not row["error"] and not row["end_of_shard"] else (0, 0), "u2")
-    return {**row, "codes": codes.tobytes(), "n_codebooks": codes.shape[0],
-            "n_frames": codes.shape[1]}  # fmt: skip
+    codes = np.zeros((1, 4), "u2") if row.usable else None
+    return TokenizedRow.of(row, PROVENANCE, 1024, codes)
 
 
 def tokenize(prepared: Path, output: Path) -> list[PartResult]:
@@ -82,7 +83,7 @@ def tokenize(prepared: Path, output: Path) -> list[PartResult]:
     assembler = PartAssembler(fs, str(output), parts, row_group_size=64)
     results = []
     for shard in (s for part in parts for s in part.shards):
-        for row in read_shard_rows({"shard": shard.url, "name": shard.name}, STORAGE):
+        for row in shard_rows(ShardTask(shard.name, shard.url), STORAGE):
             if (result := assembler.add(fake_actor(row))) is not None:
                 results.append(result)
     assert len(results) == len(parts)
@@ -108,7 +109,7 @@ def test_a_clean_run_passes_and_keeps_the_report_shape(prepared, tmp_path):
     tokenize(prepared, tmp_path / "tokens")
     report = audit_run(str(prepared), str(tmp_path / "tokens"), STORAGE)
     assert report.ok and report.shard_samples == report.token_rows == 2 * SAMPLES_PER_SHARD
-    data = json.loads(json.dumps(report.to_json()))
+    data = json.loads(json.dumps(report.to_dict()))
     assert set(data) == OLD_FIELDS | {"damaged_shards", "damaged_tables", "ok"}
     assert (data["damaged_shards"], data["damaged_tables"], data["ok"]) == ([], [], True)
 

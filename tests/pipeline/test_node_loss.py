@@ -16,7 +16,7 @@ import pytest
 from pipeline.audit import audit_run, read_shard_keys
 from pipeline.io import StorageOptions
 from pipeline.prepare.stage import prepare_corpus
-from pipeline.tokenize.stage import find_shards
+from pipeline.shard_reader import find_shards
 from tests.conftest import REPO_ROOT
 from tests.pipeline.helpers import small_config, write_song
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 
 from mucodec.decoder.model import MuCodecDecoder
 from mucodec.encoder.config import preset
+from pipeline.claims import OutputInUse
 from pipeline.prepare.segment import SegmentConfig
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
@@ -25,9 +28,10 @@ from pipeline.spotcheck.metrics import (
     reconstruction_metrics,
     si_sdr,
 )
-from pipeline.spotcheck.stage import SpotcheckConfig, choose_keys, spotcheck
+from pipeline.spotcheck.stage import SpotcheckConfig, choose_keys, read_metrics, spotcheck
 from pipeline.tokenize.actor import TokenizerSpec
 from pipeline.tokenize.stage import TokenizeConfig, tokenize_shards
+from schemas.metrics import METRICS_SCHEMA
 from testing.synth import synth_song, write_audio
 
 TINY_DECODER = DecoderSpec(preset="tiny", steps=2, seed=0)
@@ -94,7 +98,7 @@ def test_spotcheck_decodes_the_sample_and_writes_metrics_wavs_and_report(tokeniz
     assert (summary.sampled, summary.decoded_now, summary.missing) == (2, 2, [])
     assert summary.songs_sampled == 2
 
-    metrics = pq.read_table(output / "metrics.parquet").to_pylist()
+    metrics = read_metrics(str(output)).to_pylist()
     assert len(metrics) == 2
     tokens = {}
     for part in sorted(Path(tokenized["tokens"], "tokens").glob("*.parquet")):
@@ -172,3 +176,29 @@ def _png_pixels(data: bytes):
     import matplotlib.image
 
     return matplotlib.image.imread(io.BytesIO(data), format="png") * 255
+
+
+@pytest.mark.integration
+def test_a_rerun_with_other_decoder_settings_is_refused_unless_forced(
+    tokenized, spotchecked, tmp_path
+):
+    output = tmp_path / "spotcheck"
+    shutil.copytree(spotchecked[0], output)
+    inputs = (tokenized["tokens"], tokenized["prepared"], str(output))
+    claimed = json.loads((output / "_spotcheck" / "run.json").read_text())
+    assert claimed["decoder"]["steps"] == 2 and claimed["tokens_url"] == tokenized["tokens"]
+    other = SpotcheckConfig(decoder=replace(TINY_DECODER, steps=3), count=1, seed=0)
+    with pytest.raises(OutputInUse, match=r"steps: 2 -> 3.*--force"):
+        spotcheck(*inputs, other)
+    assert len(list((output / "samples").iterdir())) == 2  # Nothing was touched.
+
+    forced = spotcheck(*inputs, other, force=True)
+    assert (forced.decoded_now, forced.already_done) == (1, 0)
+    (sample,) = (output / "samples").iterdir()  # The old samples are gone.
+    assert json.loads((sample / "metrics.json").read_text())["decoder_steps"] == 3
+    assert json.loads((output / "_spotcheck" / "run.json").read_text())["decoder"]["steps"] == 3
+    metrics = read_metrics(str(output))
+    assert metrics.schema.equals(METRICS_SCHEMA) and metrics.num_rows == 1
+    # The same settings again resume: nothing is decoded twice.
+    again = spotcheck(*inputs, other)
+    assert (again.decoded_now, again.already_done) == (0, 1)

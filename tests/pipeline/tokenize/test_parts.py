@@ -10,47 +10,59 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.io import StorageOptions
+from pipeline.shard_reader import (
+    SAMPLE,
+    SHARD_END,
+    SHARD_FAILED,
+    ShardRef,
+    ShardSampleRow,
+    ShardTask,
+    read_shard_rows,
+    shard_rows,
+)
 from pipeline.tokenize.codebook_stats import CodebookHistogram, codebook_report, plot_codebook_usage
 from pipeline.tokenize.parts import (
     PartAssembler,
-    ShardRef,
     load_part_marker,
     plan_parts,
     tokens_table,
 )
+from pipeline.tokenize.rows import Provenance, TokenizedRow
 from schemas.tokens import (
     TOKENS_SCHEMA,
     check_tokens_schema_version,
     validate_tokens_table,
 )
 
-PROVENANCE = {
-    "tokenizer": "mucodec",
-    "tokenizer_config": "{}",
-    "encoder_layer": 2,
-    "checkpoint_sha256": "random-weights-seed-0",
-    "token_rate": 25.0,
-    "code_version": "test",
-    "codebook_size": 1024,
-}
+PROVENANCE = Provenance(
+    tokenizer="mucodec",
+    tokenizer_config="{}",
+    encoder_layer=2,
+    checkpoint_sha256="random-weights-seed-0",
+    token_rate=25.0,
+    code_version="test",
+)
 
 
-def token_row(shard: str, key: str, codes: np.ndarray | None = None, error: str = "") -> dict:
-    """A row as the tokenizer actors return it."""
+def token_row(
+    shard: str, key: str, codes: np.ndarray | None = None, error: str = ""
+) -> TokenizedRow:
+    """A sample row as the tokenizer actors return it."""
     codes = np.zeros((1, 0), np.uint16) if codes is None else codes.astype(np.uint16)
-    return {
-        "shard": shard, "key": key, "error": error, "end_of_shard": False, "n_samples": 0,
-        "song_id": key.rsplit("_", 1)[0], "segment_index": int(key.rsplit("_", 1)[1] or 0),
-        "start_s": 0.0, "duration_s": 2.0, "song_peak": 0.5, "gain": 1.0,
-        "lyrics_aligned": True, "lyrics": json.dumps([{"t": 0.5, "text": "hi"}]),
-        "lyrics_text": "hi", "source": "/x.wav", "source_sha256": "0" * 64,
-        "codes": codes.tobytes(), "n_codebooks": codes.shape[0], "n_frames": codes.shape[1],
-        **PROVENANCE,
-    }  # fmt: skip
+    sample = ShardSampleRow(
+        SAMPLE, shard, key, error,
+        song_id=key.rsplit("_", 1)[0], segment_index=int(key.rsplit("_", 1)[1] or 0),
+        duration_s=2.0, song_peak=0.5, lyrics_aligned=True,
+        lyrics=json.dumps([{"t": 0.5, "text": "hi"}]), lyrics_text="hi", source="/x.wav",
+        source_sha256="0" * 64,
+    )  # fmt: skip
+    return TokenizedRow.of(sample, PROVENANCE, 1024, codes)
 
 
-def end_row(shard: str, count: int) -> dict:
-    return {**token_row(shard, "_0"), "key": "", "end_of_shard": True, "n_samples": count}
+def end_row(shard: str, count: int) -> TokenizedRow:
+    """The SHARD_END row of `shard`, announcing `count` rows."""
+    return TokenizedRow.of(ShardSampleRow(SHARD_END, shard, shard_rows=count), PROVENANCE, 1024)
 
 
 def test_plan_parts_groups_sorted_shards_deterministically():
@@ -85,9 +97,9 @@ def test_assembler_writes_a_part_only_when_every_row_of_every_shard_arrived(tmp_
 
     table = pq.read_table(tmp_path / "tokens" / part.name)
     validate_tokens_table(table)
-    assert table.column("key").to_pylist() == sorted(r["key"] for r in rows)
+    assert table.column("key").to_pylist() == sorted(r.key for r in rows)
     first = np.array(table.column("codes")[0].as_py(), dtype=np.uint16)
-    expected = np.frombuffer(rows[0]["codes"], np.uint16).reshape(1, 50)
+    expected = rows[0].decode_codes()
     np.testing.assert_array_equal(first, expected)
     assert pq.ParquetFile(tmp_path / "tokens" / part.name).metadata.num_row_groups == 2
     assert load_part_marker(fs, str(tmp_path), part).rows == 4
@@ -140,29 +152,46 @@ def test_codebook_report_usage_and_efficiency():
     assert collapsed["usage"] == 1 / 8 and collapsed["efficiency"] == 0.0
     assert report["nominal_bitrate_bps"] == 25.0 * 3 * 2
     assert report["entropy_bitrate_bps"] == pytest.approx(25.0 * 3)
-    restored = CodebookHistogram.from_json(json.loads(json.dumps(histogram.to_json())))
+    restored = CodebookHistogram.from_dict(json.loads(json.dumps(histogram.to_dict())))
     np.testing.assert_array_equal(restored.counts, histogram.counts)
     assert plot_codebook_usage(histogram, report).startswith(b"\x89PNG")
 
 
 def test_a_shard_that_failed_to_read_leaves_its_part_unwritten_for_a_rerun(tmp_path):
-    from pipeline.io import StorageOptions
-    from pipeline.shard_reader import read_shard_rows
-
-    (failed,) = read_shard_rows({"shard": str(tmp_path / "gone.tar"), "name": "a.tar"},
-                                StorageOptions())  # fmt: skip
-    assert failed["end_of_shard"] and failed["n_samples"] == -1
-    assert "FileNotFoundError" in failed["error"]
+    (failed,) = shard_rows(ShardTask("a.tar", str(tmp_path / "gone.tar")), StorageOptions())
+    # The failure is its own kind of row, not a count of -1.
+    assert failed.kind == SHARD_FAILED and failed.ends_shard and not failed.usable
+    assert failed.shard_rows == 0 and "FileNotFoundError" in failed.error
 
     fs = fsspec.filesystem("file")
     parts = plan_parts([ShardRef("a.tar", "/a", 1), ShardRef("b.tar", "/b", 1)], 1)
     assembler = PartAssembler(fs, str(tmp_path), parts, row_group_size=64)
-    assert (
-        assembler.add({**end_row("a.tar", 0), **{k: failed[k] for k in ("n_samples", "error")}})
-        is None
-    )
+    # As the driver sees it: through the actor, which passes the failure on unchanged.
+    assert assembler.add(TokenizedRow.of(failed, PROVENANCE, 1024)) is None
     assert assembler.add(token_row("a.tar", "s1_00000", np.ones((1, 5)))) is None  # Late row.
     assert assembler.add(end_row("b.tar", 0)) is not None
     assert assembler.unfinished == [0] and "gone.tar" in assembler.failures[0]
     assert not (tmp_path / "tokens" / parts[0].name).exists()
     assert load_part_marker(fs, str(tmp_path), parts[0]) is None
+
+
+def test_reader_rows_round_trip_through_the_ray_edge(tmp_path):
+    """The flat_map edge yields dicts; an Arrow batch of them reads back as equal rows."""
+    task = ShardTask("a.tar", str(tmp_path / "gone.tar"))
+    (row,) = read_shard_rows(task.to_dict(), StorageOptions())
+    assert ShardSampleRow.from_dict(row).kind == SHARD_FAILED
+    rows = [
+        ShardSampleRow(SAMPLE, "a.tar", "s_00000", pcm=b"\x01\x00" * 4, n_samples=2, gain=0.5),
+        ShardSampleRow(SAMPLE, "a.tar", "s_00001", error="bad flac"),
+        ShardSampleRow(SHARD_END, "a.tar", shard_rows=2),
+    ]
+    table = ShardSampleRow.to_table(rows)
+    assert table.schema == ShardSampleRow.arrow_schema()
+    assert ShardSampleRow.from_table(table) == rows
+    tokenized = [token_row("a.tar", "s_00000", np.arange(6).reshape(2, 3)), end_row("a.tar", 1)]
+    back = TokenizedRow.from_table(TokenizedRow.to_table(tokenized))
+    assert back == tokenized
+    np.testing.assert_array_equal(back[0].decode_codes(), np.arange(6).reshape(2, 3))
+    assert TokenizedRow.to_table([]).schema == TokenizedRow.arrow_schema()
+    with pytest.raises(TypeError):  # A column the row type does not define is an error.
+        ShardSampleRow.from_dict({**row, "n_samples_typo": 1})

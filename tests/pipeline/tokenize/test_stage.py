@@ -26,14 +26,13 @@ from pipeline.io import StorageOptions
 from pipeline.prepare.segment import SegmentConfig
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
-from pipeline.shard_reader import iter_shard_samples
+from pipeline.shard_reader import find_shards, iter_shard_samples
 from pipeline.tokenize.actor import TokenizerSpec
 from pipeline.tokenize.dataset import TokenDataset
 from pipeline.tokenize.stage import (
     PoolShape,
     TokenizeConfig,
     actor_pool_shape,
-    find_shards,
     tokenize_shards,
 )
 from schemas.tokens import validate_tokens_table

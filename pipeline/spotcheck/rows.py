@@ -1,0 +1,108 @@
+"""The rows of the spot-check, from the sampled token rows to each sample's metrics.
+
+driver: token tables -> `SampledRow`s, grouped per shard into `SpotcheckTask`s
+reader (CPU task per shard): `SpotcheckTask` -> `DecodeRow`s (the token row + its audio)
+actor (GPU when present): `DecodeRow`s -> `SampleMetrics` (also each sample's metrics.json)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pipeline.rows import ArrowRow
+
+# The token table columns a spot-check reads (schemas/tokens.py).
+SAMPLED_COLUMNS = (
+    "key", "song_id", "segment_index", "start_s", "duration_s", "n_frames", "codes", "shard",
+    "tokenizer_config",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SampledRow(ArrowRow):
+    """A token row chosen for decoding (the `SAMPLED_COLUMNS` of the token table).
+
+    Attributes:
+        codes: `[n_codebooks, n_frames]` codes as nested lists.
+        tokenizer_config: The tokenizer's config JSON (shapes a random decoder).
+    """
+
+    key: str
+    song_id: str
+    segment_index: int
+    start_s: float
+    duration_s: float
+    n_frames: int
+    codes: list[list[int]]
+    shard: str
+    tokenizer_config: str
+
+
+@dataclass(frozen=True)
+class SpotcheckTask(ArrowRow):
+    """One shard's sampled rows, for a task that reads their original audio."""
+
+    name: str  # The shard's name.
+    url: str  # Where to read it.
+    rows: str  # The shard's `SampledRow`s as a JSON list of objects.
+
+    @classmethod
+    def of(cls, name: str, url: str, rows: list[SampledRow]) -> SpotcheckTask:
+        """The task of reading `rows`' originals from shard `name` at `url`."""
+        return cls(name, url, json.dumps([r.to_dict() for r in rows]))
+
+    def sampled_rows(self) -> list[SampledRow]:
+        """The `SampledRow`s to attach originals to."""
+        return [SampledRow.from_dict(r) for r in json.loads(self.rows)]
+
+
+@dataclass(frozen=True)
+class DecodeRow(ArrowRow):
+    """A sampled token row with its original segment as stored in the shard.
+
+    Attributes:
+        pcm: 16-bit PCM, interleaved stereo at 48 kHz: `[n_samples, 2]` int16, C order.
+        song_peak: The song's peak before gain (linear).
+        gain: The linear gain prepare applied to the stored audio.
+    """
+
+    key: str
+    song_id: str
+    segment_index: int
+    start_s: float
+    duration_s: float
+    n_frames: int
+    codes: list[list[int]]
+    shard: str
+    tokenizer_config: str
+    pcm: bytes
+    song_peak: float
+    gain: float
+
+    @classmethod
+    def of(cls, sampled: SampledRow, pcm: bytes, song_peak: float, gain: float) -> DecodeRow:
+        """`sampled` with its original audio attached."""
+        return cls(**sampled.to_dict(), pcm=pcm, song_peak=song_peak, gain=gain)
+
+
+@dataclass(frozen=True)
+class SampleMetrics(ArrowRow):
+    """One decoded sample's metrics: its `metrics.json` and its row of `metrics.parquet`.
+
+    Units as in schemas/metrics.py: distances unitless, `si_sdr_db` in dB,
+    `loudness_diff_lu` in LU, times in seconds, `n_frames` in token frames.
+    """
+
+    key: str
+    song_id: str
+    segment_index: int
+    start_s: float
+    duration_s: float
+    n_frames: int
+    mel_distance: float
+    stft_distance: float
+    si_sdr_db: float
+    loudness_diff_lu: float
+    decoder_steps: int
+    guidance_scale: float
