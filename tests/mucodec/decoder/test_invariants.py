@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.config import (
     DecoderConfig,
     MelVAEConfig,
@@ -76,7 +77,7 @@ def redraw(module: torch.nn.Module, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def micro() -> MuCodecDecoder:
-    model = MuCodecDecoder.from_config(micro_config(), seed=3)
+    model = build_decoder(micro_config(), seed=3)
     redraw(model.vae, 1)
     redraw(model.vocoder, 2)
     return model
@@ -187,7 +188,13 @@ def test_whole_window_vocoding_differs_only_near_chunk_seams(micro: MuCodecDecod
 def test_bfloat16_autocast_decodes_close_to_float32(micro: MuCodecDecoder) -> None:
     codes = random_codes(1, 64, seed=5)
     reference = micro.decode(codes, seeds=0)
-    low = micro.decode(codes, seeds=0, sampling=micro.with_sampling(dtype="bfloat16"))
+    low = MuCodecDecoder(
+        config=micro.config,
+        flow=micro.flow,
+        vae=micro.vae,
+        vocoder=micro.vocoder,
+        precision="bfloat16",
+    ).decode(codes, seeds=0)
     assert low.dtype == torch.float32 and torch.isfinite(low).all()
     relative = (low - reference).norm() / reference.norm()
     assert relative < 0.1
