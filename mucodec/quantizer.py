@@ -51,6 +51,13 @@ class WeightNormConv1d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            in_channels: Input channels C_in.
+            out_channels: Output channels C_out.
+            kernel_size: Kernel size k.
+        """
         super().__init__()
         self.weight_g = nn.Parameter(torch.ones(out_channels, 1, 1))
         self.weight_v = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size))
@@ -88,6 +95,13 @@ class VectorQuantizer(nn.Module):
     """One stage: project D -> d, pick the nearest L2-normalised code, project back."""
 
     def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            input_dim: Feature width D.
+            codebook_size: Codes K.
+            codebook_dim: Width d of the factorised code space.
+        """
         super().__init__()
         self.in_proj = WeightNormConv1d(input_dim, codebook_dim)
         self.out_proj = WeightNormConv1d(codebook_dim, input_dim)
@@ -149,6 +163,11 @@ class ResidualVectorQuantizer(nn.Module):
     """
 
     def __init__(self, config: QuantizerConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: Widths, codebook count and size.
+        """
         super().__init__()
         self.config = config
         self.quantizers = nn.ModuleList(

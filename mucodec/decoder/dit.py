@@ -93,6 +93,12 @@ class SelfAttention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width (channels per token); must be divisible by `num_heads`.
+            num_heads: Attention heads.
+        """
         super().__init__()
         self.num_heads = num_heads
         self.to_q = nn.Linear(dim, dim)
@@ -117,6 +123,12 @@ class FeedForward(nn.Module):
     """Linear -> GELU (tanh approximation) -> Linear."""
 
     def __init__(self, dim: int, hidden: int) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width (input and output channels).
+            hidden: Hidden width.
+        """
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
@@ -134,6 +146,14 @@ class DiTBlock(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: int, eps: float) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width.
+            num_heads: Attention heads.
+            mlp_ratio: Hidden width of the MLP as a multiple of `dim`.
+            eps: Epsilon of the (affine-free) layer norms.
+        """
         super().__init__()
         self.eps = eps
         self.modulation = nn.Parameter(torch.randn(6, dim) / dim**0.5)
@@ -164,6 +184,12 @@ class TimestepEmbedding(nn.Module):
     """Sinusoid -> Linear -> SiLU -> Linear (diffusers `TimestepEmbedding`)."""
 
     def __init__(self, in_dim: int, dim: int) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            in_dim: Width of the sinusoidal timestep features.
+            dim: Output width (the model width).
+        """
         super().__init__()
         self.linear_1 = nn.Linear(in_dim, dim)
         self.linear_2 = nn.Linear(dim, dim)
@@ -181,6 +207,11 @@ class DiT(nn.Module):
     """
 
     def __init__(self, config: DiTConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: Widths, depth, patch size and channels of the estimator.
+        """
         super().__init__()
         self.config = config
         dim, p = config.width, config.patch_size

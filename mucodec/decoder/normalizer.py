@@ -32,6 +32,14 @@ class FeatureNormalizer(nn.Module):
     """
 
     def __init__(self, channels: int, bins: int, num_samples: int = 100000) -> None:
+        """Creates the statistics buffers, identity (mean 0, std 1) until loaded.
+
+        Args:
+            channels: Latent channels C.
+            bins: Latent frequency bins F.
+            num_samples: Count the identity statistics are expressed with until a checkpoint
+                replaces them.
+        """
         super().__init__()
         self.num_samples = num_samples
         # Identity statistics until a checkpoint is loaded: mean 0, std 1.

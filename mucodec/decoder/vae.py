@@ -36,6 +36,13 @@ class ResnetBlock(nn.Module):
     """`GN -> swish -> conv3x3 -> GN -> swish -> conv3x3` plus a (1x1-projected) skip."""
 
     def __init__(self, in_channels: int, out_channels: int, config: MelVAEConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            in_channels: Input channels.
+            out_channels: Output channels (a 1x1 skip projection when they differ).
+            config: Group-norm settings.
+        """
         super().__init__()
         self.norm1 = _norm(in_channels, config)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -61,6 +68,12 @@ class AttnBlock(nn.Module):
     """
 
     def __init__(self, channels: int, config: MelVAEConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            channels: Channels at this resolution.
+            config: Group-norm settings.
+        """
         super().__init__()
         self.norm = _norm(channels, config)
         self.q = nn.Conv2d(channels, channels, 1)
@@ -86,6 +99,11 @@ class Upsample(nn.Module):
     """Nearest-neighbour x2 on both axes, then a 3x3 conv."""
 
     def __init__(self, channels: int) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            channels: Channels (unchanged).
+        """
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
@@ -98,6 +116,12 @@ class Mid(nn.Module):
     """ResNet -> attention -> ResNet at the latent resolution."""
 
     def __init__(self, channels: int, config: MelVAEConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            channels: Channels at the latent resolution.
+            config: Group-norm settings.
+        """
         super().__init__()
         self.block_1 = ResnetBlock(channels, channels, config)
         self.attn_1 = AttnBlock(channels, config)
@@ -114,6 +138,14 @@ class UpLevel(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, upsample: bool, config: MelVAEConfig
     ) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            in_channels: Channels entering the level.
+            out_channels: Channels of the level's blocks.
+            upsample: End with a x2 `Upsample` (every level but the finest).
+            config: Number of blocks and group-norm settings.
+        """
         super().__init__()
         widths = [in_channels] + [out_channels] * (config.num_res_blocks + 1)
         self.block = nn.ModuleList(
@@ -132,6 +164,11 @@ class Decoder(nn.Module):
     """`conv_in -> mid -> up levels (coarse to fine) -> norm_out -> swish -> conv_out`."""
 
     def __init__(self, config: MelVAEConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: Widths, levels and channels of the VAE decoder.
+        """
         super().__init__()
         widths = [config.ch * m for m in config.ch_mult]  # finest level first
         self.conv_in = nn.Conv2d(config.z_channels, widths[-1], 3, padding=1)
@@ -161,6 +198,11 @@ class MelVAEDecoder(nn.Module):
     """
 
     def __init__(self, config: MelVAEConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: The Mel-VAE config.
+        """
         super().__init__()
         self.config = config
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)

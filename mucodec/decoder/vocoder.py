@@ -41,6 +41,14 @@ class ResBlock(nn.Module):
     def __init__(
         self, channels: int, kernel: int, dilations: tuple[int, ...], slope: float
     ) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            channels: Channels (unchanged).
+            kernel: Kernel size k of every convolution.
+            dilations: One dilated/undilated convolution pair per dilation.
+            slope: Negative slope of the leaky ReLUs.
+        """
         super().__init__()
         self.slope = slope
         self.convs1 = nn.ModuleList(
@@ -63,6 +71,11 @@ class HiFiGAN(nn.Module):
     """Mel [B, M, T] -> waveform [B, 480 T + 16] in [-1, 1]."""
 
     def __init__(self, config: VocoderConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: Mel bins, upsampling stages and residual blocks of the vocoder.
+        """
         super().__init__()
         self.config = config
         c0 = config.upsample_initial_channel

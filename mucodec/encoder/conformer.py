@@ -31,6 +31,12 @@ class RotaryEmbedding(nn.Module):
     """
 
     def __init__(self, head_dim: int, base: float = 10000.0) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            head_dim: Channels per attention head E (even).
+            base: Base of the rotary frequencies.
+        """
         super().__init__()
         exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
         self.register_buffer("inv_freq", 1.0 / (base**exponents))
@@ -66,6 +72,13 @@ class HalfStepFeedForward(nn.Module):
     """x + 0.5 * Linear(SiLU(Linear(LayerNorm(x)))): the macaron half-step FFN."""
 
     def __init__(self, dim: int, hidden_dim: int, eps: float) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width D.
+            hidden_dim: Hidden width.
+            eps: LayerNorm epsilon.
+        """
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.linear_in = nn.Linear(dim, hidden_dim)
@@ -81,6 +94,13 @@ class RotarySelfAttention(nn.Module):
     """x + Attention(LayerNorm(x)) with rotary applied to the q/k input."""
 
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width D; must be divisible by `num_heads`.
+            num_heads: Attention heads.
+            eps: LayerNorm epsilon.
+        """
         super().__init__()
         self.num_heads = num_heads
         self.norm = nn.LayerNorm(dim, eps=eps)
@@ -123,6 +143,13 @@ class ConvolutionModule(nn.Module):
     """x + PW2(SiLU(BN(DW(GLU(PW1(LayerNorm(x))))))), depthwise kernel k, zero padding."""
 
     def __init__(self, dim: int, kernel_size: int, eps: float) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width D.
+            kernel_size: Depthwise kernel size k (odd).
+            eps: LayerNorm and BatchNorm epsilon.
+        """
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.pointwise_in = nn.Conv1d(dim, 2 * dim, 1, bias=False)
@@ -159,6 +186,15 @@ class ConformerBlock(nn.Module):
         ffn2: HalfStepFeedForward,
         final_norm: nn.LayerNorm,
     ) -> None:
+        """Receives built parts (see `mucodec.encoder.builders.build_conformer_block`).
+
+        Args:
+            ffn1: The first half-step feed-forward.
+            attention: Rotary self-attention.
+            conv: The convolution module.
+            ffn2: The second half-step feed-forward.
+            final_norm: The block's closing LayerNorm.
+        """
         super().__init__()
         self.ffn1 = ffn1
         self.attention = attention

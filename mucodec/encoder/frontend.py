@@ -88,6 +88,11 @@ class Frontend(nn.Module):
     """[B, 2, L] stereo at 48 kHz (+ lengths) -> `FrontendOutput`."""
 
     def __init__(self, config: FrontendConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: Sample rates, mel and normalisation settings.
+        """
         super().__init__()
         self.config = config
         self.resampler = torchaudio.transforms.Resample(

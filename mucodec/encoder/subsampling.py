@@ -34,6 +34,13 @@ class ResidualConvBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, eps: float = 1e-5) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            in_channels: Input channels.
+            out_channels: Output channels.
+            eps: BatchNorm epsilon.
+        """
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
         self.bn1 = nn.BatchNorm2d(out_channels, eps=eps)
