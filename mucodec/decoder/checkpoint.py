@@ -215,7 +215,7 @@ def load_decoder_checkpoint(
             version, or its weights do not match the recorded sha256.
     """
     header, state = read_checkpoint_dir(
-        directory, DECODER_FORMAT, DECODER_FORMAT_VERSION, CheckpointError, verify_sha256
+        directory, DECODER_FORMAT, DECODER_FORMAT_VERSION, verify_sha256
     )
     return DecoderConfig.from_dict(header["config"]), state
 

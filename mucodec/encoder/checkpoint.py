@@ -382,9 +382,7 @@ def load_converted(directory: str | Path, verify_sha256: bool = True) -> Convert
     Raises:
         CheckpointError: on an unknown format or version, or a hash mismatch.
     """
-    header, state = read_checkpoint_dir(
-        directory, FORMAT_NAME, FORMAT_VERSION, CheckpointError, verify_sha256
-    )
+    header, state = read_checkpoint_dir(directory, FORMAT_NAME, FORMAT_VERSION, verify_sha256)
     return ConvertedCheckpoint(
         config=TokenizerConfig.from_dict(header["config"]),
         state=state,

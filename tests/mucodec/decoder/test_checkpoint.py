@@ -148,7 +148,10 @@ def test_convert_official_round_trip(
         assert torch.equal(state[key], value), key
 
     loaded = load_decoder(out)
-    official = load_official_decoder(main_path, vae_path, config=decoder_preset("tiny"))
+    official = load_official_decoder(
+        main_path, vae_path, config=decoder_preset("tiny"), precision="bfloat16"
+    )
+    assert (loaded.precision, official.precision) == ("float32", "bfloat16")
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, tiny_state[key]), key
         assert torch.equal(official.state_dict()[key], value), key

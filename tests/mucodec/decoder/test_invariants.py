@@ -316,3 +316,23 @@ def test_estimator_rows_are_independent(micro: MuCodecDecoder) -> None:
         for b in range(3):
             single = estimator(h[b : b + 1], t[b : b + 1])
             torch.testing.assert_close(batched[b : b + 1], single, atol=1e-5, rtol=0)
+
+
+def test_precision_is_given_at_construction(micro: MuCodecDecoder) -> None:
+    assert micro.precision == "float32"
+    low = build_decoder(micro_config(), seed=3, device="meta", precision="bfloat16")
+    assert low.precision == "bfloat16"
+    with pytest.raises(AttributeError):
+        micro.precision = "bfloat16"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="'int8'"):
+        build_decoder(micro_config(), device="meta", precision="int8")  # type: ignore[arg-type]
+    assert "dtype" not in SamplingConfig().to_dict()
+
+
+def test_sampling_config_saved_with_the_old_dtype_field() -> None:
+    # Checkpoints written before precision moved out carry "dtype": "float32".
+    assert SamplingConfig.from_dict({"num_steps": 3, "dtype": "float32"}) == SamplingConfig(
+        num_steps=3
+    )
+    with pytest.raises(ValueError, match="precision='bfloat16'"):
+        SamplingConfig.from_dict({"dtype": "bfloat16"})
