@@ -72,7 +72,14 @@ class WeightNormConv1d(nn.Module):
         return torch._weight_norm(self.weight_v, self.weight_g, 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C_in, T] -> [B, C_out, T]."""
+        """Applies the weight-normalised convolution.
+
+        Args:
+            x: [B, C_in, T].
+
+        Returns:
+            [B, C_out, T].
+        """
         return F.conv1d(x, self.weight, self.bias)
 
 
@@ -134,7 +141,14 @@ class VectorQuantizer(nn.Module):
         return torch.cat(indices).reshape(batch, frames)
 
     def embed(self, codes: Tensor) -> Tensor:
-        """[B, T] indices -> [B, d, T] raw (unnormalised) codebook rows."""
+        """Looks codes up in the codebook.
+
+        Args:
+            codes: [B, T] int indices.
+
+        Returns:
+            [B, d, T] raw (unnormalised) codebook rows.
+        """
         return F.embedding(codes, self.codebook.weight).transpose(1, 2)
 
     def forward(self, residual: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -212,7 +226,14 @@ class ResidualVectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
-        """[B, D, T] features -> [B, N, T] int64 codes."""
+        """Quantises features to codes.
+
+        Args:
+            z: [B, D, T] features.
+
+        Returns:
+            [B, N, T] int64 codes.
+        """
         return self.forward(z).codes
 
     def from_codes(self, codes: Tensor) -> Tensor:

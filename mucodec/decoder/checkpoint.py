@@ -207,6 +207,10 @@ def load_decoder_checkpoint(
 ) -> tuple[DecoderConfig, dict[str, Tensor]]:
     """Reads a directory written by `save_decoder_checkpoint`.
 
+    Args:
+        directory: The checkpoint directory.
+        verify_sha256: Hash the weights and compare with the recorded sha256.
+
     Returns:
         (config, state dict).
 

@@ -269,6 +269,12 @@ class SamplingConfig(JsonConfig):
         Checkpoints written by earlier versions carry `"dtype": "float32"` here; it is
         accepted and ignored (the precision is now an argument of the loaders).
 
+        Args:
+            data: Field name -> JSON value.
+
+        Returns:
+            The sampling config.
+
         Raises:
             ValueError: on unknown keys, or a legacy `dtype` other than "float32" (pass
                 it as `precision=` to the loader instead).
@@ -335,12 +341,20 @@ class DecoderConfig(JsonConfig):
 
 
 def official() -> DecoderConfig:
-    """The released decoder: `mucodec.pt` (flow side) + `audioldm_48k.pth` (VAE, vocoder)."""
+    """The released decoder: `mucodec.pt` (flow side) + `audioldm_48k.pth` (VAE, vocoder).
+
+    Returns:
+        Its config.
+    """
     return DecoderConfig(name="official")
 
 
 def tiny() -> DecoderConfig:
-    """The golden-vector models (`main_tiny.safetensors`, `vae_tiny.safetensors`)."""
+    """The golden-vector models (`main_tiny.safetensors`, `vae_tiny.safetensors`).
+
+    Returns:
+        Their config.
+    """
     return DecoderConfig(
         name="tiny",
         flow=FlowConfig(
@@ -361,6 +375,12 @@ DECODER_PRESETS = {"official": official, "tiny": tiny}
 
 def decoder_preset(name: str) -> DecoderConfig:
     """Returns the named decoder preset.
+
+    Args:
+        name: A key of `DECODER_PRESETS` ("official", "tiny").
+
+    Returns:
+        A fresh config.
 
     Raises:
         KeyError: naming the known presets when `name` is not one of them.

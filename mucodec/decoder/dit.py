@@ -107,7 +107,14 @@ class SelfAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, N, D] -> [B, N, D]."""
+        """Attends over all tokens of the grid.
+
+        Args:
+            x: [B, N, D] tokens.
+
+        Returns:
+            [B, N, D].
+        """
         batch, tokens, dim = x.shape
         heads = self.num_heads
 
@@ -134,7 +141,14 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, N, D] -> [B, N, D]."""
+        """Applies the MLP token-wise.
+
+        Args:
+            x: [B, N, D] tokens.
+
+        Returns:
+            [B, N, D].
+        """
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
@@ -195,7 +209,14 @@ class TimestepEmbedding(nn.Module):
         self.linear_2 = nn.Linear(dim, dim)
 
     def forward(self, features: Tensor) -> Tensor:
-        """[B, in_dim] -> [B, D]."""
+        """Embeds sinusoidal timestep features.
+
+        Args:
+            features: [B, in_dim] sinusoidal features of the timestep.
+
+        Returns:
+            [B, D].
+        """
         return self.linear_2(F.silu(self.linear_1(features)))
 
 
@@ -227,7 +248,16 @@ class DiT(nn.Module):
         self._tables: dict[tuple[int, int, torch.device], Tensor] = {}
 
     def position_table(self, height: int, width: int, device: torch.device) -> Tensor:
-        """Cached [N, D] float32 sin-cos table for an H x W grid (not a parameter)."""
+        """The sin-cos position table of an H x W patch grid (cached; not a parameter).
+
+        Args:
+            height: Patches along time.
+            width: Patches along frequency.
+            device: Where the table is used.
+
+        Returns:
+            [H * W, D] float32.
+        """
         key = (height, width, device)
         if key not in self._tables:
             cfg = self.config

@@ -49,9 +49,12 @@ class FeatureNormalizer(nn.Module):
         self.register_buffer("sum_target_x2", torch.zeros(channels, bins))
 
     def statistics(self) -> tuple[Tensor, Tensor]:
-        """Mean and standard deviation [C, F], float32, exactly as the reference derives them.
+        """Mean and standard deviation, exactly as the reference derives them.
 
         Recomputed at every call (cheap) so that they always follow the loaded buffers.
+
+        Returns:
+            (mean, std), each [C, F] float32.
         """
         counts = self.counts.float()
         mean = self.sum_x.float() / counts

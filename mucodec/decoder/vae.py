@@ -53,7 +53,14 @@ class ResnetBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C_in, H, W] -> [B, C_out, H, W]."""
+        """Applies the block.
+
+        Args:
+            x: [B, C_in, H, W].
+
+        Returns:
+            [B, C_out, H, W].
+        """
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
         skip = x if self.nin_shortcut is None else self.nin_shortcut(x)
@@ -82,7 +89,14 @@ class AttnBlock(nn.Module):
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C, H, W] -> [B, C, H, W]."""
+        """Applies self-attention over all positions, plus the residual.
+
+        Args:
+            x: [B, C, H, W].
+
+        Returns:
+            [B, C, H, W].
+        """
         batch, channels, height, width = x.shape
         h = self.norm(x)
 
@@ -108,7 +122,14 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C, H, W] -> [B, C, 2H, 2W]."""
+        """Doubles both axes.
+
+        Args:
+            x: [B, C, H, W].
+
+        Returns:
+            [B, C, 2H, 2W].
+        """
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
@@ -128,7 +149,14 @@ class Mid(nn.Module):
         self.block_2 = ResnetBlock(channels, channels, config)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C, H, W] -> [B, C, H, W]."""
+        """Applies ResNet, attention, ResNet.
+
+        Args:
+            x: [B, C, H, W].
+
+        Returns:
+            [B, C, H, W].
+        """
         return self.block_2(self.attn_1(self.block_1(x)))
 
 
@@ -154,7 +182,14 @@ class UpLevel(nn.Module):
         self.upsample = Upsample(out_channels) if upsample else None
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C_in, H, W] -> [B, C_out, H', W'] (H' = 2H when up-sampling)."""
+        """Applies the level's blocks, then its up-sampling if any.
+
+        Args:
+            x: [B, C_in, H, W].
+
+        Returns:
+            [B, C_out, H', W'], H' = 2H and W' = 2W when the level up-samples.
+        """
         for block in self.block:
             x = block(x)
         return x if self.upsample is None else self.upsample(x)
@@ -182,7 +217,14 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(widths[0], config.out_channels, 3, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:
-        """[B, z_channels, T, F] -> [B, out_channels, 8T, 8F]."""
+        """Decodes unscaled VAE latents to a log-mel image.
+
+        Args:
+            z: [B, z_channels, T, F] latents (after `post_quant_conv`).
+
+        Returns:
+            [B, out_channels, 8T, 8F].
+        """
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
             h = level(h)

@@ -214,8 +214,15 @@ def _load(path: str | Path) -> Any:
 def read_muq_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """The MuQModel state dict inside a fairseq checkpoint (`muq.pt`), read safely.
 
+    Args:
+        path: The official `muq.pt`.
+
+    Returns:
+        Official key (with "model.") -> tensor.
+
     Raises:
         CheckpointError: if the file has no fairseq `"model"` dict of MuQ weights.
+        FileNotFoundError: if there is no such file.
     """
     obj = _load(path)
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
@@ -236,6 +243,12 @@ def read_mucodec_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """PromptCondAudioDiffusion's state dict (`mucodec.pt`), read safely.
 
     A `{"state_dict": ...}` or `{"model": ...}` wrapper is unwrapped.
+
+    Args:
+        path: The official `mucodec.pt`.
+
+    Returns:
+        Official key -> tensor (non-tensor entries left out).
 
     Raises:
         CheckpointError: if the file has no `rvq_muencoder_emb.*` keys.
@@ -378,6 +391,13 @@ class ConvertedCheckpoint:
 
 def load_converted(directory: str | Path, verify_sha256: bool = True) -> ConvertedCheckpoint:
     """Reads a directory written by `save_converted`.
+
+    Args:
+        directory: The checkpoint directory.
+        verify_sha256: Hash the weights and compare with the recorded sha256.
+
+    Returns:
+        The config, state dict, verified sha256 and provenance.
 
     Raises:
         CheckpointError: on an unknown format or version, or a hash mismatch.

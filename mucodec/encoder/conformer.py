@@ -42,7 +42,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", 1.0 / (base**exponents))
 
     def forward(self, frames: int) -> tuple[Tensor, Tensor]:
-        """Returns (cos, sin), each [T, E]: angles t * inv_freq duplicated along E."""
+        """The rotary tables for `frames` positions.
+
+        Args:
+            frames: Sequence length T.
+
+        Returns:
+            (cos, sin), each [T, E]: angles t * inv_freq duplicated along E.
+        """
         positions = torch.arange(frames, device=self.inv_freq.device).type_as(self.inv_freq)
         angles = torch.outer(positions, self.inv_freq)  # [T, E/2]
         angles = torch.cat((angles, angles), dim=-1)  # [T, E]
@@ -85,7 +92,14 @@ class HalfStepFeedForward(nn.Module):
         self.linear_out = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, T, D] -> [B, T, D]."""
+        """Applies the half-step feed-forward with its residual.
+
+        Args:
+            x: [B, T, D].
+
+        Returns:
+            [B, T, D].
+        """
         h = self.linear_out(F.silu(self.linear_in(self.norm(x))))
         return h * 0.5 + x
 
@@ -160,10 +174,17 @@ class ConvolutionModule(nn.Module):
         self.pointwise_out = nn.Conv1d(dim, dim, 1, bias=False)
 
     def forward(self, x: Tensor, frame_mask: Tensor | None = None) -> Tensor:
-        """[B, T, D] (+ valid frames [B, 1, T] as float) -> [B, T, D].
+        """Applies the convolution module with its residual.
 
         Padded frames are zeroed before the depthwise convolution, so a segment's last
         frames see zeros there exactly as they see the convolution's padding when alone.
+
+        Args:
+            x: [B, T, D].
+            frame_mask: [B, 1, T] valid frames as float (1 valid, 0 padding); None: all valid.
+
+        Returns:
+            [B, T, D].
         """
         h = self.norm(x).transpose(1, 2)  # [B, D, T]
         h = F.glu(self.pointwise_in(h), dim=1)  # [B, 2D, T] -> [B, D, T]
@@ -209,7 +230,17 @@ class ConformerBlock(nn.Module):
         key_mask: Tensor | None = None,
         frame_mask: Tensor | None = None,
     ) -> Tensor:
-        """[B, T, D] -> [B, T, D]; masks as in `RotarySelfAttention` / `ConvolutionModule`."""
+        """Applies the block.
+
+        Args:
+            x: [B, T, D].
+            rotary: (cos, sin), each [T, E], from `RotaryEmbedding`.
+            key_mask: [B, 1, 1, T] bool, True where a key may be attended; None: all.
+            frame_mask: [B, 1, T] valid frames, as `ConvolutionModule` takes it.
+
+        Returns:
+            [B, T, D].
+        """
         x = self.ffn1(x)
         x = self.attention(x, rotary, key_mask)
         x = self.conv(x, frame_mask)

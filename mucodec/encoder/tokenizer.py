@@ -433,7 +433,11 @@ class MuCodecTokenizer(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        """Config name, selected layer and precision, for `print(tokenizer)`."""
+        """What `print(tokenizer)` shows beside the modules.
+
+        Returns:
+            Config name, selected layer and precision.
+        """
         return (
             f"name={self.config.name!r}, output_layer={self.config.encoder.output_layer}, "
             f"precision={self.precision!r}"
