@@ -49,6 +49,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MUCODEC_KEY_MAP",
     "MUQ_KEY_MAP",
+    "MUQ_UNCHECKED",
     "ConvertedCheckpoint",
     "LoadReport",
     "expected_muq_shapes",
