@@ -22,6 +22,7 @@ from mucodec.checkpoint_dir import CONFIG_FILE, sha256_file
 from mucodec.encoder import checkpoint as ckpt
 from mucodec.encoder.config import PRESETS, preset
 from mucodec.encoder.tokenizer import MuCodecTokenizer
+from mucodec.key_map import CheckpointError
 
 
 def build_parser() -> JobParser:
@@ -56,7 +57,7 @@ def convert(
 
     Raises:
         FileExistsError: if the output already holds a checkpoint and not `force`.
-        mucodec.encoder.checkpoint.CheckpointError: if the official files do not verify.
+        mucodec.key_map.CheckpointError: if the official files do not verify.
     """
     output = Path(output)
     if (output / CONFIG_FILE).exists() and not force:
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = convert(
             args.mucodec, args.output, muq=args.muq, preset_name=args.preset, force=args.force
         )
-    except (FileExistsError, FileNotFoundError, ckpt.CheckpointError) as error:
+    except (FileExistsError, FileNotFoundError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     json.dump(summary, sys.stdout, indent=2)

@@ -18,12 +18,22 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from mucodec.key_map import CheckpointError
+
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 24) -> str:
-    """Hex sha256 of a file, read in 16 MiB chunks."""
+    """Hex sha256 of a file, read in chunks (constant memory for multi-GB checkpoints).
+
+    Args:
+        path: The file.
+        chunk: Bytes read at a time (16 MiB).
+
+    Returns:
+        The 64-character lowercase hex digest.
+    """
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
         while block := handle.read(chunk):
@@ -39,7 +49,19 @@ def write_checkpoint_dir(
     state: Mapping[str, Tensor],
     sources: Mapping[str, Any] | None = None,
 ) -> str:
-    """Writes weights, header and checksum; returns the weights' sha256."""
+    """Writes weights, header and checksum, crash-safely (header last).
+
+    Args:
+        directory: Output directory (created).
+        format_name: Format tag readers check, e.g. "mucodec-encoder".
+        format_version: Version readers check.
+        config: The model config as a JSON-ready dict.
+        state: Our state dict (moved to CPU, made contiguous).
+        sources: Provenance to record, e.g. official file names and their sha256.
+
+    Returns:
+        The sha256 of the weights file.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS_FILE
@@ -67,19 +89,34 @@ def read_checkpoint_dir(
     directory: str | Path,
     format_name: str,
     format_version: int,
-    error: type[Exception],
     verify_sha256: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """(header, state dict) of a directory of `format_name`; raises `error` on any mismatch."""
+    """Reads a directory written by `write_checkpoint_dir`, refusing any mismatch.
+
+    Args:
+        directory: The checkpoint directory.
+        format_name: The format tag expected in `config.json`.
+        format_version: The only version this code reads.
+        verify_sha256: Hash the weights and compare with the recorded sha256.
+
+    Returns:
+        (header dict from `config.json`, state dict).
+
+    Raises:
+        CheckpointError: if there is no `config.json`, the format or version differs, or
+            the weights' sha256 is not the recorded one.
+    """
     directory = Path(directory)
     header_path = directory / CONFIG_FILE
     if not header_path.is_file():
-        raise error(f"{directory}: no {CONFIG_FILE}; not a converted checkpoint")
+        raise CheckpointError(f"{directory}: no {CONFIG_FILE}; not a converted checkpoint")
     header = json.loads(header_path.read_text())
     if header.get("format") != format_name:
-        raise error(f"{header_path}: format {header.get('format')!r} is not {format_name!r}")
+        raise CheckpointError(
+            f"{header_path}: format {header.get('format')!r} is not {format_name!r}"
+        )
     if header.get("format_version") != format_version:
-        raise error(
+        raise CheckpointError(
             f"{header_path}: format_version {header.get('format_version')!r} is not supported "
             f"(this code reads {format_version})"
         )
@@ -87,7 +124,7 @@ def read_checkpoint_dir(
     if verify_sha256:
         actual = sha256_file(weights)
         if actual != header["sha256"]:
-            raise error(
+            raise CheckpointError(
                 f"{weights}: sha256 differs from the recorded one ({actual} != {header['sha256']})"
             )
     return header, load_file(weights)

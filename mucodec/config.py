@@ -22,12 +22,22 @@ class JsonConfig:
     """Mixin: JSON round trip for (nested) frozen dataclasses of plain values."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns a JSON-ready dict; nested configs become nested dicts."""
+        """Converts the config to plain values.
+
+        Returns:
+            A JSON-ready dict; nested configs become nested dicts.
+        """
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """Builds the config from `to_dict` output; unknown keys are an error.
+
+        Args:
+            data: Field name -> JSON value (nested configs as dicts, tuples as lists).
+
+        Returns:
+            The config.
 
         Raises:
             ValueError: if `data` has a key that is not a field of this config.
@@ -43,12 +53,26 @@ class JsonConfig:
         return cls(**kwargs)
 
     def to_json(self) -> str:
-        """Serialises to a stable, human-readable JSON string (sorted keys)."""
+        """Serialises the config stably (sorted keys, indented), for checkpoints and provenance.
+
+        Returns:
+            The JSON text.
+        """
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Self:
-        """Inverse of `to_json`."""
+        """Inverse of `to_json`.
+
+        Args:
+            text: JSON written by `to_json`.
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: on unknown keys (see `from_dict`).
+        """
         return cls.from_dict(json.loads(text))
 
 

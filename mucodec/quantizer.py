@@ -51,6 +51,13 @@ class WeightNormConv1d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            in_channels: Input channels C_in.
+            out_channels: Output channels C_out.
+            kernel_size: Kernel size k.
+        """
         super().__init__()
         self.weight_g = nn.Parameter(torch.ones(out_channels, 1, 1))
         self.weight_v = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size))
@@ -65,7 +72,14 @@ class WeightNormConv1d(nn.Module):
         return torch._weight_norm(self.weight_v, self.weight_g, 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C_in, T] -> [B, C_out, T]."""
+        """Applies the weight-normalised convolution.
+
+        Args:
+            x: [B, C_in, T].
+
+        Returns:
+            [B, C_out, T].
+        """
         return F.conv1d(x, self.weight, self.bias)
 
 
@@ -88,6 +102,13 @@ class VectorQuantizer(nn.Module):
     """One stage: project D -> d, pick the nearest L2-normalised code, project back."""
 
     def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            input_dim: Feature width D.
+            codebook_size: Codes K.
+            codebook_dim: Width d of the factorised code space.
+        """
         super().__init__()
         self.in_proj = WeightNormConv1d(input_dim, codebook_dim)
         self.out_proj = WeightNormConv1d(codebook_dim, input_dim)
@@ -120,7 +141,14 @@ class VectorQuantizer(nn.Module):
         return torch.cat(indices).reshape(batch, frames)
 
     def embed(self, codes: Tensor) -> Tensor:
-        """[B, T] indices -> [B, d, T] raw (unnormalised) codebook rows."""
+        """Looks codes up in the codebook.
+
+        Args:
+            codes: [B, T] int indices.
+
+        Returns:
+            [B, d, T] raw (unnormalised) codebook rows.
+        """
         return F.embedding(codes, self.codebook.weight).transpose(1, 2)
 
     def forward(self, residual: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -149,6 +177,11 @@ class ResidualVectorQuantizer(nn.Module):
     """
 
     def __init__(self, config: QuantizerConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: Widths, codebook count and size.
+        """
         super().__init__()
         self.config = config
         self.quantizers = nn.ModuleList(
@@ -193,7 +226,14 @@ class ResidualVectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
-        """[B, D, T] features -> [B, N, T] int64 codes."""
+        """Quantises features to codes.
+
+        Args:
+            z: [B, D, T] features.
+
+        Returns:
+            [B, N, T] int64 codes.
+        """
         return self.forward(z).codes
 
     def from_codes(self, codes: Tensor) -> Tensor:

@@ -68,6 +68,12 @@ class InertObject:
         return instance
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Accepts and ignores any arguments (restored state arrives via `__setstate__`).
+
+        Args:
+            *args: Ignored.
+            **kwargs: Ignored.
+        """
         pass
 
     def __setstate__(self, state: Any) -> None:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from jobs.benchmarks.paired import Load, load_json, measure_pairs, warn_if_noisy
+from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.config import DECODER_PRESETS, WindowConfig, decoder_preset
 from mucodec.decoder.model import MuCodecDecoder, plan_windows
 
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> dict:
             config, window=WindowConfig(window_codes=window_codes, hop_codes=hop)
         )
     device = torch.device(args.device)
-    decoder = MuCodecDecoder.from_config(config, seed=0, device=device)
+    decoder = build_decoder(config, seed=0, device=device, precision=args.dtype)
 
     n_codes = round(args.seconds * config.window.token_rate)
     audio_seconds = n_codes / config.window.token_rate
@@ -155,7 +156,6 @@ def run(args: argparse.Namespace) -> dict:
     codes = torch.randint(0, decoder.codebook_size, (args.batch, 1, n_codes), generator=generator)
     windows = len(plan_windows(n_codes, config.window).starts)
     changes = {
-        "dtype": args.dtype,
         "official_way": args.official_way,
         "vocoder_chunks": not args.whole_window_vocoder,
     }

@@ -6,7 +6,7 @@
 Both sides use the full-size `official` config with random weights, on the same machine in
 one run, on the same audio (N segments of 35.84 s of noise-like music, back to back):
 
-* ours: `MuCodecTokenizer.encode_batch` on the N segments (front end, subsampling, the 6
+* ours: `MuCodecTokenizer.encode_padded` on the N segments (front end, subsampling, the 6
   blocks layer_results[6] needs, RVQ), in batches of --batch-size, in --dtype;
 * naive: what the official script computes for that audio as one song: its 40.96 s window
   tiling (repeated audio included), the whole 12-block stack plus the final LayerNorm,
@@ -147,9 +147,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     config = preset(args.preset)
-    tokenizer = MuCodecTokenizer.from_config(config, seed=args.seed).to(device)
-    autocast = torch.bfloat16 if args.dtype == "bfloat16" else None
-    tokenizer.autocast_dtype = autocast
+    tokenizer = MuCodecTokenizer.from_config(config, seed=args.seed, precision=args.dtype)
+    tokenizer = tokenizer.to(device)
 
     audio = _audio(args.segments, args.seed)  # [2, N x 35.84 s]
     segments = audio.reshape(2, args.segments, SEGMENT_SAMPLES).transpose(0, 1)
@@ -158,7 +157,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def ours() -> None:
         codes.clear()
-        _run_batches(lambda b: codes.append(tokenizer.encode_batch(b).codes.cpu()), batches, device)
+        _run_batches(
+            lambda b: codes.append(tokenizer.encode_padded(b).codes.cpu()), batches, device
+        )
 
     naive = None if args.no_baseline else _Naive(config, audio, device, args.seed)
     if naive is None:
@@ -204,10 +205,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["ours"]["fraction_of_peak"] = round(ours_flops / ours_s / 1e12 / peak, 4)
         result["ours"]["peak_tflops"] = peak
 
-    if autocast is not None and args.agreement:
-        tokenizer.autocast_dtype = None
-        reference = [tokenizer.encode_batch(b.to(device)).codes.cpu() for b in batches]
-        tokenizer.autocast_dtype = autocast
+    if args.dtype != "float32" and args.agreement:
+        # The same weights at float32: the parts are shared, the precision is the new one's.
+        float32 = MuCodecTokenizer(
+            config,
+            frontend=tokenizer.frontend,
+            encoder=tokenizer.encoder,
+            quantizer=tokenizer.quantizer,
+        )
+        reference = [float32.encode_padded(b.to(device)).codes.cpu() for b in batches]
         same = sum(int((a == b).sum()) for a, b in zip(codes, reference, strict=True))
         total = sum(a.numel() for a in codes)
         result["ours"]["token_agreement_vs_float32"] = round(same / total, 5)
@@ -242,7 +248,7 @@ class _Naive:
         self.device = device
 
     def run(self) -> None:
-        _run_batches(self.model.encode_batch, list(self.windows.split(3)), self.device)
+        _run_batches(self.model.encode_padded, list(self.windows.split(3)), self.device)
 
     def summary(self, paired: PairedResult) -> dict[str, Any]:
         """What the naive side computed, and its median times over the pairs."""

@@ -1,6 +1,6 @@
 """Tokenize stage throughput against the bare tokenizer on the same segments, in one run.
 
-The bare figure is `MuCodecTokenizer.encode_batch` on segments already in memory, with the
+The bare figure is `MuCodecTokenizer.encode_segments` on segments already in memory, with the
 stage's batch size, dtype and device: the ceiling the stage can reach. The stage figure is
 the real `tokenize_shards` run (shard reading, FLAC decoding, Ray Data actors, Parquet
 writing), timed from call to return on a warm local Ray. The two alternate in --pairs

@@ -11,47 +11,52 @@ The official weights come in two torch pickles (decoder spec section 11):
   encoder is dropped and everything outside `first_stage_model.` (AudioLDM's own UNet and
   conditioners) is ignored, as the reference's loader ignores it.
 
-Each key goes through one explicit table (`{}` stands for a layer index; a `None` target
-drops the key); a key no rule covers is an error naming it. The result is loaded strictly:
-missing, unexpected and mis-shaped keys are all reported at once. Unlike the reference
-(which loads `mucodec.pt` with `strict=False`, so a missing key silently keeps its random
-init), nothing is ever left at its initial value.
+Each file has one explicit table in the rule language of `mucodec.key_map` (`{}` stands for
+a layer index, a `None` target drops the key, a path covers every key below it); a key no
+rule covers is an error naming it. The result is loaded strictly (`mucodec.key_map.
+load_strict`): missing, unexpected and mis-shaped keys are all reported at once. Unlike the
+reference (which loads `mucodec.pt` with `strict=False`, so a missing key silently keeps
+its random init), nothing is ever left at its initial value.
 
 Our own format is the encoder's checkpoint layout (`mucodec.encoder.checkpoint`): a directory with
 `model.safetensors` (`MuCodecDecoder.state_dict()`), `config.json` (format
 `mucodec-decoder`, version, `DecoderConfig`, sha256 of the weights, sha256 of the official
 sources) and a `sha256sum`-style checksum file.
 Pickles are opened with `mucodec.safe_load.load_checkpoint`, which never runs code.
+
+Loading builds the model through `mucodec.decoder.builders` and fills it here, so the model
+module imports neither (`load_decoder`, `load_official_decoder`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from mucodec.checkpoint_dir import read_checkpoint_dir, sha256_file, write_checkpoint_dir
+from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.config import DecoderConfig
-from mucodec.encoder.checkpoint import CheckpointError
-from mucodec.safe_load import load_checkpoint
+from mucodec.decoder.model import MuCodecDecoder
+from mucodec.key_map import CheckpointError, check_state, compare_shapes, load_strict, map_state
+from mucodec.precision import Precision
+from mucodec.safe_load import CheckpointFormatError, load_checkpoint
 
 __all__ = [
     "DECODER_FORMAT",
     "DECODER_FORMAT_VERSION",
     "MAIN_KEY_MAP",
     "VAE_KEY_MAP",
-    "CheckpointMismatchError",
     "check_manifest",
-    "check_state",
     "convert_official",
+    "load_decoder",
     "load_decoder_checkpoint",
+    "load_official_decoder",
     "load_official_state",
-    "load_strict",
-    "map_keys",
     "save_decoder_checkpoint",
 ]
 
@@ -62,149 +67,40 @@ _E = "cfm_wrapper.estimator."
 _B = _E + "transformer_blocks.{}."
 _F = "flow.estimator."
 
-# mucodec.pt -> ours. First matching rule wins; a rule ending in "." maps a prefix, any
-# other rule a whole key.
-MAIN_KEY_MAP: tuple[tuple[str, str | None], ...] = (
-    (_E + "pos_embed.proj.", _F + "patch_embed."),
-    (_E + "adaln_single.emb.timestep_embedder.", _F + "time_embed."),
-    (_E + "adaln_single.linear.", _F + "time_modulation."),
-    (_B + "scale_shift_table", _F + "blocks.{}.modulation"),
-    (_B + "attn1.to_out.0.", _F + "blocks.{}.attn.to_out."),
-    (_B + "attn1.", _F + "blocks.{}.attn."),
-    (_B + "ff.net.0.proj.", _F + "blocks.{}.mlp.fc1."),
-    (_B + "ff.net.2.", _F + "blocks.{}.mlp.fc2."),
-    (_E + "scale_shift_table", _F + "final_modulation"),
-    (_E + "proj_out.", _F + "proj_out."),
-    ("rvq_muencoder_emb.", "flow.conditioner.rvq."),
-    ("cond_muencoder_emb.", "flow.conditioner.proj."),
-    ("zero_cond_embedding1", "flow.conditioner.null_cond"),
-    ("normfeat.", "flow.normalizer."),
+# mucodec.pt -> ours.
+MAIN_KEY_MAP: dict[str, str | None] = {
+    _E + "pos_embed.proj": _F + "patch_embed",
+    _E + "adaln_single.emb.timestep_embedder": _F + "time_embed",
+    _E + "adaln_single.linear": _F + "time_modulation",
+    _B + "scale_shift_table": _F + "blocks.{}.modulation",
+    _B + "attn1.to_out.0": _F + "blocks.{}.attn.to_out",  # More specific than "attn1".
+    _B + "attn1": _F + "blocks.{}.attn",
+    _B + "ff.net.0.proj": _F + "blocks.{}.mlp.fc1",
+    _B + "ff.net.2": _F + "blocks.{}.mlp.fc2",
+    _E + "scale_shift_table": _F + "final_modulation",
+    _E + "proj_out": _F + "proj_out",
+    "rvq_muencoder_emb": "flow.conditioner.rvq",
+    "cond_muencoder_emb": "flow.conditioner.proj",
+    "zero_cond_embedding1": "flow.conditioner.null_cond",
+    "normfeat": "flow.normalizer",
     # Encoder side of the same file.
-    ("muencoder.", None),
-    ("rsp48toclap.kernel", None),
-    ("rsq48towav2vec.kernel", None),
-    ("rsq48tomuencoder.kernel", None),
-)
+    "muencoder": None,
+    "rsp48toclap.kernel": None,
+    "rsq48towav2vec.kernel": None,
+    "rsq48tomuencoder.kernel": None,
+}
 
-# audioldm_48k.pth ["state_dict"] -> ours (keys outside first_stage_model. are ignored).
-VAE_KEY_MAP: tuple[tuple[str, str | None], ...] = (
-    ("first_stage_model.decoder.", "vae.decoder."),
-    ("first_stage_model.post_quant_conv.", "vae.post_quant_conv."),
-    ("first_stage_model.vocoder.", "vocoder."),
-    ("scale_factor", "vae.scale_factor"),
-    ("first_stage_model.encoder.", None),
-    ("first_stage_model.quant_conv.", None),
-)
-_VAE_SCOPE = ("first_stage_model.", "scale_factor")
-
-
-class CheckpointMismatchError(CheckpointError):
-    """A decoder checkpoint does not fit the model (the message lists every problem).
-
-    A `mucodec.encoder.checkpoint.CheckpointError`, so callers handle encoder and decoder
-    checkpoint problems alike.
-    """
-
-
-def _compile(table: tuple[tuple[str, str | None], ...]) -> list[tuple[re.Pattern[str], Any]]:
-    rules = []
-    for source, target in table:
-        pattern = re.escape(source).replace(r"\{\}", r"(\d+)")
-        pattern = "^" + pattern + ("(.+)$" if source.endswith(".") else "$")
-        rules.append((re.compile(pattern), target))
-    return rules
-
-
-def _rename(key: str, rules: list[tuple[re.Pattern[str], Any]]) -> tuple[bool, str | None]:
-    """(matched, new key or None to drop)."""
-    for pattern, target in rules:
-        match = pattern.match(key)
-        if match is None:
-            continue
-        if target is None:
-            return True, None
-        groups = list(match.groups())
-        rest = groups.pop() if target.endswith(".") else ""
-        return True, target.format(*groups) + rest
-    return False, None
-
-
-def map_keys(
-    state: Mapping[str, Any],
-    table: tuple[tuple[str, str | None], ...],
-    *,
-    scope: tuple[str, ...] | None = None,
-) -> dict[str, Any]:
-    """Renames official keys to ours through `table`.
-
-    Args:
-        state: Official key -> value (tensor, or anything else for shape-only checks).
-        table: One of `MAIN_KEY_MAP`, `VAE_KEY_MAP`.
-        scope: If given, keys starting with none of these prefixes are ignored.
-
-    Returns:
-        Our key -> value, dropped keys removed.
-
-    Raises:
-        CheckpointMismatchError: naming every in-scope key that no rule covers.
-    """
-    rules = _compile(table)
-    out: dict[str, Any] = {}
-    unknown = []
-    for key, value in state.items():
-        if scope is not None and not key.startswith(scope):
-            continue
-        matched, new = _rename(key, rules)
-        if not matched:
-            unknown.append(key)
-        elif new is not None:
-            out[new] = value
-    if unknown:
-        raise CheckpointMismatchError(f"keys not covered by the key map: {sorted(unknown)}")
-    return out
-
-
-def _compare(
-    expected: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]]
-) -> list[str]:
-    problems = []
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    if missing:
-        problems.append(f"missing keys: {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys: {unexpected}")
-    shapes = [
-        f"{k}: checkpoint {tuple(given[k])} vs model {tuple(expected[k])}"
-        for k in sorted(set(expected) & set(given))
-        if tuple(given[k]) != tuple(expected[k])
-    ]
-    if shapes:
-        problems.append(f"shape mismatches: {shapes}")
-    return problems
-
-
-def check_state(module: nn.Module, state: Mapping[str, Tensor]) -> None:
-    """Refuses a state dict with any missing, unexpected or mis-shaped key for `module`.
-
-    Raises:
-        CheckpointMismatchError: listing every problem at once.
-    """
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    problems = _compare(expected, {k: tuple(v.shape) for k, v in state.items()})
-    if problems:
-        raise CheckpointMismatchError("; ".join(problems))
-
-
-def load_strict(module: nn.Module, state: Mapping[str, Tensor]) -> None:
-    """Loads `state` into `module` after `check_state` (assigning when `module` is meta).
-
-    Raises:
-        CheckpointMismatchError: listing every problem at once.
-    """
-    check_state(module, state)
-    is_meta = any(t.is_meta for t in module.state_dict().values())
-    module.load_state_dict(dict(state), strict=True, assign=is_meta)
+# audioldm_48k.pth ["state_dict"] -> ours. Keys outside `VAE_SCOPE` (AudioLDM's own UNet
+# and conditioners) are not the decoder's business and are ignored, as the reference does.
+VAE_KEY_MAP: dict[str, str | None] = {
+    "first_stage_model.decoder": "vae.decoder",
+    "first_stage_model.post_quant_conv": "vae.post_quant_conv",
+    "first_stage_model.vocoder": "vocoder",
+    "scale_factor": "vae.scale_factor",
+    "first_stage_model.encoder": None,
+    "first_stage_model.quant_conv": None,
+}
+VAE_SCOPE = ("first_stage_model", "scale_factor")
 
 
 def check_manifest(module: nn.Module, manifest: Mapping[str, Any], which: str) -> int:
@@ -219,19 +115,19 @@ def check_manifest(module: nn.Module, manifest: Mapping[str, Any], which: str) -
         Number of our parameters/buffers the manifest covered.
 
     Raises:
-        CheckpointMismatchError: if keys or shapes disagree, in either direction.
+        CheckpointError: if keys or shapes disagree, in either direction.
     """
     table, prefix = (MAIN_KEY_MAP, "flow.") if which == "main" else (VAE_KEY_MAP, None)
     shapes = {t["key"]: tuple(t["shape"]) for t in manifest["tensors"]}
-    given = map_keys(shapes, table)
+    given = map_state(shapes, table, source=f"{which} manifest")
     expected = {
         k: tuple(v.shape)
         for k, v in module.state_dict().items()
         if (k.startswith(prefix) if prefix else not k.startswith("flow."))
     }
-    problems = _compare(expected, given)
+    problems = compare_shapes(expected, given)
     if problems:
-        raise CheckpointMismatchError(f"{which} manifest: " + "; ".join(problems))
+        raise CheckpointError(f"{which} manifest: " + "; ".join(problems))
     return len(given)
 
 
@@ -239,9 +135,12 @@ def _read_state(path: Path) -> Mapping[str, Any]:
     """A state dict from a safetensors file or (safely) from a torch pickle."""
     if path.suffix == ".safetensors":
         return load_file(path)
-    data = load_checkpoint(path)
+    try:
+        data = load_checkpoint(path)
+    except CheckpointFormatError as error:
+        raise CheckpointError(str(error)) from error
     if not isinstance(data, Mapping):
-        raise CheckpointMismatchError(f"{path}: expected a dict, got {type(data).__name__}")
+        raise CheckpointError(f"{path}: expected a dict, got {type(data).__name__}")
     return data
 
 
@@ -257,7 +156,7 @@ def load_official_state(mucodec_path: str | Path, audioldm_path: str | Path) -> 
         Our key -> tensor for `MuCodecDecoder`.
 
     Raises:
-        CheckpointMismatchError: on keys no rule covers or a missing `state_dict`.
+        CheckpointError: on keys no rule covers or a missing `state_dict`.
     """
     main = _read_state(Path(mucodec_path))
     if "state_dict" in main and isinstance(main["state_dict"], Mapping):
@@ -265,10 +164,13 @@ def load_official_state(mucodec_path: str | Path, audioldm_path: str | Path) -> 
     vae = _read_state(Path(audioldm_path))
     if "state_dict" in vae and isinstance(vae["state_dict"], Mapping):
         vae = vae["state_dict"]
-    state = {**map_keys(main, MAIN_KEY_MAP), **map_keys(vae, VAE_KEY_MAP, scope=_VAE_SCOPE)}
+    state = {
+        **map_state(main, MAIN_KEY_MAP, source=str(mucodec_path)),
+        **map_state(vae, VAE_KEY_MAP, scope=VAE_SCOPE, source=str(audioldm_path)),
+    }
     non_tensors = sorted(k for k, v in state.items() if not isinstance(v, Tensor))
     if non_tensors:
-        raise CheckpointMismatchError(f"entries that are not tensors: {non_tensors}")
+        raise CheckpointError(f"entries that are not tensors: {non_tensors}")
     return {k: v.float().contiguous() for k, v in state.items()}
 
 
@@ -305,15 +207,19 @@ def load_decoder_checkpoint(
 ) -> tuple[DecoderConfig, dict[str, Tensor]]:
     """Reads a directory written by `save_decoder_checkpoint`.
 
+    Args:
+        directory: The checkpoint directory.
+        verify_sha256: Hash the weights and compare with the recorded sha256.
+
     Returns:
         (config, state dict).
 
     Raises:
-        CheckpointMismatchError: if it is not a decoder checkpoint, has an unknown format
+        CheckpointError: if it is not a decoder checkpoint, has an unknown format
             version, or its weights do not match the recorded sha256.
     """
     header, state = read_checkpoint_dir(
-        directory, DECODER_FORMAT, DECODER_FORMAT_VERSION, CheckpointMismatchError, verify_sha256
+        directory, DECODER_FORMAT, DECODER_FORMAT_VERSION, verify_sha256
     )
     return DecoderConfig.from_dict(header["config"]), state
 
@@ -326,15 +232,87 @@ def convert_official(
 ) -> str:
     """Official files -> our checkpoint directory, after a strict check against `config`.
 
+    Args:
+        mucodec_path: Official `mucodec.pt` (or a safetensors file of its state dict).
+        audioldm_path: Official `audioldm_48k.pth` (or a safetensors file of its
+            `state_dict`).
+        out_dir: Output directory (created).
+        config: The decoder config the weights must fit exactly.
+
     Returns:
         The sha256 of the written weights.
 
     Raises:
-        CheckpointMismatchError: if the official weights do not fit `config` exactly.
+        CheckpointError: if the official weights do not fit `config` exactly.
     """
-    from mucodec.decoder.builders import build_decoder
-
     state = load_official_state(mucodec_path, audioldm_path)
-    check_state(build_decoder(config, device="meta"), state)
+    check_state(build_decoder(config, device="meta"), state, str(mucodec_path))
     sources = {Path(p).name: sha256_file(p) for p in (mucodec_path, audioldm_path)}
     return save_decoder_checkpoint(out_dir, config, state, sources)
+
+
+def _filled(
+    config: DecoderConfig,
+    state: Mapping[str, Tensor],
+    source: str,
+    device: torch.device | str,
+    precision: Precision,
+) -> MuCodecDecoder:
+    """The decoder of `config` built without initialisation and filled strictly."""
+    decoder = build_decoder(config, device="meta", precision=precision)
+    load_strict(decoder, state, source)
+    decoder.flow.normalizer.check_frozen()
+    return decoder.to(device).eval()
+
+
+def load_decoder(
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    precision: Precision = "float32",
+) -> MuCodecDecoder:
+    """Loads our converted checkpoint directory (config + sha256-verified weights).
+
+    Args:
+        path: A directory written by `save_decoder_checkpoint` / `convert_official`.
+        device: Where the weights go.
+        precision: Autocast dtype of the estimator and the VAE for every decode
+            (`MuCodecDecoder.precision`); the weights stay float32.
+
+    Returns:
+        The decoder in eval mode.
+
+    Raises:
+        CheckpointError: on an unknown format or version, a hash mismatch, or any key or
+            shape that does not fit the recorded config.
+    """
+    config, state = load_decoder_checkpoint(path)
+    return _filled(config, state, str(path), device, precision)
+
+
+def load_official_decoder(
+    mucodec_path: str | Path,
+    audioldm_path: str | Path,
+    *,
+    config: DecoderConfig | None = None,
+    device: torch.device | str = "cpu",
+    precision: Precision = "float32",
+) -> MuCodecDecoder:
+    """Loads the official `mucodec.pt` + `audioldm_48k.pth` safely and strictly.
+
+    Args:
+        mucodec_path: Official `mucodec.pt` (or a safetensors file of its state dict).
+        audioldm_path: Official `audioldm_48k.pth` (or a safetensors file of its
+            `state_dict`).
+        config: The decoder config the files must fit; default the `official` preset.
+        device: Where the weights go.
+        precision: Autocast dtype of the estimator and the VAE for every decode.
+
+    Returns:
+        The decoder in eval mode.
+
+    Raises:
+        CheckpointError: on keys no rule covers, or keys or shapes that do not fit.
+    """
+    state = load_official_state(mucodec_path, audioldm_path)
+    return _filled(config or DecoderConfig(), state, str(mucodec_path), device, precision)

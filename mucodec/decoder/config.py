@@ -9,7 +9,8 @@ The decoder is a chain of independently configured parts:
 * `MelVAEConfig`: the AudioLDM-48k Mel-VAE decoder (`vae.MelVAEDecoder`).
 * `VocoderConfig`: the 48 kHz HiFi-GAN and its chunked inference (`vocoder.HiFiGAN`).
 * `WindowConfig`: the official windowing of long code sequences.
-* `SamplingConfig`: run-time choices (steps, guidance, seed, dtype, "official way").
+* `SamplingConfig`: run-time choices (steps, guidance, seed, "official way"); the compute
+  precision is not one of them: it is given when the decoder is built or loaded.
 
 `DecoderConfig` bundles them. Every config round-trips through JSON (`to_json` /
 `from_json`, the mixin of `mucodec.encoder.config`) so that our checkpoints carry their config.
@@ -21,6 +22,7 @@ Presets (`decoder_preset(name)`): `official` (the released `mucodec.pt` +
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from mucodec.config import CONFIG_FORMAT_VERSION, JsonConfig, QuantizerConfig
 
@@ -241,29 +243,50 @@ class SamplingConfig(JsonConfig):
         guidance_scale: Classifier-free guidance scale (<= 1 disables guidance).
         seed: Default noise seed of every item (noise depends on item seed and window
             index only, never on batch composition).
-        dtype: Autocast dtype of estimator and VAE ("float32" = no autocast, "bfloat16",
-            "float16"); solver state, guidance, vocoder and cross-fades stay float32.
         vocoder_chunks: Vocode in the reference's 3/4-overlapping 1024-frame chunks (True,
             bit-faithful) or each window at once (False: 4x less vocoder work, differs
             from the reference only near chunk seams).
         official_way: Replay the reference's execution instead, for comparison: one item
             at a time, estimator under CUDA fp16 autocast with the guidance combined in
-            fp16, VAE and vocoder in float32, chunked vocoder. Overrides `dtype` and
-            `vocoder_chunks`.
+            fp16, VAE and vocoder in float32, chunked vocoder. Overrides the decoder's
+            `precision` and `vocoder_chunks`.
     """
 
     num_steps: int = 50
     guidance_scale: float = 1.5
     seed: int = 0
-    dtype: str = "float32"
     vocoder_chunks: bool = True
     official_way: bool = False
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamplingConfig:
+        """`JsonConfig.from_dict`, also reading configs saved before precision moved out.
+
+        Checkpoints written by earlier versions carry `"dtype": "float32"` here; it is
+        accepted and ignored (the precision is now an argument of the loaders).
+
+        Args:
+            data: Field name -> JSON value.
+
+        Returns:
+            The sampling config.
+
+        Raises:
+            ValueError: on unknown keys, or a legacy `dtype` other than "float32" (pass
+                it as `precision=` to the loader instead).
+        """
+        data = dict(data)
+        legacy = data.pop("dtype", "float32")
+        if legacy != "float32":
+            raise ValueError(
+                f"SamplingConfig.dtype={legacy!r} is no longer a config field; give "
+                f"precision={legacy!r} to build_decoder / load_decoder instead"
+            )
+        return super().from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -318,12 +341,20 @@ class DecoderConfig(JsonConfig):
 
 
 def official() -> DecoderConfig:
-    """The released decoder: `mucodec.pt` (flow side) + `audioldm_48k.pth` (VAE, vocoder)."""
+    """The released decoder: `mucodec.pt` (flow side) + `audioldm_48k.pth` (VAE, vocoder).
+
+    Returns:
+        Its config.
+    """
     return DecoderConfig(name="official")
 
 
 def tiny() -> DecoderConfig:
-    """The golden-vector models (`main_tiny.safetensors`, `vae_tiny.safetensors`)."""
+    """The golden-vector models (`main_tiny.safetensors`, `vae_tiny.safetensors`).
+
+    Returns:
+        Their config.
+    """
     return DecoderConfig(
         name="tiny",
         flow=FlowConfig(
@@ -344,6 +375,12 @@ DECODER_PRESETS = {"official": official, "tiny": tiny}
 
 def decoder_preset(name: str) -> DecoderConfig:
     """Returns the named decoder preset.
+
+    Args:
+        name: A key of `DECODER_PRESETS` ("official", "tiny").
+
+    Returns:
+        A fresh config.
 
     Raises:
         KeyError: naming the known presets when `name` is not one of them.

@@ -93,6 +93,12 @@ class SelfAttention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width (channels per token); must be divisible by `num_heads`.
+            num_heads: Attention heads.
+        """
         super().__init__()
         self.num_heads = num_heads
         self.to_q = nn.Linear(dim, dim)
@@ -101,7 +107,14 @@ class SelfAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, N, D] -> [B, N, D]."""
+        """Attends over all tokens of the grid.
+
+        Args:
+            x: [B, N, D] tokens.
+
+        Returns:
+            [B, N, D].
+        """
         batch, tokens, dim = x.shape
         heads = self.num_heads
 
@@ -117,12 +130,25 @@ class FeedForward(nn.Module):
     """Linear -> GELU (tanh approximation) -> Linear."""
 
     def __init__(self, dim: int, hidden: int) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width (input and output channels).
+            hidden: Hidden width.
+        """
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, N, D] -> [B, N, D]."""
+        """Applies the MLP token-wise.
+
+        Args:
+            x: [B, N, D] tokens.
+
+        Returns:
+            [B, N, D].
+        """
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
@@ -134,6 +160,14 @@ class DiTBlock(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: int, eps: float) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width.
+            num_heads: Attention heads.
+            mlp_ratio: Hidden width of the MLP as a multiple of `dim`.
+            eps: Epsilon of the (affine-free) layer norms.
+        """
         super().__init__()
         self.eps = eps
         self.modulation = nn.Parameter(torch.randn(6, dim) / dim**0.5)
@@ -164,12 +198,25 @@ class TimestepEmbedding(nn.Module):
     """Sinusoid -> Linear -> SiLU -> Linear (diffusers `TimestepEmbedding`)."""
 
     def __init__(self, in_dim: int, dim: int) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            in_dim: Width of the sinusoidal timestep features.
+            dim: Output width (the model width).
+        """
         super().__init__()
         self.linear_1 = nn.Linear(in_dim, dim)
         self.linear_2 = nn.Linear(dim, dim)
 
     def forward(self, features: Tensor) -> Tensor:
-        """[B, in_dim] -> [B, D]."""
+        """Embeds sinusoidal timestep features.
+
+        Args:
+            features: [B, in_dim] sinusoidal features of the timestep.
+
+        Returns:
+            [B, D].
+        """
         return self.linear_2(F.silu(self.linear_1(features)))
 
 
@@ -181,6 +228,11 @@ class DiT(nn.Module):
     """
 
     def __init__(self, config: DiTConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: Widths, depth, patch size and channels of the estimator.
+        """
         super().__init__()
         self.config = config
         dim, p = config.width, config.patch_size
@@ -196,7 +248,16 @@ class DiT(nn.Module):
         self._tables: dict[tuple[int, int, torch.device], Tensor] = {}
 
     def position_table(self, height: int, width: int, device: torch.device) -> Tensor:
-        """Cached [N, D] float32 sin-cos table for an H x W grid (not a parameter)."""
+        """The sin-cos position table of an H x W patch grid (cached; not a parameter).
+
+        Args:
+            height: Patches along time.
+            width: Patches along frequency.
+            device: Where the table is used.
+
+        Returns:
+            [H * W, D] float32.
+        """
         key = (height, width, device)
         if key not in self._tables:
             cfg = self.config

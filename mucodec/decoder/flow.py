@@ -48,6 +48,15 @@ class CodeConditioner(nn.Module):
         bins: int,
         codes_per_frame: int = 2,
     ) -> None:
+        """Receives built parts (see `mucodec.decoder.builders.build_code_to_latent`).
+
+        Args:
+            rvq: The residual vector quantiser whose codebooks embed the codes.
+            proj: Linear map from the RVQ's output width to `channels * bins`.
+            channels: Latent channels C of the conditioning grid.
+            bins: Latent frequency bins F.
+            codes_per_frame: Codes per latent frame (2: 25 Hz codes, 12.5 Hz frames).
+        """
         super().__init__()
         self.rvq = rvq
         self.proj = proj
@@ -150,6 +159,14 @@ class CodeToLatent(nn.Module):
         normalizer: FeatureNormalizer,
         sigma_min: float = 1e-4,
     ) -> None:
+        """Receives built parts (see `mucodec.decoder.builders.build_code_to_latent`).
+
+        Args:
+            conditioner: Codes -> conditioning grid.
+            estimator: The velocity network.
+            normalizer: Latent statistics (latents are sampled standardised).
+            sigma_min: The flow's minimum noise level.
+        """
         super().__init__()
         self.conditioner = conditioner
         self.estimator = estimator

@@ -30,7 +30,6 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -40,11 +39,9 @@ from mucodec.decoder.flow import CodeToLatent
 from mucodec.decoder.sampling import seeded_noise
 from mucodec.decoder.vae import MelVAEDecoder
 from mucodec.decoder.vocoder import HiFiGAN, linear_crossfade, vocode_chunked
-from mucodec.precision import float32_region
+from mucodec.precision import Precision, autocast_dtype, float32_region
 
 __all__ = ["MuCodecDecoder", "WindowPlan", "plan_windows", "tile_codes"]
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -102,69 +99,51 @@ def tile_codes(codes: Tensor, length: int) -> Tensor:
 
 
 class MuCodecDecoder(nn.Module):
-    """Codes -> 48 kHz stereo audio. Built by injection (see `decoder_builders`).
+    """Codes -> 48 kHz stereo audio, from built parts.
+
+    Build one with `mucodec.decoder.builders.build_decoder` (random weights) or load one
+    with `mucodec.decoder.checkpoint.load_decoder` / `load_official_decoder`; this module
+    imports neither, so the parts stay swappable in tests.
 
     State-dict layout (our checkpoint format): `flow.*`, `vae.*`, `vocoder.*`.
     """
 
     def __init__(
-        self, *, config: DecoderConfig, flow: CodeToLatent, vae: MelVAEDecoder, vocoder: HiFiGAN
+        self,
+        *,
+        config: DecoderConfig,
+        flow: CodeToLatent,
+        vae: MelVAEDecoder,
+        vocoder: HiFiGAN,
+        precision: Precision = "float32",
     ) -> None:
+        """Receives built parts.
+
+        Args:
+            config: The config the parts were built from.
+            flow: Codes -> latents (conditioner, DiT estimator, normaliser).
+            vae: Latents -> mel spectrogram.
+            vocoder: Mel spectrogram -> waveform.
+            precision: Autocast dtype of the estimator and the VAE in every decode
+                ("float32": none); solver state, guidance, vocoder and cross-fades stay
+                float32. Ignored by `SamplingConfig.official_way`, which replays the
+                reference's own precision.
+
+        Raises:
+            ValueError: on an unknown precision.
+        """
         super().__init__()
+        self._autocast_dtype = autocast_dtype(precision)
+        self._precision = precision
         self.config = config
         self.flow = flow
         self.vae = vae
         self.vocoder = vocoder
 
-    # --- construction ---------------------------------------------------------------
-
-    @classmethod
-    def from_config(
-        cls, config: DecoderConfig, *, seed: int = 0, device: torch.device | str | None = None
-    ) -> MuCodecDecoder:
-        """A decoder with seeded random weights (tests, benchmarks); "meta" for shapes only."""
-        from mucodec.decoder.builders import build_decoder
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_decoder(config, device=device)
-
-    @classmethod
-    def from_checkpoint(
-        cls, path: str | Path, *, device: torch.device | str = "cpu"
-    ) -> MuCodecDecoder:
-        """Loads our converted checkpoint directory (config + verified weights), strictly."""
-        from mucodec.decoder.checkpoint import load_decoder_checkpoint
-
-        config, state = load_decoder_checkpoint(path)
-        return cls._with_state(config, state, device)
-
-    @classmethod
-    def from_official(
-        cls,
-        mucodec_path: str | Path,
-        audioldm_path: str | Path,
-        *,
-        config: DecoderConfig | None = None,
-        device: torch.device | str = "cpu",
-    ) -> MuCodecDecoder:
-        """Loads the official `mucodec.pt` + `audioldm_48k.pth` safely and strictly."""
-        from mucodec.decoder.checkpoint import load_official_state
-
-        state = load_official_state(mucodec_path, audioldm_path)
-        return cls._with_state(config or DecoderConfig(), state, device)
-
-    @classmethod
-    def _with_state(
-        cls, config: DecoderConfig, state: dict[str, Tensor], device: torch.device | str
-    ) -> MuCodecDecoder:
-        from mucodec.decoder.builders import build_decoder
-        from mucodec.decoder.checkpoint import load_strict
-
-        decoder = build_decoder(config, device="meta")
-        load_strict(decoder, state)
-        decoder.flow.normalizer.check_frozen()
-        return decoder.to(device).eval()
+    @property
+    def precision(self) -> Precision:
+        """The precision given at construction (read-only)."""
+        return self._precision
 
     # --- codec facade -----------------------------------------------------------------
 
@@ -210,7 +189,7 @@ class MuCodecDecoder(nn.Module):
                 `sampling.seed`. Item b's noise depends only on its seed and the window.
             noise: Explicit starting noise, one [B, C, T, F] tensor per window (overrides
                 the seeds; used to replay recorded noise).
-            sampling: Steps, guidance, dtype and execution mode (default: the config's).
+            sampling: Steps, guidance and execution mode (default: the config's).
 
         Returns:
             [B, 2, 1920 * N] float32 waveform in [-1, 1] on the decoder's device; row 0
@@ -279,8 +258,7 @@ class MuCodecDecoder(nn.Module):
             flow_dtype = torch.float16 if on_cuda else None  # reference: autocast("cuda")
             render_dtype = None
         else:
-            chosen = _DTYPES[sampling.dtype]
-            flow_dtype = render_dtype = None if chosen == torch.float32 else chosen
+            flow_dtype = render_dtype = self._autocast_dtype
 
         audio: Tensor | None = None
         previous: Tensor | None = None
@@ -301,7 +279,7 @@ class MuCodecDecoder(nn.Module):
             # stereo side at full size, and two rows already fill a GPU.
             wave = torch.cat(
                 [
-                    self.render(
+                    self._render(
                         item,
                         chunked=chunked,
                         reuse_interior=not sampling.official_way,
@@ -324,12 +302,7 @@ class MuCodecDecoder(nn.Module):
 
     @torch.no_grad()
     def render(
-        self,
-        latents: Tensor,
-        *,
-        chunked: bool = True,
-        reuse_interior: bool = True,
-        autocast_dtype: torch.dtype | None = None,
+        self, latents: Tensor, *, chunked: bool = True, reuse_interior: bool = True
     ) -> Tensor:
         """Latents -> waveform: Mel-VAE then HiFi-GAN, stereo sides as separate rows.
 
@@ -341,14 +314,31 @@ class MuCodecDecoder(nn.Module):
             reuse_interior: Build the chunks from one whole pass plus edge pieces (same
                 values up to rounding, `vocoder.vocode_chunked`); False vocodes every chunk
                 as the reference does.
-            autocast_dtype: Run the VAE under autocast to this dtype (None: float32). The
-                vocoder always runs in its weights' dtype (float32 unless cast): its output
-                is the waveform, and a bf16 vocoder would put bf16's 8-bit mantissa (a
-                ~-48 dB noise floor) straight into the audio, for ~7% of the FLOPs.
 
         Returns:
             [B, 2, S] float32 with S = 480 * 8T (+16 when not chunked).
+
+        The VAE runs under autocast to the decoder's `precision`. The vocoder always runs
+        in its weights' dtype (float32 unless cast): its output is the waveform, and a
+        bf16 vocoder would put bf16's 8-bit mantissa (a ~-48 dB noise floor) straight into
+        the audio, for ~7% of the FLOPs.
         """
+        return self._render(
+            latents,
+            chunked=chunked,
+            reuse_interior=reuse_interior,
+            autocast_dtype=self._autocast_dtype,
+        )
+
+    def _render(
+        self,
+        latents: Tensor,
+        *,
+        chunked: bool,
+        reuse_interior: bool,
+        autocast_dtype: torch.dtype | None,
+    ) -> Tensor:
+        """`render` with an explicit VAE autocast dtype (None: float32)."""
         batch, channels, frames, bins = latents.shape
         z = latents.reshape(batch * 2, channels // 2, frames, bins)  # [2B, C/2, T, F]
         autocast = (
@@ -368,5 +358,12 @@ class MuCodecDecoder(nn.Module):
         return wave.float().view(batch, 2, -1)
 
     def with_sampling(self, **changes: object) -> SamplingConfig:
-        """The config's sampling settings with `changes` applied (a convenience)."""
+        """The config's sampling settings with `changes` applied (a convenience).
+
+        Args:
+            **changes: `SamplingConfig` fields to replace, e.g. `num_steps=20`.
+
+        Returns:
+            A new `SamplingConfig`; the decoder's config is unchanged.
+        """
         return dataclasses.replace(self.config.sampling, **changes)  # type: ignore[arg-type]

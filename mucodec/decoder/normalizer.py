@@ -32,6 +32,14 @@ class FeatureNormalizer(nn.Module):
     """
 
     def __init__(self, channels: int, bins: int, num_samples: int = 100000) -> None:
+        """Creates the statistics buffers, identity (mean 0, std 1) until loaded.
+
+        Args:
+            channels: Latent channels C.
+            bins: Latent frequency bins F.
+            num_samples: Count the identity statistics are expressed with until a checkpoint
+                replaces them.
+        """
         super().__init__()
         self.num_samples = num_samples
         # Identity statistics until a checkpoint is loaded: mean 0, std 1.
@@ -41,9 +49,12 @@ class FeatureNormalizer(nn.Module):
         self.register_buffer("sum_target_x2", torch.zeros(channels, bins))
 
     def statistics(self) -> tuple[Tensor, Tensor]:
-        """Mean and standard deviation [C, F], float32, exactly as the reference derives them.
+        """Mean and standard deviation, exactly as the reference derives them.
 
         Recomputed at every call (cheap) so that they always follow the loaded buffers.
+
+        Returns:
+            (mean, std), each [C, F] float32.
         """
         counts = self.counts.float()
         mean = self.sum_x.float() / counts

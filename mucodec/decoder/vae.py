@@ -36,6 +36,13 @@ class ResnetBlock(nn.Module):
     """`GN -> swish -> conv3x3 -> GN -> swish -> conv3x3` plus a (1x1-projected) skip."""
 
     def __init__(self, in_channels: int, out_channels: int, config: MelVAEConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            in_channels: Input channels.
+            out_channels: Output channels (a 1x1 skip projection when they differ).
+            config: Group-norm settings.
+        """
         super().__init__()
         self.norm1 = _norm(in_channels, config)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -46,7 +53,14 @@ class ResnetBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C_in, H, W] -> [B, C_out, H, W]."""
+        """Applies the block.
+
+        Args:
+            x: [B, C_in, H, W].
+
+        Returns:
+            [B, C_out, H, W].
+        """
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
         skip = x if self.nin_shortcut is None else self.nin_shortcut(x)
@@ -61,6 +75,12 @@ class AttnBlock(nn.Module):
     """
 
     def __init__(self, channels: int, config: MelVAEConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            channels: Channels at this resolution.
+            config: Group-norm settings.
+        """
         super().__init__()
         self.norm = _norm(channels, config)
         self.q = nn.Conv2d(channels, channels, 1)
@@ -69,7 +89,14 @@ class AttnBlock(nn.Module):
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C, H, W] -> [B, C, H, W]."""
+        """Applies self-attention over all positions, plus the residual.
+
+        Args:
+            x: [B, C, H, W].
+
+        Returns:
+            [B, C, H, W].
+        """
         batch, channels, height, width = x.shape
         h = self.norm(x)
 
@@ -86,11 +113,23 @@ class Upsample(nn.Module):
     """Nearest-neighbour x2 on both axes, then a 3x3 conv."""
 
     def __init__(self, channels: int) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            channels: Channels (unchanged).
+        """
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C, H, W] -> [B, C, 2H, 2W]."""
+        """Doubles both axes.
+
+        Args:
+            x: [B, C, H, W].
+
+        Returns:
+            [B, C, 2H, 2W].
+        """
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
@@ -98,13 +137,26 @@ class Mid(nn.Module):
     """ResNet -> attention -> ResNet at the latent resolution."""
 
     def __init__(self, channels: int, config: MelVAEConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            channels: Channels at the latent resolution.
+            config: Group-norm settings.
+        """
         super().__init__()
         self.block_1 = ResnetBlock(channels, channels, config)
         self.attn_1 = AttnBlock(channels, config)
         self.block_2 = ResnetBlock(channels, channels, config)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C, H, W] -> [B, C, H, W]."""
+        """Applies ResNet, attention, ResNet.
+
+        Args:
+            x: [B, C, H, W].
+
+        Returns:
+            [B, C, H, W].
+        """
         return self.block_2(self.attn_1(self.block_1(x)))
 
 
@@ -114,6 +166,14 @@ class UpLevel(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int, upsample: bool, config: MelVAEConfig
     ) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            in_channels: Channels entering the level.
+            out_channels: Channels of the level's blocks.
+            upsample: End with a x2 `Upsample` (every level but the finest).
+            config: Number of blocks and group-norm settings.
+        """
         super().__init__()
         widths = [in_channels] + [out_channels] * (config.num_res_blocks + 1)
         self.block = nn.ModuleList(
@@ -122,7 +182,14 @@ class UpLevel(nn.Module):
         self.upsample = Upsample(out_channels) if upsample else None
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C_in, H, W] -> [B, C_out, H', W'] (H' = 2H when up-sampling)."""
+        """Applies the level's blocks, then its up-sampling if any.
+
+        Args:
+            x: [B, C_in, H, W].
+
+        Returns:
+            [B, C_out, H', W'], H' = 2H and W' = 2W when the level up-samples.
+        """
         for block in self.block:
             x = block(x)
         return x if self.upsample is None else self.upsample(x)
@@ -132,6 +199,11 @@ class Decoder(nn.Module):
     """`conv_in -> mid -> up levels (coarse to fine) -> norm_out -> swish -> conv_out`."""
 
     def __init__(self, config: MelVAEConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: Widths, levels and channels of the VAE decoder.
+        """
         super().__init__()
         widths = [config.ch * m for m in config.ch_mult]  # finest level first
         self.conv_in = nn.Conv2d(config.z_channels, widths[-1], 3, padding=1)
@@ -145,7 +217,14 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(widths[0], config.out_channels, 3, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:
-        """[B, z_channels, T, F] -> [B, out_channels, 8T, 8F]."""
+        """Decodes unscaled VAE latents to a log-mel image.
+
+        Args:
+            z: [B, z_channels, T, F] latents (after `post_quant_conv`).
+
+        Returns:
+            [B, out_channels, 8T, 8F].
+        """
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
             h = level(h)
@@ -161,6 +240,11 @@ class MelVAEDecoder(nn.Module):
     """
 
     def __init__(self, config: MelVAEConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: The Mel-VAE config.
+        """
         super().__init__()
         self.config = config
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)

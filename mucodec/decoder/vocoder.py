@@ -41,6 +41,14 @@ class ResBlock(nn.Module):
     def __init__(
         self, channels: int, kernel: int, dilations: tuple[int, ...], slope: float
     ) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            channels: Channels (unchanged).
+            kernel: Kernel size k of every convolution.
+            dilations: One dilated/undilated convolution pair per dilation.
+            slope: Negative slope of the leaky ReLUs.
+        """
         super().__init__()
         self.slope = slope
         self.convs1 = nn.ModuleList(
@@ -52,7 +60,14 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, C, S] -> [B, C, S]."""
+        """Applies every dilation's residual pair.
+
+        Args:
+            x: [B, C, S].
+
+        Returns:
+            [B, C, S].
+        """
         for conv1, conv2 in zip(self.convs1, self.convs2, strict=True):
             y = conv1(F.leaky_relu(x, self.slope))
             x = conv2(F.leaky_relu(y, self.slope)) + x
@@ -63,6 +78,11 @@ class HiFiGAN(nn.Module):
     """Mel [B, M, T] -> waveform [B, 480 T + 16] in [-1, 1]."""
 
     def __init__(self, config: VocoderConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: Mel bins, upsampling stages and residual blocks of the vocoder.
+        """
         super().__init__()
         self.config = config
         c0 = config.upsample_initial_channel
@@ -131,6 +151,9 @@ def boundary_margin(config: VocoderConfig) -> int:
     half-width of `conv_pre`/`conv_post`, `u * c + k` through a transposed conv (stride u,
     kernel k), and the largest ResBlock's summed dilated reach.
 
+    Args:
+        config: The vocoder's layers.
+
     Returns:
         A frame count m such that chunk samples >= m frames from every cut are exact.
     """
@@ -146,7 +169,15 @@ def boundary_margin(config: VocoderConfig) -> int:
 
 
 def chunk_starts(frames: int, config: VocoderConfig) -> list[int]:
-    """First frame of every chunk: 0, hop, 2 hop, ... until a chunk reaches the end."""
+    """First frame of every chunk: 0, hop, 2 hop, ... until a chunk reaches the end.
+
+    Args:
+        frames: Mel frames of the spectrogram.
+        config: Chunk length and hop, in frames.
+
+    Returns:
+        The chunks' first frames.
+    """
     starts = [0]
     while starts[-1] + config.chunk_frames < frames:
         starts.append(starts[-1] + config.chunk_hop)

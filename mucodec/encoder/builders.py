@@ -26,12 +26,26 @@ from mucodec.quantizer import ResidualVectorQuantizer
 
 
 def build_frontend(config: FrontendConfig) -> Frontend:
-    """Resampler, mel spectrogram and normalisation."""
+    """Resampler, mel spectrogram and normalisation.
+
+    Args:
+        config: The front end's config.
+
+    Returns:
+        The front end (its buffers computed, no learned weights).
+    """
     return Frontend(config)
 
 
 def build_subsampling(config: MuEncoderConfig) -> Conv2dSubsampling:
-    """n residual conv blocks (1 -> conv_dim -> ... channels) and the flattening projection."""
+    """n residual conv blocks (1 -> conv_dim -> ... channels) and the flattening projection.
+
+    Args:
+        config: The encoder config (conv width, block count, mels, model width).
+
+    Returns:
+        The subsampling module with fresh weights.
+    """
     channels = [1] + [config.conv_dim] * config.n_subsampling_blocks
     blocks = nn.ModuleList(
         ResidualConvBlock(c_in, c_out, eps=config.layer_norm_eps)
@@ -42,7 +56,14 @@ def build_subsampling(config: MuEncoderConfig) -> Conv2dSubsampling:
 
 
 def build_conformer_block(config: MuEncoderConfig) -> ConformerBlock:
-    """One Conformer block at the config's width."""
+    """One Conformer block at the config's width.
+
+    Args:
+        config: The encoder config.
+
+    Returns:
+        The block with fresh weights.
+    """
     eps = config.layer_norm_eps
     return ConformerBlock(
         ffn1=HalfStepFeedForward(config.dim, config.ffn_dim, eps),
@@ -54,7 +75,14 @@ def build_conformer_block(config: MuEncoderConfig) -> ConformerBlock:
 
 
 def build_encoder(config: MuEncoderConfig) -> MuEncoder:
-    """The blocks up to `output_layer` only (plus the final LayerNorm if it is the last)."""
+    """The blocks up to `output_layer` only (plus the final LayerNorm if it is the last).
+
+    Args:
+        config: The encoder config.
+
+    Returns:
+        The MuEncoder with fresh weights.
+    """
     blocks = nn.ModuleList(build_conformer_block(config) for _ in range(config.n_blocks_run))
     final_norm = (
         nn.LayerNorm(config.dim, eps=config.layer_norm_eps)
@@ -70,5 +98,12 @@ def build_encoder(config: MuEncoderConfig) -> MuEncoder:
 
 
 def build_quantizer(config: QuantizerConfig) -> ResidualVectorQuantizer:
-    """The residual vector quantiser."""
+    """The residual vector quantiser.
+
+    Args:
+        config: The RVQ layout.
+
+    Returns:
+        The quantiser with fresh weights.
+    """
     return ResidualVectorQuantizer(config)

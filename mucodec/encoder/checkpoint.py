@@ -9,11 +9,11 @@ Official files (encoder spec, section 9):
   holds `muencoder.*`, a copy of the MuQ weights that the official code loads *after*
   muq.pt, so that copy is the one the official tokens come from.
 
-Both go through one explicit key map (`MUQ_KEY_MAP`, `MUCODEC_KEY_MAP`) and are verified
-strictly: every key the official model has must be present with its shape, and any key
-this code does not know is an error naming it. Tensors the tokens do not depend on (blocks
-after the selected layer, the pre-training head, HF's unused positional conv) are verified
-and then dropped.
+Both go through one explicit key map each (`MUQ_KEY_MAP`, `MUCODEC_KEY_MAP`, in the rule
+language of `mucodec.key_map`) and are verified strictly: every key the official model has
+must be present with its shape, and any key this code does not know is an error naming it.
+Tensors the tokens do not depend on (blocks after the selected layer, the pre-training head,
+HF's unused positional conv) are verified and then dropped.
 
 Our format is a directory: `model.safetensors` (the tokenizer's own state dict),
 `config.json` (format tag and version, `TokenizerConfig`, the weights' sha256 and where they
@@ -23,7 +23,6 @@ format version and the hash.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +32,40 @@ import torch
 from torch import Tensor, nn
 
 from mucodec.checkpoint_dir import read_checkpoint_dir, write_checkpoint_dir
+from mucodec.encoder.builders import build_conformer_block, build_subsampling
 from mucodec.encoder.config import MuEncoderConfig, TokenizerConfig
+from mucodec.key_map import (
+    CheckpointError,
+    as_tensor_dict,
+    compare_shapes,
+    invert,
+    map_key,
+    map_state,
+)
 from mucodec.safe_load import CheckpointFormatError, InertObject, load_checkpoint
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MUCODEC_KEY_MAP",
+    "MUQ_KEY_MAP",
+    "MUQ_UNCHECKED",
+    "ConvertedCheckpoint",
+    "LoadReport",
+    "expected_muq_shapes",
+    "load_converted",
+    "map_official_state",
+    "read_mucodec_checkpoint",
+    "read_muq_checkpoint",
+    "save_converted",
+    "verify_muq_state",
+]
 
 FORMAT_NAME = "mucodec-encoder"
 FORMAT_VERSION = 1
 
-# Official MuQModel module paths (without "model.") -> ours; "{}" is a layer index; None
-# marks a module that exists in the checkpoint but never influences the tokens.
+# Official MuQModel paths (without "model.") -> ours; "{}" is a layer index; None marks a
+# module that exists in the checkpoint but never influences the tokens.
 MUQ_KEY_MAP: dict[str, str | None] = {
     "preprocessor_melspec_2048.mel_stft.spectrogram": "frontend.mel.spectrogram",
     "preprocessor_melspec_2048.mel_stft.mel_scale": "frontend.mel.mel_scale",
@@ -74,49 +99,24 @@ MUQ_KEY_MAP: dict[str, str | None] = {
     "quantizer_melspec_2048": None,
     "linear": None,
     "cls_token": None,
+    # Training-only extras some MuQ configs add (use_rvq_target, reconstruction, masking).
+    "rvq": None,
+    "recon_proj": None,
+    "mask_emb": None,
 }
 
-# Training-only extras some MuQ configs add (use_rvq_target, reconstruction, masking):
-# accepted without shape checks and dropped.
-MUQ_OPTIONAL_PREFIXES = ("rvq.", "recon_proj.", "mask_emb")
+# Dropped MuQ paths whose shapes depend on training options: accepted without a check.
+MUQ_UNCHECKED = ("rvq", "recon_proj", "mask_emb")
 
-# PromptCondAudioDiffusion keys the tokenizer reads (besides "muencoder.model.*").
-MUCODEC_KEY_MAP: dict[str, str] = {
-    "rvq_muencoder_emb.": "quantizer.",
+# PromptCondAudioDiffusion (mucodec.pt) paths the tokenizer reads, besides its embedded
+# MuQ copy under "muencoder.model." (mapped by `MUQ_KEY_MAP`). The file's other keys are
+# the decoder's (`mucodec.decoder.checkpoint.MAIN_KEY_MAP`) and outside this table's scope.
+MUCODEC_KEY_MAP: dict[str, str | None] = {
+    "rvq_muencoder_emb": "quantizer",
     "rsq48tomuencoder.kernel": "frontend.resampler.kernel",
 }
 MUQ_PREFIX = "model."
 MUCODEC_MUQ_PREFIX = "muencoder.model."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing keys, has wrong shapes, or is not the expected file."""
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile("^" + re.escape(pattern).replace(r"\{\}", r"(\d+)") + r"(\..+)?$")
-
-
-_MUQ_RULES = [(_compile(src), dst) for src, dst in MUQ_KEY_MAP.items()]
-
-
-def map_muq_key(key: str) -> str | None:
-    """Official MuQModel key (without "model.") -> our key, or None for a dead weight.
-
-    Raises:
-        KeyError: naming the key when no rule covers it.
-    """
-    for rule, target in _MUQ_RULES:
-        match = rule.match(key)
-        if match is None:
-            continue
-        if target is None:
-            return None
-        *indices, rest = match.groups()
-        for index in indices:
-            target = target.replace("{}", index, 1)
-        return target + (rest or "")
-    raise KeyError(f"no key-map rule for MuQ key {key!r}")
 
 
 def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -129,7 +129,7 @@ def expected_muq_shapes(
     """Every key and shape of the official MuQModel state dict for this config.
 
     Built from our modules of the full depth on the meta device (no memory), mapped back
-    through `MUQ_KEY_MAP`, plus the unused tensors' shapes from the config.
+    through the inverse of `MUQ_KEY_MAP`, plus the unused tensors' shapes from the config.
 
     Args:
         encoder: The encoder config (its `depth` is the checkpoint's depth).
@@ -139,8 +139,6 @@ def expected_muq_shapes(
     Returns:
         {official key (with "model."): shape}.
     """
-    from mucodec.encoder.builders import build_conformer_block, build_subsampling
-
     dim, mels = encoder.dim, encoder.n_mels
     with torch.device("meta"):
         subsampling = build_subsampling(encoder)
@@ -155,8 +153,8 @@ def expected_muq_shapes(
     ours["encoder.rotary.inv_freq"] = (encoder.head_dim // 2,)
     ours["encoder.final_norm.weight"] = ours["encoder.final_norm.bias"] = (dim,)
 
-    inverse = _inverse_muq_map()
-    shapes = {MUQ_PREFIX + inverse(k): s for k, s in ours.items()}
+    inverse = invert(MUQ_KEY_MAP)
+    shapes = {MUQ_PREFIX + str(map_key(k, inverse)): s for k, s in ours.items()}
     kernel, groups = encoder.pos_conv_kernel, encoder.pos_conv_groups
     g, v = (
         ("parametrizations.weight.original0", "parametrizations.weight.original1")
@@ -179,24 +177,18 @@ def expected_muq_shapes(
     return shapes
 
 
-def _inverse_muq_map() -> Any:
-    rules = [(_compile(dst), src) for src, dst in MUQ_KEY_MAP.items() if dst is not None]
-
-    def inverse(key: str) -> str:
-        for rule, source in rules:
-            match = rule.match(key)
-            if match:
-                *indices, rest = match.groups()
-                for index in indices:
-                    source = source.replace("{}", index, 1)
-                return source + (rest or "")
-        raise KeyError(f"no key-map rule produces {key!r}")
-
-    return inverse
+def _unchecked(key: str) -> bool:
+    short = key.removeprefix(MUQ_PREFIX)
+    return any(short == p or short.startswith(p + ".") for p in MUQ_UNCHECKED)
 
 
 def verify_muq_state(state: Mapping[str, Tensor], encoder: MuEncoderConfig, source: str) -> None:
     """Checks an official MuQModel state dict against `expected_muq_shapes`.
+
+    Args:
+        state: Official key (with "model.") -> tensor.
+        encoder: The encoder config the file must match.
+        source: Name of the file, for the message.
 
     Raises:
         CheckpointError: listing missing keys, shape mismatches and unknown keys.
@@ -207,40 +199,10 @@ def verify_muq_state(state: Mapping[str, Tensor], encoder: MuEncoderConfig, sour
         else "parametrizations"
     )
     expected = expected_muq_shapes(encoder, style)
-    missing = sorted(set(expected) - set(state))
-    unknown = sorted(
-        k
-        for k in set(state) - set(expected)
-        if not k.removeprefix(MUQ_PREFIX).startswith(MUQ_OPTIONAL_PREFIXES)
-    )
-    wrong = sorted(
-        f"{k}: {tuple(state[k].shape)} != expected {expected[k]}"
-        for k in set(expected) & set(state)
-        if tuple(state[k].shape) != expected[k]
-    )
-    _raise_if(source, missing, wrong, unknown)
-
-
-def _raise_if(source: str, missing: list[str], wrong: list[str], unknown: list[str]) -> None:
-    problems = []
-    for title, items in (("missing", missing), ("wrong shape", wrong), ("unknown", unknown)):
-        if items:
-            shown = ", ".join(items[:8]) + (
-                f", ... ({len(items)} in all)" if len(items) > 8 else ""
-            )
-            problems.append(f"{title} keys: {shown}")
+    given = {k: tuple(v.shape) for k, v in state.items() if not _unchecked(k)}
+    problems = compare_shapes(expected, given)
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
-
-
-def _tensor_dict(obj: Any, source: str) -> dict[str, Tensor]:
-    """A flat {name: tensor} dict, or a clear error about what the file holds instead."""
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{source}: expected a dict of tensors, found {type(obj).__name__}")
-    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
-    if bad:
-        raise CheckpointError(f"{source}: not a state dict (non-tensor entries {bad[:5]})")
-    return dict(obj)
 
 
 def _load(path: str | Path) -> Any:
@@ -253,8 +215,15 @@ def _load(path: str | Path) -> Any:
 def read_muq_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """The MuQModel state dict inside a fairseq checkpoint (`muq.pt`), read safely.
 
+    Args:
+        path: The official `muq.pt`.
+
+    Returns:
+        Official key (with "model.") -> tensor.
+
     Raises:
         CheckpointError: if the file has no fairseq `"model"` dict of MuQ weights.
+        FileNotFoundError: if there is no such file.
     """
     obj = _load(path)
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
@@ -265,7 +234,7 @@ def read_muq_checkpoint(path: str | Path) -> dict[str, Tensor]:
         )
     if isinstance(obj, InertObject):
         raise CheckpointError(f"{path}: holds a pickled {obj.qualified_name}, not weights")
-    state = _tensor_dict(obj, str(path))
+    state = as_tensor_dict(obj, str(path))
     if not any(k.startswith(MUQ_PREFIX + "conformer.") for k in state):
         raise CheckpointError(f"{path}: no 'model.conformer.*' keys; this is not a MuQ checkpoint")
     return state
@@ -276,6 +245,12 @@ def read_mucodec_checkpoint(path: str | Path) -> dict[str, Tensor]:
 
     A `{"state_dict": ...}` or `{"model": ...}` wrapper is unwrapped.
 
+    Args:
+        path: The official `mucodec.pt`.
+
+    Returns:
+        Official key -> tensor (non-tensor entries left out).
+
     Raises:
         CheckpointError: if the file has no `rvq_muencoder_emb.*` keys.
     """
@@ -285,7 +260,7 @@ def read_mucodec_checkpoint(path: str | Path) -> dict[str, Tensor]:
             obj = obj[wrapper]
     if isinstance(obj, Mapping):
         obj = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
-    state = _tensor_dict(obj, str(path))
+    state = as_tensor_dict(obj, str(path))
     if not any(k.startswith("rvq_muencoder_emb.") for k in state):
         hint = " (it looks like muq.pt)" if any(k.startswith(MUQ_PREFIX) for k in state) else ""
         raise CheckpointError(f"{path}: no 'rvq_muencoder_emb.*' keys; not mucodec.pt{hint}")
@@ -354,48 +329,26 @@ def map_official_state(
     wanted = set(model_keys)
     mapped: dict[str, Tensor] = {}
     for key, tensor in encoder_state.items():
-        short = key.removeprefix(MUQ_PREFIX)
-        target = None if short.startswith(MUQ_OPTIONAL_PREFIXES) else map_muq_key(short)
+        target = map_key(key.removeprefix(MUQ_PREFIX), MUQ_KEY_MAP)
         if target in wanted:
             mapped[target] = tensor
         else:
             report.dropped.append(key)
 
     rvq_expected = {k for k in wanted if k.startswith("quantizer.")}
-    for key, tensor in mucodec_state.items():
-        for source, target in MUCODEC_KEY_MAP.items():
-            if key.startswith(source):
-                ours = target + key[len(source) :]
-                if ours not in wanted:
-                    raise CheckpointError(
-                        f"{mucodec_name}: unknown key {key!r} (does the config's RVQ layout "
-                        f"{config.quantizer} match the checkpoint?)"
-                    )
-                mapped[ours] = tensor
+    rest = map_state(mucodec_state, MUCODEC_KEY_MAP, scope=MUCODEC_KEY_MAP, source=mucodec_name)
+    for ours, tensor in rest.items():
+        if ours not in wanted:
+            raise CheckpointError(
+                f"{mucodec_name}: unknown key {ours!r} after mapping (does the config's RVQ "
+                f"layout {config.quantizer} match the checkpoint?)"
+            )
+        mapped[ours] = tensor
     missing = sorted(wanted - set(mapped))
     if missing:
         hint = " (RVQ)" if set(missing) & rvq_expected else ""
         raise CheckpointError(f"{mucodec_name}: missing keys{hint}: {missing[:8]}")
     return mapped, report
-
-
-def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Copies `state` into `model`, requiring identical keys and shapes.
-
-    Raises:
-        CheckpointError: naming missing, unexpected and misshapen keys.
-    """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unknown = sorted(set(state) - set(own))
-    wrong = sorted(
-        f"{k}: {tuple(state[k].shape)} != expected {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    )
-    _raise_if(source, missing, wrong, unknown)
-    cast = {k: v.to(own[k].dtype) for k, v in state.items()}
-    model.load_state_dict(cast, strict=True, assign=False)
 
 
 def save_converted(
@@ -440,12 +393,17 @@ class ConvertedCheckpoint:
 def load_converted(directory: str | Path, verify_sha256: bool = True) -> ConvertedCheckpoint:
     """Reads a directory written by `save_converted`.
 
+    Args:
+        directory: The checkpoint directory.
+        verify_sha256: Hash the weights and compare with the recorded sha256.
+
+    Returns:
+        The config, state dict, verified sha256 and provenance.
+
     Raises:
         CheckpointError: on an unknown format or version, or a hash mismatch.
     """
-    header, state = read_checkpoint_dir(
-        directory, FORMAT_NAME, FORMAT_VERSION, CheckpointError, verify_sha256
-    )
+    header, state = read_checkpoint_dir(directory, FORMAT_NAME, FORMAT_VERSION, verify_sha256)
     return ConvertedCheckpoint(
         config=TokenizerConfig.from_dict(header["config"]),
         state=state,

@@ -173,12 +173,20 @@ class TokenizerConfig(JsonConfig):
 
 
 def official() -> TokenizerConfig:
-    """The released 0.35 kbps MuCodec tokenizer (`muq.pt` + `mucodec.pt`)."""
+    """The released 0.35 kbps MuCodec tokenizer (`muq.pt` + `mucodec.pt`).
+
+    Returns:
+        Its config.
+    """
     return TokenizerConfig(name="official")
 
 
 def high_bitrate() -> TokenizerConfig:
-    """The paper's 4 x 10000 RVQ layout on the official encoder (no released weights)."""
+    """The paper's 4 x 10000 RVQ layout on the official encoder (no released weights).
+
+    Returns:
+        Its config.
+    """
     return TokenizerConfig(
         name="high_bitrate",
         quantizer=QuantizerConfig(n_codebooks=4, codebook_size=10000),
@@ -186,7 +194,11 @@ def high_bitrate() -> TokenizerConfig:
 
 
 def tiny() -> TokenizerConfig:
-    """The golden-vector model: 256-d, 3 blocks, 4 heads, tokens from layer_results[2]."""
+    """The golden-vector model: 256-d, 3 blocks, 4 heads, tokens from layer_results[2].
+
+    Returns:
+        Its config.
+    """
     return TokenizerConfig(
         name="tiny",
         encoder=MuEncoderConfig(
@@ -209,6 +221,12 @@ PRESETS = {"official": official, "high_bitrate": high_bitrate, "tiny": tiny}
 
 def preset(name: str) -> TokenizerConfig:
     """Returns the named preset config.
+
+    Args:
+        name: A key of `PRESETS`.
+
+    Returns:
+        A fresh config.
 
     Raises:
         KeyError: naming the known presets when `name` is not one of them.

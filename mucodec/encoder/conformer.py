@@ -31,12 +31,25 @@ class RotaryEmbedding(nn.Module):
     """
 
     def __init__(self, head_dim: int, base: float = 10000.0) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            head_dim: Channels per attention head E (even).
+            base: Base of the rotary frequencies.
+        """
         super().__init__()
         exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
         self.register_buffer("inv_freq", 1.0 / (base**exponents))
 
     def forward(self, frames: int) -> tuple[Tensor, Tensor]:
-        """Returns (cos, sin), each [T, E]: angles t * inv_freq duplicated along E."""
+        """The rotary tables for `frames` positions.
+
+        Args:
+            frames: Sequence length T.
+
+        Returns:
+            (cos, sin), each [T, E]: angles t * inv_freq duplicated along E.
+        """
         positions = torch.arange(frames, device=self.inv_freq.device).type_as(self.inv_freq)
         angles = torch.outer(positions, self.inv_freq)  # [T, E/2]
         angles = torch.cat((angles, angles), dim=-1)  # [T, E]
@@ -66,13 +79,27 @@ class HalfStepFeedForward(nn.Module):
     """x + 0.5 * Linear(SiLU(Linear(LayerNorm(x)))): the macaron half-step FFN."""
 
     def __init__(self, dim: int, hidden_dim: int, eps: float) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width D.
+            hidden_dim: Hidden width.
+            eps: LayerNorm epsilon.
+        """
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.linear_in = nn.Linear(dim, hidden_dim)
         self.linear_out = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """[B, T, D] -> [B, T, D]."""
+        """Applies the half-step feed-forward with its residual.
+
+        Args:
+            x: [B, T, D].
+
+        Returns:
+            [B, T, D].
+        """
         h = self.linear_out(F.silu(self.linear_in(self.norm(x))))
         return h * 0.5 + x
 
@@ -81,6 +108,13 @@ class RotarySelfAttention(nn.Module):
     """x + Attention(LayerNorm(x)) with rotary applied to the q/k input."""
 
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width D; must be divisible by `num_heads`.
+            num_heads: Attention heads.
+            eps: LayerNorm epsilon.
+        """
         super().__init__()
         self.num_heads = num_heads
         self.norm = nn.LayerNorm(dim, eps=eps)
@@ -123,6 +157,13 @@ class ConvolutionModule(nn.Module):
     """x + PW2(SiLU(BN(DW(GLU(PW1(LayerNorm(x))))))), depthwise kernel k, zero padding."""
 
     def __init__(self, dim: int, kernel_size: int, eps: float) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            dim: Model width D.
+            kernel_size: Depthwise kernel size k (odd).
+            eps: LayerNorm and BatchNorm epsilon.
+        """
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.pointwise_in = nn.Conv1d(dim, 2 * dim, 1, bias=False)
@@ -133,10 +174,17 @@ class ConvolutionModule(nn.Module):
         self.pointwise_out = nn.Conv1d(dim, dim, 1, bias=False)
 
     def forward(self, x: Tensor, frame_mask: Tensor | None = None) -> Tensor:
-        """[B, T, D] (+ valid frames [B, 1, T] as float) -> [B, T, D].
+        """Applies the convolution module with its residual.
 
         Padded frames are zeroed before the depthwise convolution, so a segment's last
         frames see zeros there exactly as they see the convolution's padding when alone.
+
+        Args:
+            x: [B, T, D].
+            frame_mask: [B, 1, T] valid frames as float (1 valid, 0 padding); None: all valid.
+
+        Returns:
+            [B, T, D].
         """
         h = self.norm(x).transpose(1, 2)  # [B, D, T]
         h = F.glu(self.pointwise_in(h), dim=1)  # [B, 2D, T] -> [B, D, T]
@@ -159,6 +207,15 @@ class ConformerBlock(nn.Module):
         ffn2: HalfStepFeedForward,
         final_norm: nn.LayerNorm,
     ) -> None:
+        """Receives built parts (see `mucodec.encoder.builders.build_conformer_block`).
+
+        Args:
+            ffn1: The first half-step feed-forward.
+            attention: Rotary self-attention.
+            conv: The convolution module.
+            ffn2: The second half-step feed-forward.
+            final_norm: The block's closing LayerNorm.
+        """
         super().__init__()
         self.ffn1 = ffn1
         self.attention = attention
@@ -173,7 +230,17 @@ class ConformerBlock(nn.Module):
         key_mask: Tensor | None = None,
         frame_mask: Tensor | None = None,
     ) -> Tensor:
-        """[B, T, D] -> [B, T, D]; masks as in `RotarySelfAttention` / `ConvolutionModule`."""
+        """Applies the block.
+
+        Args:
+            x: [B, T, D].
+            rotary: (cos, sin), each [T, E], from `RotaryEmbedding`.
+            key_mask: [B, 1, 1, T] bool, True where a key may be attended; None: all.
+            frame_mask: [B, 1, T] valid frames, as `ConvolutionModule` takes it.
+
+        Returns:
+            [B, T, D].
+        """
         x = self.ffn1(x)
         x = self.attention(x, rotary, key_mask)
         x = self.conv(x, frame_mask)

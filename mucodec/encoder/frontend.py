@@ -63,7 +63,15 @@ def song_peak_divisor(song_peak: float | Tensor, threshold: float = 0.8) -> Tens
 
 
 def normalise_song(audio: Tensor, threshold: float = 0.8) -> Tensor:
-    """Divides a whole song [C, T] by (peak / threshold) when its joint peak exceeds it."""
+    """Divides a whole song by (peak / threshold) when its joint peak exceeds `threshold`.
+
+    Args:
+        audio: [C, T] float song.
+        threshold: Peak above which the song is scaled down (0.8, the official script's).
+
+    Returns:
+        [C, T], the same tensor's values divided by the song's divisor (1 when quiet).
+    """
     return audio / song_peak_divisor(audio.abs().max(), threshold)
 
 
@@ -88,6 +96,11 @@ class Frontend(nn.Module):
     """[B, 2, L] stereo at 48 kHz (+ lengths) -> `FrontendOutput`."""
 
     def __init__(self, config: FrontendConfig) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            config: Sample rates, mel and normalisation settings.
+        """
         super().__init__()
         self.config = config
         self.resampler = torchaudio.transforms.Resample(
@@ -107,13 +120,26 @@ class Frontend(nn.Module):
         """Tokens produced for inputs of `lengths` samples at the input rate.
 
         ceil(L / 2) samples at 24 kHz, trimmed down to whole tokens of 960 samples.
+
+        Args:
+            lengths: [B] int samples at 48 kHz.
+
+        Returns:
+            [B] int tokens.
         """
         ratio = self.config.input_sample_rate // self.config.encoder_sample_rate
         encoder_lengths = (lengths + ratio - 1) // ratio
         return encoder_lengths // self.config.samples_per_token
 
     def downmix(self, audio: Tensor) -> Tensor:
-        """Per-channel peak normalisation (0.9), then mono: [B, 2, L] -> [B, L]."""
+        """Per-channel peak normalisation (0.9), then mono.
+
+        Args:
+            audio: [B, 2, L] stereo.
+
+        Returns:
+            [B, L] mono.
+        """
         peak = audio.abs().amax(dim=-1)  # [B, 2]
         audio = audio / peak_divisor(peak, self.config.segment_peak_threshold)[..., None]
         return (audio[:, 0] + audio[:, 1]) / 2.0

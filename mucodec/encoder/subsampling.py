@@ -34,6 +34,13 @@ class ResidualConvBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, eps: float = 1e-5) -> None:
+        """Creates the layers with fresh weights.
+
+        Args:
+            in_channels: Input channels.
+            out_channels: Output channels.
+            eps: BatchNorm epsilon.
+        """
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
         self.bn1 = nn.BatchNorm2d(out_channels, eps=eps)
@@ -43,10 +50,14 @@ class ResidualConvBlock(nn.Module):
         self.skip_bn = nn.BatchNorm2d(out_channels, eps=eps)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """[B, C_in, M, F] (+ valid frames [B]) -> [B, C_out, ceil(M/2), ceil(F/2)].
+        """Applies the block (stride 2 on both axes).
 
-        `lengths` are the output frame counts; the input must already be zero past
-        2 x lengths.
+        Args:
+            x: [B, C_in, M, F]; must already be zero past 2 x lengths frames.
+            lengths: [B] valid output frames; None: all valid.
+
+        Returns:
+            [B, C_out, ceil(M/2), ceil(F/2)].
         """
         # In-place activations: at full size each intermediate is ~270 MB per segment, and
         # fresh allocations of that size cost page faults on CPU. Same arithmetic.

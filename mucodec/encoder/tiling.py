@@ -29,6 +29,12 @@ def sound2code_output_len(samples: int) -> int:
 
     Evaluated as the script does, in float64: at some exact multiples of 1920 samples it is
     one less than samples // 1920 + 1 (e.g. 55,680 samples give 29, not 30).
+
+    Args:
+        samples: The song's length in samples at 48 kHz.
+
+    Returns:
+        int(samples / 48000 * 25) + 1.
     """
     return int(samples / float(SAMPLE_RATE) * 25) + 1
 

@@ -17,6 +17,8 @@ import pyarrow as pa
 import soundfile as sf
 import torch
 
+from mucodec.decoder.builders import build_decoder
+from mucodec.decoder.checkpoint import load_decoder, load_official_decoder
 from mucodec.decoder.config import decoder_preset
 from mucodec.decoder.model import MuCodecDecoder
 from mucodec.encoder.config import TokenizerConfig
@@ -56,14 +58,14 @@ class DecoderSpec:
     def load(self, tokenizer_config: TokenizerConfig, device: torch.device) -> MuCodecDecoder:
         """Load the decoder; a random preset is shaped to the tokens' codebooks."""
         if self.checkpoint:
-            decoder = MuCodecDecoder.from_checkpoint(self.checkpoint, device=device)
+            decoder = load_decoder(self.checkpoint, device=device, precision=self.dtype)
         elif self.official_mucodec:
-            decoder = MuCodecDecoder.from_official(
-                self.official_mucodec, self.official_audioldm, device=device
+            decoder = load_official_decoder(
+                self.official_mucodec, self.official_audioldm, device=device, precision=self.dtype
             )
         else:
             config = _match_codebooks(decoder_preset(self.preset), tokenizer_config)
-            decoder = MuCodecDecoder.from_config(config, seed=self.seed, device=device)
+            decoder = build_decoder(config, seed=self.seed, device=device, precision=self.dtype)
         if (decoder.num_codebooks, decoder.codebook_size) < (
             tokenizer_config.quantizer.n_codebooks,
             tokenizer_config.quantizer.codebook_size,
@@ -132,9 +134,7 @@ class SpotcheckDecode:
         decoder = self._decoder(rows[0].tokenizer_config)
         codes = torch.stack([torch.tensor(r.codes, dtype=torch.long) for r in rows])
         sampling = decoder.with_sampling(
-            num_steps=self.spec.steps,
-            guidance_scale=self.spec.guidance,
-            dtype=self.spec.dtype,
+            num_steps=self.spec.steps, guidance_scale=self.spec.guidance
         )
         seeds = [self.spec.noise_seed] * len(rows)
         with torch.inference_mode():

@@ -62,13 +62,12 @@ class TokenizerSpec:
         """Build the tokenizer (checkpoint or seeded preset) on its device, in eval mode."""
         device = self.resolve_device()
         if self.checkpoint is not None:
-            tokenizer = MuCodecTokenizer.from_checkpoint(self.checkpoint)
+            tokenizer = MuCodecTokenizer.from_checkpoint(self.checkpoint, precision=self.dtype)
         else:
-            tokenizer = MuCodecTokenizer.from_config(config_preset(self.preset), seed=self.seed)
-        tokenizer = tokenizer.to(device).eval()
-        if self.dtype == "bfloat16":
-            tokenizer.autocast_dtype = torch.bfloat16
-        return tokenizer
+            tokenizer = MuCodecTokenizer.from_config(
+                config_preset(self.preset), seed=self.seed, precision=self.dtype
+            )
+        return tokenizer.to(device).eval()
 
 
 class TokenizeBatch:

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from mucodec.encoder import checkpoint as ckpt
 from mucodec.encoder.config import TokenizerConfig, tiny
 from mucodec.encoder.tokenizer import MuCodecTokenizer
+from mucodec.key_map import load_strict
 
 
 def official_tiny_state(encoder_golden: Path) -> dict[str, torch.Tensor]:
@@ -30,7 +31,7 @@ def golden_tokenizer(encoder_golden: Path, config: TokenizerConfig) -> MuCodecTo
     state, _ = ckpt.map_official_state(
         config, tokenizer.state_dict().keys(), official_tiny_state(encoder_golden)
     )
-    ckpt.load_state_strict(tokenizer, state, "golden")
+    load_strict(tokenizer, state, "golden")
     return tokenizer
 
 

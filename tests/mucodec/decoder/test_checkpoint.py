@@ -11,26 +11,26 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.checkpoint import (
     MAIN_KEY_MAP,
     VAE_KEY_MAP,
-    CheckpointMismatchError,
     check_manifest,
     convert_official,
+    load_decoder,
     load_decoder_checkpoint,
-    load_strict,
-    map_keys,
+    load_official_decoder,
     save_decoder_checkpoint,
 )
 from mucodec.decoder.config import DECODER_PRESETS, DecoderConfig, decoder_preset
 from mucodec.decoder.model import MuCodecDecoder
-from mucodec.encoder.checkpoint import CheckpointError
+from mucodec.key_map import CheckpointError, load_strict, map_state
 
 
 @pytest.fixture(scope="module")
 def full_size() -> MuCodecDecoder:
     """The official-size decoder on the meta device (shapes only, no memory)."""
-    return MuCodecDecoder.from_config(decoder_preset("official"), device="meta")
+    return build_decoder(decoder_preset("official"), device="meta")
 
 
 def _numel(module: torch.nn.Module, prefix: str) -> int:
@@ -63,44 +63,44 @@ def test_manifest_check_refuses_a_wrong_shape(
     full_size: MuCodecDecoder, decoder_golden: Path
 ) -> None:
     manifest = json.loads((decoder_golden / "manifest_mucodec_decoder_fullsize.json").read_text())
-    wrong = MuCodecDecoder.from_config(
+    wrong = build_decoder(
         DecoderConfig(flow=decoder_preset("tiny").flow, vae=decoder_preset("official").vae),
         device="meta",
     )
-    with pytest.raises(CheckpointMismatchError, match="shape mismatches"):
+    with pytest.raises(CheckpointError, match="wrong shapes"):
         check_manifest(wrong, manifest, "main")
     manifest["tensors"] = manifest["tensors"][1:]  # drop zero_cond_embedding1
-    with pytest.raises(CheckpointMismatchError, match=re.escape("flow.conditioner.null_cond")):
+    with pytest.raises(CheckpointError, match=re.escape("flow.conditioner.null_cond")):
         check_manifest(full_size, manifest, "main")
 
 
 @pytest.fixture(scope="module")
 def tiny_state(decoder_golden: Path) -> dict[str, torch.Tensor]:
     return {
-        **map_keys(load_file(decoder_golden / "main_tiny.safetensors"), MAIN_KEY_MAP),
-        **map_keys(load_file(decoder_golden / "vae_tiny.safetensors"), VAE_KEY_MAP),
+        **map_state(load_file(decoder_golden / "main_tiny.safetensors"), MAIN_KEY_MAP),
+        **map_state(load_file(decoder_golden / "vae_tiny.safetensors"), VAE_KEY_MAP),
     }
 
 
 def test_load_strict_refuses_missing_unexpected_and_misshaped(
     tiny_state: dict[str, torch.Tensor],
 ) -> None:
-    model = MuCodecDecoder.from_config(decoder_preset("tiny"), device="meta")
+    model = build_decoder(decoder_preset("tiny"), device="meta")
     missing = dict(tiny_state)
     del missing["vae.scale_factor"]
-    with pytest.raises(CheckpointMismatchError, match=r"missing keys: \['vae.scale_factor'\]"):
+    with pytest.raises(CheckpointError, match=r"missing keys: \[vae.scale_factor\]"):
         load_strict(model, missing)
-    with pytest.raises(CheckpointMismatchError, match=r"unexpected keys: .*flow\.extra"):
+    with pytest.raises(CheckpointError, match=r"unexpected keys: .*flow\.extra"):
         load_strict(model, {**tiny_state, "flow.extra": torch.zeros(1)})
     bad = {**tiny_state, "flow.conditioner.proj.bias": torch.zeros(3)}
-    with pytest.raises(CheckpointMismatchError, match=r"flow.conditioner.proj.bias: checkpoint"):
+    with pytest.raises(CheckpointError, match=r"flow.conditioner.proj.bias: checkpoint"):
         load_strict(model, bad)
 
 
 def test_key_map_names_unknown_official_keys() -> None:
-    with pytest.raises(CheckpointMismatchError, match=re.escape("cfm_wrapper.estimator.mystery")):
-        map_keys({"cfm_wrapper.estimator.mystery.weight": 0}, MAIN_KEY_MAP)
-    renamed = map_keys(
+    with pytest.raises(CheckpointError, match=re.escape("cfm_wrapper.estimator.mystery")):
+        map_state({"cfm_wrapper.estimator.mystery.weight": 0}, MAIN_KEY_MAP)
+    renamed = map_state(
         {
             "cfm_wrapper.estimator.transformer_blocks.11.attn1.to_out.0.weight": 1,
             "cfm_wrapper.estimator.transformer_blocks.3.ff.net.0.proj.bias": 2,
@@ -147,8 +147,11 @@ def test_convert_official_round_trip(
     for key, value in tiny_state.items():
         assert torch.equal(state[key], value), key
 
-    loaded = MuCodecDecoder.from_checkpoint(out)
-    official = MuCodecDecoder.from_official(main_path, vae_path, config=decoder_preset("tiny"))
+    loaded = load_decoder(out)
+    official = load_official_decoder(
+        main_path, vae_path, config=decoder_preset("tiny"), precision="bfloat16"
+    )
+    assert (loaded.precision, official.precision) == ("float32", "bfloat16")
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, tiny_state[key]), key
         assert torch.equal(official.state_dict()[key], value), key
@@ -159,8 +162,8 @@ def test_official_file_with_a_missing_key_is_refused(decoder_golden: Path, tmp_p
     del main["cfm_wrapper.estimator.proj_out.bias"]
     main_path = tmp_path / "mucodec.safetensors"
     save_file(main, str(main_path))
-    with pytest.raises(CheckpointMismatchError, match=re.escape("flow.estimator.proj_out.bias")):
-        MuCodecDecoder.from_official(
+    with pytest.raises(CheckpointError, match=re.escape("flow.estimator.proj_out.bias")):
+        load_official_decoder(
             main_path, decoder_golden / "vae_tiny.safetensors", config=decoder_preset("tiny")
         )
 
@@ -177,15 +180,15 @@ def test_our_format_refuses_foreign_tampered_and_unknown_versions(
     header_path = ours / "config.json"
     header = json.loads(header_path.read_text())
     header_path.write_text(json.dumps({**header, "format": "mucodec-encoder"}))
-    with pytest.raises(CheckpointMismatchError, match="is not 'mucodec-decoder'"):
+    with pytest.raises(CheckpointError, match="is not 'mucodec-decoder'"):
         load_decoder_checkpoint(ours)
     header_path.write_text(json.dumps({**header, "format_version": 99}))
-    with pytest.raises(CheckpointMismatchError, match="format_version 99 is not supported"):
+    with pytest.raises(CheckpointError, match="format_version 99 is not supported"):
         load_decoder_checkpoint(ours)
     header_path.write_text(json.dumps(header))
     tampered = {**tiny_state, "vae.scale_factor": torch.tensor(0.5)}
     save_file(tampered, str(ours / "model.safetensors"))
-    with pytest.raises(CheckpointMismatchError, match="sha256 differs"):
+    with pytest.raises(CheckpointError, match="sha256 differs"):
         load_decoder_checkpoint(ours)
 
 
@@ -196,7 +199,7 @@ def test_config_json_round_trip(name: str) -> None:
 
 
 def test_unfrozen_normaliser_statistics_warn(tiny_state: dict[str, torch.Tensor]) -> None:
-    model = MuCodecDecoder.from_config(decoder_preset("tiny"))
+    model = build_decoder(decoder_preset("tiny"), seed=0)
     load_strict(model, {**tiny_state, "flow.normalizer.counts": torch.tensor([50.0])})
     with pytest.warns(UserWarning, match="keep them fixed"):
         assert not model.flow.normalizer.check_frozen()

@@ -13,10 +13,12 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from mucodec.decoder.checkpoint import MAIN_KEY_MAP, VAE_KEY_MAP, load_strict, map_keys
+from mucodec.decoder.builders import build_decoder
+from mucodec.decoder.checkpoint import MAIN_KEY_MAP, VAE_KEY_MAP
 from mucodec.decoder.config import decoder_preset
 from mucodec.decoder.model import MuCodecDecoder, plan_windows, tile_codes
 from mucodec.decoder.vocoder import vocode_chunked
+from mucodec.key_map import load_strict, map_state
 
 pytestmark = pytest.mark.golden
 
@@ -28,10 +30,10 @@ def close(actual: Tensor, expected: Tensor, atol: float) -> None:
 @pytest.fixture(scope="module")
 def decoder(decoder_golden: Path) -> MuCodecDecoder:
     """The tiny decoder with the golden weights, loaded through the official key maps."""
-    model = MuCodecDecoder.from_config(decoder_preset("tiny"))
+    model = build_decoder(decoder_preset("tiny"), seed=0)
     state = {
-        **map_keys(load_file(decoder_golden / "main_tiny.safetensors"), MAIN_KEY_MAP),
-        **map_keys(load_file(decoder_golden / "vae_tiny.safetensors"), VAE_KEY_MAP),
+        **map_state(load_file(decoder_golden / "main_tiny.safetensors"), MAIN_KEY_MAP),
+        **map_state(load_file(decoder_golden / "vae_tiny.safetensors"), VAE_KEY_MAP),
     }
     load_strict(model, state)
     return model

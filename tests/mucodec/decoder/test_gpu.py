@@ -12,9 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mucodec.decoder.checkpoint import MAIN_KEY_MAP, VAE_KEY_MAP, load_strict, map_keys
+from mucodec.decoder.builders import build_decoder
+from mucodec.decoder.checkpoint import MAIN_KEY_MAP, VAE_KEY_MAP
 from mucodec.decoder.config import decoder_preset
 from mucodec.decoder.model import MuCodecDecoder
+from mucodec.key_map import load_strict, map_state
 
 pytestmark = [
     pytest.mark.gpu,
@@ -24,10 +26,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def decoder(decoder_golden: Path) -> MuCodecDecoder:
-    model = MuCodecDecoder.from_config(decoder_preset("tiny"))
+    model = build_decoder(decoder_preset("tiny"), seed=0)
     state = {
-        **map_keys(load_file(decoder_golden / "main_tiny.safetensors"), MAIN_KEY_MAP),
-        **map_keys(load_file(decoder_golden / "vae_tiny.safetensors"), VAE_KEY_MAP),
+        **map_state(load_file(decoder_golden / "main_tiny.safetensors"), MAIN_KEY_MAP),
+        **map_state(load_file(decoder_golden / "vae_tiny.safetensors"), VAE_KEY_MAP),
     }
     load_strict(model, state)
     return model.to("cuda")
@@ -65,9 +67,17 @@ def test_decode_modes_agree_with_float32(decoder: MuCodecDecoder, mode: str) -> 
     reference = decoder.decode(codes, seeds=[1, 2], sampling=decoder.with_sampling(num_steps=2))
     if mode == "official_way":
         sampling = decoder.with_sampling(num_steps=2, official_way=True)
+        audio = decoder.decode(codes, seeds=[1, 2], sampling=sampling)
     else:
-        sampling = decoder.with_sampling(num_steps=2, dtype=mode)
-    audio = decoder.decode(codes, seeds=[1, 2], sampling=sampling)
+        sampling = decoder.with_sampling(num_steps=2)
+        low = MuCodecDecoder(
+            config=decoder.config,
+            flow=decoder.flow,
+            vae=decoder.vae,
+            vocoder=decoder.vocoder,
+            precision=mode,
+        )
+        audio = low.decode(codes, seeds=[1, 2], sampling=sampling)
     assert audio.shape == reference.shape == (2, 2, 200 * 1920)
     assert torch.isfinite(audio).all()
     assert relative_error(audio, reference.cpu()) < 0.1

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.config import (
     DecoderConfig,
     MelVAEConfig,
@@ -76,7 +77,7 @@ def redraw(module: torch.nn.Module, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def micro() -> MuCodecDecoder:
-    model = MuCodecDecoder.from_config(micro_config(), seed=3)
+    model = build_decoder(micro_config(), seed=3)
     redraw(model.vae, 1)
     redraw(model.vocoder, 2)
     return model
@@ -187,7 +188,13 @@ def test_whole_window_vocoding_differs_only_near_chunk_seams(micro: MuCodecDecod
 def test_bfloat16_autocast_decodes_close_to_float32(micro: MuCodecDecoder) -> None:
     codes = random_codes(1, 64, seed=5)
     reference = micro.decode(codes, seeds=0)
-    low = micro.decode(codes, seeds=0, sampling=micro.with_sampling(dtype="bfloat16"))
+    low = MuCodecDecoder(
+        config=micro.config,
+        flow=micro.flow,
+        vae=micro.vae,
+        vocoder=micro.vocoder,
+        precision="bfloat16",
+    ).decode(codes, seeds=0)
     assert low.dtype == torch.float32 and torch.isfinite(low).all()
     relative = (low - reference).norm() / reference.norm()
     assert relative < 0.1
@@ -309,3 +316,23 @@ def test_estimator_rows_are_independent(micro: MuCodecDecoder) -> None:
         for b in range(3):
             single = estimator(h[b : b + 1], t[b : b + 1])
             torch.testing.assert_close(batched[b : b + 1], single, atol=1e-5, rtol=0)
+
+
+def test_precision_is_given_at_construction(micro: MuCodecDecoder) -> None:
+    assert micro.precision == "float32"
+    low = build_decoder(micro_config(), seed=3, device="meta", precision="bfloat16")
+    assert low.precision == "bfloat16"
+    with pytest.raises(AttributeError):
+        micro.precision = "bfloat16"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="'int8'"):
+        build_decoder(micro_config(), device="meta", precision="int8")  # type: ignore[arg-type]
+    assert "dtype" not in SamplingConfig().to_dict()
+
+
+def test_sampling_config_saved_with_the_old_dtype_field() -> None:
+    # Checkpoints written before precision moved out carry "dtype": "float32".
+    assert SamplingConfig.from_dict({"num_steps": 3, "dtype": "float32"}) == SamplingConfig(
+        num_steps=3
+    )
+    with pytest.raises(ValueError, match="precision='bfloat16'"):
+        SamplingConfig.from_dict({"dtype": "bfloat16"})

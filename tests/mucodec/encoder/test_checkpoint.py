@@ -20,6 +20,7 @@ from mucodec.encoder import checkpoint as ckpt
 from mucodec.encoder.builders import build_encoder, build_quantizer
 from mucodec.encoder.config import official, preset, tiny
 from mucodec.encoder.tokenizer import MuCodecTokenizer
+from mucodec.key_map import CheckpointError, map_key
 from mucodec.safe_load import InertObject, load_checkpoint
 from tests.mucodec.conftest import official_tiny_state
 
@@ -105,10 +106,15 @@ def test_official_files_give_the_golden_tokens(
         muq=official_files["muq"], mucodec=official_files["mucodec"], config=tiny()
     )
 
-    codes = tokenizer.encode(golden_inputs["input_a"])
+    codes = tokenizer.encode_segments([golden_inputs["input_a"]])[0]
 
     assert torch.equal(codes, golden_outputs["codes"][0])
     assert len(tokenizer.checkpoint_sha256.split("+")) == 2
+    # What loading verified and dropped is kept where the caller can see it.
+    report = tokenizer.load_report
+    assert report is not None and report.encoder_source == str(official_files["muq"])
+    assert "model.conformer.layers.2.ffn1.output_dense.weight" in report.dropped
+    assert report.differing_copies == []
 
 
 def test_encoder_weights_in_mucodec_pt_take_precedence(
@@ -132,7 +138,7 @@ def test_encoder_weights_in_mucodec_pt_take_precedence(
 
 def _refused(state: dict[str, torch.Tensor], match: str) -> None:
     model = MuCodecTokenizer._empty(tiny())
-    with pytest.raises(ckpt.CheckpointError, match=match):
+    with pytest.raises(CheckpointError, match=match):
         ckpt.map_official_state(tiny(), model.state_dict().keys(), state)
 
 
@@ -140,9 +146,9 @@ def test_missing_misshapen_and_unknown_keys_are_refused(encoder_golden: Path) ->
     good = official_tiny_state(encoder_golden)
     key = "muencoder.model.conformer.layers.2.ffn2.output_dense.weight"  # even a dead one
 
-    _refused({k: v for k, v in good.items() if k != key}, r"missing keys: model\.conformer")
-    _refused({**good, key: torch.zeros(3, 3)}, r"wrong shape keys: .*\(3, 3\)")
-    _refused({**good, "muencoder.model.conformer.extra.weight": torch.zeros(1)}, "unknown keys")
+    _refused({k: v for k, v in good.items() if k != key}, r"missing keys: \[model\.conformer")
+    _refused({**good, key: torch.zeros(3, 3)}, r"wrong shapes: .*checkpoint \(3, 3\)")
+    _refused({**good, "muencoder.model.conformer.extra.weight": torch.zeros(1)}, "unexpected keys")
     rvq = "rvq_muencoder_emb.quantizers.0.codebook.weight"
     _refused({k: v for k, v in good.items() if k != rvq}, r"missing keys \(RVQ\)")
     _refused({**good, "rvq_muencoder_emb.quantizers.1.codebook.weight": good[rvq]}, "RVQ layout")
@@ -152,15 +158,15 @@ def test_missing_misshapen_and_unknown_keys_are_refused(encoder_golden: Path) ->
 def test_wrong_files_are_refused(official_files: dict[str, Path], tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(os.urandom(4096))
-    with pytest.raises(ckpt.CheckpointError, match="not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         ckpt.read_muq_checkpoint(junk)
-    with pytest.raises(ckpt.CheckpointError, match=r"looks like muq\.pt"):
+    with pytest.raises(CheckpointError, match=r"looks like muq\.pt"):
         ckpt.read_mucodec_checkpoint(official_files["muq"])
-    with pytest.raises(ckpt.CheckpointError, match=r"looks like mucodec\.pt"):
+    with pytest.raises(CheckpointError, match=r"looks like mucodec\.pt"):
         ckpt.read_muq_checkpoint(official_files["full"])
     with pytest.raises(FileNotFoundError):
         ckpt.read_muq_checkpoint(tmp_path / "absent.pt")
-    with pytest.raises(ckpt.CheckpointError, match="wrong shape"):
+    with pytest.raises(CheckpointError, match="wrong shapes"):
         MuCodecTokenizer.from_checkpoint(mucodec=official_files["full"], config=official())
 
 
@@ -190,7 +196,7 @@ def test_full_size_model_keys_map_onto_the_needed_manifest_entries(encoder_golde
     ours["frontend.mel.spectrogram.window"] = (2048,)
     ours["frontend.mel.mel_scale.fb"] = (1025, 128)
 
-    mapped = {ckpt.map_muq_key(k.removeprefix("model.")): k for k in manifest}
+    mapped = {map_key(k.removeprefix("model."), ckpt.MUQ_KEY_MAP): k for k in manifest}
     used = {mapped[k] for k in ours}
 
     assert used == {k for k, t in manifest.items() if t["needed_for_layer_results_6"]}
@@ -219,7 +225,9 @@ def test_converter_round_trip(
     summary = convert(official_files["mucodec"], out, muq=official_files["muq"], preset_name="tiny")
     tokenizer = MuCodecTokenizer.from_checkpoint(out)
 
-    assert torch.equal(tokenizer.encode(golden_inputs["input_a"]), golden_outputs["codes"][0])
+    assert torch.equal(
+        tokenizer.encode_segments([golden_inputs["input_a"]])[0], golden_outputs["codes"][0]
+    )
     assert (
         tokenizer.checkpoint_sha256 == summary["sha256"] == sha256_file(out / "model.safetensors")
     )
@@ -245,12 +253,12 @@ def test_converted_checkpoint_is_verified(official_files: dict[str, Path], tmp_p
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ckpt.CheckpointError, match="sha256"):
+    with pytest.raises(CheckpointError, match="sha256"):
         MuCodecTokenizer.from_checkpoint(out)
 
     header["format_version"] = 99
     header_path.write_text(json.dumps(header))
-    with pytest.raises(ckpt.CheckpointError, match="format_version 99"):
+    with pytest.raises(CheckpointError, match="format_version 99"):
         MuCodecTokenizer.from_checkpoint(out)
-    with pytest.raises(ckpt.CheckpointError, match="not a converted checkpoint"):
+    with pytest.raises(CheckpointError, match="not a converted checkpoint"):
         MuCodecTokenizer.from_checkpoint(tmp_path)

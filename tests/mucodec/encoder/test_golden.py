@@ -101,7 +101,7 @@ def test_block_steps_match(tiny_tokenizer: MuCodecTokenizer, golden_inputs, gold
 
 
 def test_tokens_of_input_a(tiny_tokenizer: MuCodecTokenizer, golden_inputs, golden_outputs) -> None:
-    codes = tiny_tokenizer.encode(golden_inputs["input_a"])
+    codes = tiny_tokenizer.encode_segments([golden_inputs["input_a"]])[0]
 
     assert codes.shape == (1, 150)
     assert torch.equal(codes, golden_outputs["codes"][0])
@@ -116,7 +116,7 @@ def test_fetch_codes_batch_windows(
     windows = torch.stack([audio[:, o : o + case["length"]] for o in case["offsets"]])
 
     divisors = peak_divisor(windows.abs().amax(-1), 0.9)
-    out = tiny_tokenizer.encode_batch(windows, return_embeddings=True)
+    out = tiny_tokenizer.encode_padded(windows, return_embeddings=True)
 
     assert torch.equal(divisors, golden_encode["windows.peak_norm_divisor"])
     assert torch.equal(out.codes, golden_encode["windows.codes"])
@@ -135,7 +135,7 @@ def test_sound2code(
     song = golden_inputs["input_a"].repeat(1, 22) if case == "c" else golden_inputs[f"input_{case}"]
     assert song.shape[-1] == tiling[case]["orig_samples"]
 
-    result = tiny_tokenizer.sound2code(song, return_embeddings=case != "c")
+    result = tiny_tokenizer.encode_song(song, return_embeddings=case != "c")
 
     assert result.num_windows == tiling[case]["windows"]
     assert result.codes.shape == (1, tiling[case]["output_len"])
@@ -162,7 +162,7 @@ def test_sound2code_on_a_very_short_song(tiny_tokenizer: MuCodecTokenizer) -> No
     # 1920 samples double exactly to 3,932,160: three windows, and 2 tokens kept.
     song = torch.sin(torch.arange(1920.0) / 7.0).repeat(2, 1) * 0.3
 
-    result = tiny_tokenizer.sound2code(song)
+    result = tiny_tokenizer.encode_song(song)
 
     assert result.num_windows == 3
     assert result.codes.shape == (1, 2)

@@ -22,11 +22,11 @@ def test_short_segment_in_a_padded_batch_equals_alone(tiny_tokenizer: MuCodecTok
     audio[0], audio[1, :, : short.shape[-1]] = full, short
     audio[1, :, short.shape[-1] :] = 0.7  # padding content must not matter
 
-    batch = tiny_tokenizer.encode_batch(
+    batch = tiny_tokenizer.encode_padded(
         audio, [full.shape[-1], short.shape[-1]], return_embeddings=True
     )
-    alone_short = tiny_tokenizer.encode_batch(short[None], return_embeddings=True)
-    alone_full = tiny_tokenizer.encode_batch(full[None], return_embeddings=True)
+    alone_short = tiny_tokenizer.encode_padded(short[None], return_embeddings=True)
+    alone_full = tiny_tokenizer.encode_padded(full[None], return_embeddings=True)
 
     frames = short.shape[-1] // 1920
     assert batch.lengths.tolist() == [full.shape[-1] // 1920, frames]
@@ -46,13 +46,13 @@ def test_encode_segments_matches_one_by_one(tiny_tokenizer: MuCodecTokenizer) ->
 
     for segment, codes in zip(segments, together, strict=True):
         assert codes.shape == (1, segment.shape[-1] // 1920)
-        assert torch.equal(codes, tiny_tokenizer.encode(segment))
+        assert torch.equal(codes, tiny_tokenizer.encode_segments([segment])[0])
 
 
 def test_batch_of_equal_segments_equals_alone(tiny_tokenizer: MuCodecTokenizer) -> None:
     audio = torch.stack([_song(1.0, seed=s) for s in range(3)])
 
-    batch = tiny_tokenizer.encode_batch(audio)
+    batch = tiny_tokenizer.encode_padded(audio)
 
     for i in range(3):
-        assert torch.equal(batch.codes[i], tiny_tokenizer.encode(audio[i]))
+        assert torch.equal(batch.codes[i], tiny_tokenizer.encode_segments([audio[i]])[0])

@@ -51,7 +51,7 @@ def test_facade_and_segment_length() -> None:
     tokenizer = MuCodecTokenizer.from_config(tiny(), seed=3)
     audio = torch.randn(2, SEGMENT) * 0.1
 
-    codes = tokenizer.encode(audio)
+    codes = tokenizer.encode_segments([audio])[0]
 
     assert (tokenizer.sample_rate, tokenizer.frame_rate) == (48000, 25)
     assert (tokenizer.num_codebooks, tokenizer.codebook_size) == (1, 1024)
@@ -80,41 +80,80 @@ def test_song_peak_applies_the_script_divisor(
     segment = golden_inputs["input_a"][:, :96000]  # peak 0.7: no per-segment division
     song_peak = 1.25
 
-    with_peak = tiny_tokenizer.encode(segment, song_peak=song_peak)
-    divided = tiny_tokenizer.encode(segment / song_peak_divisor(song_peak))
-    quiet = tiny_tokenizer.encode(segment, song_peak=0.8)  # exactly 0.8: left alone
+    with_peak = tiny_tokenizer.encode_segments([segment], song_peaks=[song_peak])[0]
+    divided = tiny_tokenizer.encode_segments([segment / song_peak_divisor(song_peak)])[0]
+    quiet = tiny_tokenizer.encode_segments([segment], song_peaks=[0.8])[
+        0
+    ]  # exactly 0.8: left alone
 
     assert float(song_peak_divisor(song_peak)) == pytest.approx(1.5625)
     assert torch.equal(with_peak, divided)
-    assert torch.equal(quiet, tiny_tokenizer.encode(segment))
+    assert torch.equal(quiet, tiny_tokenizer.encode_segments([segment])[0])
     assert not torch.equal(with_peak, quiet)
 
 
 def test_gain_is_undone(tiny_tokenizer: MuCodecTokenizer, golden_inputs) -> None:
     segment = golden_inputs["input_a"][:, :96000]
 
-    stored = tiny_tokenizer.encode(segment * 0.5, song_peak=1.6, gain=0.5)
+    stored = tiny_tokenizer.encode_segments([segment * 0.5], song_peaks=[1.6], gains=[0.5])[0]
 
-    assert torch.equal(stored, tiny_tokenizer.encode(segment, song_peak=1.6))
+    assert torch.equal(stored, tiny_tokenizer.encode_segments([segment], song_peaks=[1.6])[0])
 
 
 def test_too_short_and_mono_inputs_are_refused(tiny_tokenizer: MuCodecTokenizer) -> None:
-    assert tiny_tokenizer.encode(torch.zeros(2, 3839)).shape == (1, 2)
+    assert tiny_tokenizer.encode_segments([torch.zeros(2, 3839)])[0].shape == (1, 2)
     with pytest.raises(ValueError, match="2 tokens"):
-        tiny_tokenizer.encode(torch.zeros(2, 3838))
+        tiny_tokenizer.encode_segments([torch.zeros(2, 3838)])[0]
     with pytest.raises(ValueError, match="stereo"):
-        tiny_tokenizer.encode_batch(torch.zeros(1, 1, 48000))
+        tiny_tokenizer.encode_padded(torch.zeros(1, 1, 48000))
+
+
+def _with_precision(tokenizer: MuCodecTokenizer, precision: str) -> MuCodecTokenizer:
+    """Another tokenizer over the same (shared) parts, built with `precision`."""
+    return MuCodecTokenizer(
+        tokenizer.config,
+        frontend=tokenizer.frontend,
+        encoder=tokenizer.encoder,
+        quantizer=tokenizer.quantizer,
+        precision=precision,
+    )
+
+
+def test_precision_is_given_at_construction(tiny_tokenizer: MuCodecTokenizer) -> None:
+    assert tiny_tokenizer.precision == "float32"
+    assert MuCodecTokenizer.from_config(tiny(), precision="bfloat16").precision == "bfloat16"
+    with pytest.raises(AttributeError):
+        tiny_tokenizer.precision = "bfloat16"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="'int8'"):
+        MuCodecTokenizer.from_config(tiny(), precision="int8")  # type: ignore[arg-type]
+
+
+def test_bf16_precision_runs_the_encoder_under_autocast(
+    tiny_tokenizer: MuCodecTokenizer, golden_inputs
+) -> None:
+    seen: list[torch.dtype] = []
+
+    def record(_module: object, _args: object, _out: object) -> None:
+        autocast = torch.is_autocast_enabled("cpu")
+        seen.append(torch.get_autocast_dtype("cpu") if autocast else torch.float32)
+
+    low = _with_precision(tiny_tokenizer, "bfloat16")
+    hook = low.encoder.blocks[0].register_forward_hook(record)
+    try:
+        low.encode_padded(golden_inputs["input_a"][None])
+        tiny_tokenizer.encode_padded(golden_inputs["input_a"][None])
+    finally:
+        hook.remove()
+    assert seen == [torch.bfloat16, torch.float32]
 
 
 def test_bf16_autocast_agrees_with_float32(tiny_tokenizer: MuCodecTokenizer, golden_inputs) -> None:
     # The same code path as bf16 on GPU: the encoder under autocast, front end and RVQ fp32.
     audio = golden_inputs["input_a"]
-    reference = tiny_tokenizer.encode_batch(audio[None], return_embeddings=True)
-    tiny_tokenizer.autocast_dtype = torch.bfloat16
-    try:
-        low = tiny_tokenizer.encode_batch(audio[None], return_embeddings=True)
-    finally:
-        tiny_tokenizer.autocast_dtype = None
+    reference = tiny_tokenizer.encode_padded(audio[None], return_embeddings=True)
+    low = _with_precision(tiny_tokenizer, "bfloat16").encode_padded(
+        audio[None], return_embeddings=True
+    )
 
     agreement = (low.codes == reference.codes).float().mean().item()
     assert agreement >= 0.8, agreement
@@ -131,9 +170,8 @@ def test_gpu_float32_and_bf16(encoder_golden, golden_inputs, golden_outputs) -> 
     tokenizer = golden_tokenizer(encoder_golden, tiny()).cuda()
     audio = golden_inputs["input_a"][None].cuda()
 
-    fp32 = tokenizer.encode_batch(audio, return_embeddings=True)
-    tokenizer.autocast_dtype = torch.bfloat16
-    bf16 = tokenizer.encode_batch(audio)
+    fp32 = tokenizer.encode_padded(audio, return_embeddings=True)
+    bf16 = _with_precision(tokenizer, "bfloat16").encode_padded(audio)
 
     golden = golden_outputs["layer_results.2"].cuda()
     torch.testing.assert_close(fp32.embeddings, golden, atol=1e-2, rtol=0)

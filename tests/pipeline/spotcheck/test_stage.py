@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from mucodec.decoder.model import MuCodecDecoder
+from mucodec.decoder.builders import build_decoder
 from mucodec.encoder.config import preset
 from pipeline.claims import OutputInUse
 from pipeline.prepare.segment import SegmentConfig
@@ -103,7 +103,7 @@ def test_spotcheck_decodes_the_sample_and_writes_metrics_wavs_and_report(tokeniz
     tokens = {}
     for part in sorted(Path(tokenized["tokens"], "tokens").glob("*.parquet")):
         tokens.update({r["key"]: r for r in pq.read_table(part).to_pylist()})
-    decoder = MuCodecDecoder.from_config(_tiny_decoder_for_tokens(), seed=TINY_DECODER.seed).eval()
+    decoder = build_decoder(_tiny_decoder_for_tokens(), seed=TINY_DECODER.seed).eval()
     for number, record in enumerate(metrics):
         folder = output / "samples" / record["key"]
         original, rate = sf.read(folder / "original.wav", always_2d=True)

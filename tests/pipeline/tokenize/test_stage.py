@@ -104,9 +104,11 @@ def test_every_segment_appears_exactly_once_with_the_tokenizers_codes(prepared, 
     for row in rows:
         sample = samples[row["key"]]
         meta = sample["meta"]
-        expected = tokenizer.encode(
-            torch.from_numpy(sample["audio"]), song_peak=meta["song_peak"], gain=meta["gain"]
-        )
+        expected = tokenizer.encode_segments(
+            [torch.from_numpy(sample["audio"])],
+            song_peaks=[meta["song_peak"]],
+            gains=[meta["gain"]],
+        )[0]
         codes = np.array(row["codes"], dtype=np.int64)
         assert codes.shape == (row["n_codebooks"], row["n_frames"]) == tuple(expected.shape)
         np.testing.assert_array_equal(codes, expected.numpy(), err_msg=row["key"])
