@@ -105,6 +105,7 @@ def format_outcomes(outcomes: list[StageOutcome]) -> str:
 
 
 def print_outcomes(outcomes: list[StageOutcome]) -> None:
+    """Prints the summary table of `outcomes`, one row per stage, at once (flushed)."""
     print(format_outcomes(outcomes), flush=True)
 
 

@@ -26,6 +26,7 @@ from mucodec.key_map import CheckpointError
 
 
 def build_parser() -> JobParser:
+    """The convert_checkpoint job's command line."""
     parser = JobParser("python -m jobs.convert_checkpoint", __doc__)
     parser.add_argument("--mucodec", required=True, help="official mucodec.pt (holds the RVQ)")
     parser.add_argument(
@@ -77,6 +78,14 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Converts the official checkpoint files and prints what was written.
+
+    Args:
+        argv: The command line without the program name; None reads `sys.argv`.
+
+    Returns:
+        The exit status: 0 when the checkpoint was written.
+    """
     args = build_parser().parse_args(argv)
     try:
         summary = convert(

@@ -15,6 +15,12 @@ from testing.synth import synth_song, write_audio
 
 @dataclass(frozen=True)
 class DemoSong:
+    """One song of the demo corpus: where it goes, how long it is and how it is encoded.
+
+    `subtype` is libsndfile's (None lets the container choose); `peak` above 1 makes a song
+    that clips in float; `lyrics` is "lrc", "lrc-bom-offset", "lrc-cp1252", "txt" or None.
+    """
+
     path: str
     seconds: float
     sample_rate: int
@@ -52,6 +58,7 @@ def _lrc(seconds: float, flavour: str) -> str:
 
 
 def write_lyrics(audio_path: str, seconds: float, flavour: str) -> None:
+    """Writes the lyrics sidecar of `audio_path` (same stem, .lrc or .txt) in `flavour`."""
     stem = audio_path.rsplit(".", 1)[0]
     if flavour == "txt":
         with open(f"{stem}.txt", "w", encoding="utf-8") as handle:
