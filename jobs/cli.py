@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from mucodec.safe_load import CheckpointFormatError
+from mucodec.key_map import CheckpointError
 from pipeline.claims import OutputInUse
 from pipeline.errors import InvalidManifest, InvalidSetting, describe, is_environment_failure
 from pipeline.execution import (
@@ -46,7 +46,7 @@ class UsageError(ValueError):
 #   UsageError          a command-line check in jobs/ (before Ray starts)
 #   InvalidSetting      a pipeline config value the user chose cannot work
 #   InvalidManifest     the catalog manifest the user gave cannot be read
-#   CheckpointFormatError  the file given as a checkpoint is not one
+#   CheckpointError     the file given as a checkpoint is not one, or not of this model
 #   OutputInUse         the output holds another run (use a new --output, or --force)
 #   UnsupportedVersion  an input was written by another version of this tool
 #   FileNotFoundError   an input the user named does not exist (or holds no shards/tables)
@@ -54,7 +54,7 @@ USAGE_ERRORS = (
     UsageError,
     InvalidSetting,
     InvalidManifest,
-    CheckpointFormatError,
+    CheckpointError,
     OutputInUse,
     UnsupportedVersion,
     FileNotFoundError,

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from mucodec.key_map import CheckpointError
+
 # Legacy typed-storage names (what the pickle refers to) -> element dtype.
 _STORAGE_DTYPES = {
     "DoubleStorage": torch.float64,
@@ -48,8 +50,8 @@ _STORAGE_DTYPES = {
 }
 
 
-class CheckpointFormatError(ValueError):
-    """The file is not a PyTorch checkpoint this reader can open."""
+class CheckpointFormatError(CheckpointError):
+    """The file is not a PyTorch checkpoint this reader can open (a kind of `CheckpointError`)."""
 
 
 class InertObject:

@@ -23,7 +23,10 @@ from jobs.cli import run_job
 from jobs.console import StageOutcome, format_outcomes
 from mucodec.decoder.config import DECODER_PRESETS
 from mucodec.encoder.config import PRESETS
+from mucodec.key_map import CheckpointError
+from mucodec.safe_load import CheckpointFormatError
 from pipeline.errors import InvalidSetting
+from schemas.version import UnsupportedVersion
 from testing.synth import synth_song, write_audio
 
 PARSERS = {
@@ -219,6 +222,27 @@ def test_an_invalid_setting_found_by_a_stage_is_a_usage_error(tmp_path, corpus, 
     assert _error_lines(printed.err) == [
         "error: 4 actors x 2 CPUs leave none of the 8 CPUs; lower --actors"
     ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        CheckpointError("ckpt/: missing keys: ['rvq.0.codebook']"),
+        CheckpointFormatError("ckpt.pt: not a zip or legacy PyTorch file"),
+        UnsupportedVersion("prepared/manifest.json: manifest version 9 is not supported"),
+    ],
+    ids=type,
+)
+def test_inputs_of_the_wrong_kind_are_usage_errors(tmp_path, corpus, capsys, no_ray, monkeypatch,
+                                                   error):  # fmt: skip
+    def refusing_stage(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(prepare, "prepare_corpus", refusing_stage)
+    status = run_job(prepare.main, ["--input", str(corpus), "--output", str(tmp_path / "out")])
+    printed = capsys.readouterr()
+    assert status == 2
+    assert _error_lines(printed.err) == [f"error: {error}"]
 
 
 def test_the_summary_table_lines_up_and_names_every_output():
