@@ -106,8 +106,25 @@ class ShardTask(ArrowRow):
     url: str  # Where to read it.
 
 
+class RowKind:
+    """What a row of a shard's stream is, for every row type that carries `kind` and `error`."""
+
+    kind: str
+    error: str
+
+    @property
+    def usable(self) -> bool:
+        """A sample to work on: a SAMPLE row without an error."""
+        return self.kind == SAMPLE and not self.error
+
+    @property
+    def ends_shard(self) -> bool:
+        """The shard's last row (SHARD_END or SHARD_FAILED), not one of its samples."""
+        return self.kind in (SHARD_END, SHARD_FAILED)
+
+
 @dataclass(frozen=True)
-class ShardSampleRow(ArrowRow):
+class ShardSampleRow(ArrowRow, RowKind):
     """One row out of a shard: a sample's audio and metadata, or a shard-level event.
 
     `kind` says which (SAMPLE, SHARD_DAMAGED, SHARD_END, SHARD_FAILED above); fields that do
@@ -148,16 +165,6 @@ class ShardSampleRow(ArrowRow):
     lyrics_text: str = ""
     source: str = ""
     source_sha256: str = ""
-
-    @property
-    def usable(self) -> bool:
-        """A sample to tokenize: a SAMPLE row without an error."""
-        return self.kind == SAMPLE and not self.error
-
-    @property
-    def ends_shard(self) -> bool:
-        """The shard's last row (SHARD_END or SHARD_FAILED), not one of its samples."""
-        return self.kind in (SHARD_END, SHARD_FAILED)
 
 
 def iter_shard_samples(url: str, storage: StorageOptions) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -58,8 +58,8 @@ class SpotcheckTask(ArrowRow):
 
 
 @dataclass(frozen=True)
-class DecodeRow(ArrowRow):
-    """A sampled token row with its original segment as stored in the shard.
+class DecodeRow(SampledRow):
+    """A sampled token row (every `SampledRow` field) with its original segment from the shard.
 
     Attributes:
         pcm: 16-bit PCM, interleaved stereo at 48 kHz: `[n_samples, 2]` int16, C order.
@@ -67,15 +67,6 @@ class DecodeRow(ArrowRow):
         gain: The linear gain prepare applied to the stored audio.
     """
 
-    key: str
-    song_id: str
-    segment_index: int
-    start_s: float
-    duration_s: float
-    n_frames: int
-    codes: list[list[int]]
-    shard: str
-    tokenizer_config: str
     pcm: bytes
     song_peak: float
     gain: float

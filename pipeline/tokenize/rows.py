@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.rows import ArrowRow
-from pipeline.shard_reader import SAMPLE, SHARD_END, SHARD_FAILED, ShardSampleRow
+from pipeline.shard_reader import RowKind, ShardSampleRow
 
 # Fields a TokenizedRow takes over from its ShardSampleRow unchanged.
 _CARRIED = (
@@ -34,7 +34,7 @@ class Provenance:
 
 
 @dataclass(frozen=True)
-class TokenizedRow(ArrowRow):
+class TokenizedRow(ArrowRow, RowKind):
     """A shard row after the tokenizer: codes instead of audio, plus provenance.
 
     Attributes:
@@ -91,16 +91,6 @@ class TokenizedRow(ArrowRow):
             codebook_size=int(codebook_size),
             **provenance.__dict__,
         )
-
-    @property
-    def usable(self) -> bool:
-        """A tokenized sample (not a reject, not a shard-level row)."""
-        return self.kind == SAMPLE and not self.error
-
-    @property
-    def ends_shard(self) -> bool:
-        """The shard's last row (SHARD_END or SHARD_FAILED)."""
-        return self.kind in (SHARD_END, SHARD_FAILED)
 
     def decode_codes(self) -> np.ndarray:
         """The packed codes back to `[n_codebooks, n_frames]` uint16 (a read-only view)."""
