@@ -1,0 +1,1 @@
+"""Every tokenizer behind one narrow interface: MuCodec, DAC and EnCodec (`base.Codec`)."""
