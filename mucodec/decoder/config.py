@@ -21,6 +21,7 @@ Presets (`decoder_preset(name)`): `official` (the released `mucodec.pt` +
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "VocoderConfig",
     "WindowConfig",
     "decoder_preset",
+    "with_codebooks",
 ]
 
 
@@ -391,3 +393,19 @@ def decoder_preset(name: str) -> DecoderConfig:
         raise KeyError(
             f"unknown decoder preset {name!r}; known: {sorted(DECODER_PRESETS)}"
         ) from None
+
+
+def with_codebooks(config: DecoderConfig, n_codebooks: int, codebook_size: int) -> DecoderConfig:
+    """`config` with its conditioning RVQ resized to the tokens' layout.
+
+    A decoder with random weights only needs the tokens' codebook layout, not the widths
+    of the tokenizer that made them (tests, the demo, speed figures).
+    """
+    conditioner = config.flow.conditioner
+    quantizer = dataclasses.replace(
+        conditioner.quantizer, n_codebooks=n_codebooks, codebook_size=codebook_size
+    )
+    flow = dataclasses.replace(
+        config.flow, conditioner=dataclasses.replace(conditioner, quantizer=quantizer)
+    )
+    return dataclasses.replace(config, flow=flow)

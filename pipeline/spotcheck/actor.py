@@ -7,7 +7,6 @@ mel spectrograms) and `metrics.json`, written last: its presence marks the sampl
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import torch
 
 from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.checkpoint import load_decoder, load_official_decoder
-from mucodec.decoder.config import decoder_preset
+from mucodec.decoder.config import decoder_preset, with_codebooks
 from mucodec.decoder.model import MuCodecDecoder
 from mucodec.encoder.config import TokenizerConfig
 from mucodec.encoder.frontend import song_peak_divisor
@@ -64,7 +63,11 @@ class DecoderSpec:
                 self.official_mucodec, self.official_audioldm, device=device, precision=self.dtype
             )
         else:
-            config = _match_codebooks(decoder_preset(self.preset), tokenizer_config)
+            config = with_codebooks(
+                decoder_preset(self.preset),
+                tokenizer_config.quantizer.n_codebooks,
+                tokenizer_config.quantizer.codebook_size,
+            )
             decoder = build_decoder(config, seed=self.seed, device=device, precision=self.dtype)
         if (decoder.num_codebooks, decoder.codebook_size) < (
             tokenizer_config.quantizer.n_codebooks,
@@ -76,20 +79,6 @@ class DecoderSpec:
                 f"{tokenizer_config.quantizer.codebook_size}"
             )
         return decoder.eval()
-
-
-def _match_codebooks(config, tokenizer_config: TokenizerConfig):
-    """A random decoder only needs the tokens' codebook layout, not the encoder's widths."""
-    conditioner = config.flow.conditioner
-    quantizer = dataclasses.replace(
-        conditioner.quantizer,
-        n_codebooks=tokenizer_config.quantizer.n_codebooks,
-        codebook_size=tokenizer_config.quantizer.codebook_size,
-    )
-    flow = dataclasses.replace(
-        config.flow, conditioner=dataclasses.replace(conditioner, quantizer=quantizer)
-    )
-    return dataclasses.replace(config, flow=flow)
 
 
 def _wav_bytes(audio: np.ndarray) -> bytes:

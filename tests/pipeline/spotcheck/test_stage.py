@@ -17,6 +17,7 @@ import soundfile as sf
 import torch
 
 from mucodec.decoder.builders import build_decoder
+from mucodec.decoder.config import decoder_preset, with_codebooks
 from mucodec.encoder.config import preset
 from pipeline.claims import OutputInUse
 from pipeline.prepare.segment import SegmentConfig
@@ -131,10 +132,8 @@ def test_spotcheck_decodes_the_sample_and_writes_metrics_wavs_and_report(tokeniz
 
 
 def _tiny_decoder_for_tokens():
-    from mucodec.decoder.config import decoder_preset
-    from pipeline.spotcheck.actor import _match_codebooks
-
-    return _match_codebooks(decoder_preset("tiny"), preset("tiny"))
+    quantizer = preset("tiny").quantizer
+    return with_codebooks(decoder_preset("tiny"), quantizer.n_codebooks, quantizer.codebook_size)
 
 
 @pytest.mark.integration

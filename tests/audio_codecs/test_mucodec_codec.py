@@ -1,0 +1,60 @@
+"""MuCodec behind the codec interface: the same codes as the tokenizer, audio back at 48 kHz."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from audio_codecs.base import CodecSpec
+from audio_codecs.registry import codec_presets, load_codec
+from mucodec.decoder.builders import build_decoder
+from mucodec.decoder.config import decoder_preset, with_codebooks
+from mucodec.encoder.config import tiny
+from mucodec.encoder.tokenizer import MuCodecTokenizer
+
+CPU = torch.device("cpu")
+
+
+def _segments() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(5)
+    return [torch.randn(2, n, generator=generator) * 0.1 for n in (96_000, 48_000)]
+
+
+def test_codes_are_the_tokenizers_and_the_info_says_how() -> None:
+    codec = load_codec(CodecSpec("mucodec", preset="tiny", seed=3), CPU)
+    tokenizer = MuCodecTokenizer.from_config(tiny(), seed=3).eval()
+    peaks, gains = [0.5, 0.4], [1.0, 0.9]
+
+    encoded = codec.encode(_segments(), song_peaks=peaks, gains=gains)
+    expected = tokenizer.encode_segments(_segments(), song_peaks=peaks, gains=gains)
+
+    assert [e.codes.shape for e in encoded] == [(1, 50), (1, 25)]
+    for got, want in zip(encoded, expected, strict=True):
+        assert got.codes.dtype.name == "uint16"
+        assert (got.codes == want.numpy()).all()
+    info = codec.info
+    assert (info.codec, info.preset, info.channels, info.frame_rate) == ("mucodec", "tiny", 1, 25.0)
+    assert info.weights_sha256 == "random-weights-seed-3"
+    assert info.bitrate_kbps == pytest.approx(25 * 10 / 1000)  # 1 codebook of 1024 codes.
+
+
+def test_decode_needs_a_decoder_and_gives_48khz_stereo() -> None:
+    codec = load_codec(CodecSpec("mucodec", preset="tiny"), CPU)
+    encoded = codec.encode(_segments())
+    with pytest.raises(ValueError, match="no decoder"):
+        codec.decode(encoded)
+
+    config = with_codebooks(decoder_preset("tiny"), codec.num_codebooks, codec.codebook_size)
+    decoder = build_decoder(config, seed=0, device=CPU).eval()
+    audio = codec.with_decoder(decoder).decode(encoded[1:])
+
+    assert [a.shape for a in audio] == [(2, 25 * 1920)]
+    assert torch.isfinite(audio[0]).all()
+
+
+def test_unknown_codecs_and_presets_are_named() -> None:
+    assert "tiny" in codec_presets("mucodec")
+    with pytest.raises(KeyError, match="unknown codec 'mp3'"):
+        codec_presets("mp3")
+    with pytest.raises(KeyError, match="unknown preset 'huge'"):
+        load_codec(CodecSpec("mucodec", preset="huge"), CPU)
