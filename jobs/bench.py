@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m jobs.bench {prepare,encoder,decoder,tokenize,faults} [...]`.
+"""Benchmarks: `python -m jobs.bench {prepare,encoder,decoder,tokenize,faults,gpu} [...]`.
 
 Each benchmark lives in `jobs/benchmarks/<name>.py` and exposes `add_arguments(parser)` and
 `run(args) -> dict`; this module only dispatches and prints the result as JSON.
@@ -11,7 +11,7 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = ("prepare", "encoder", "decoder", "tokenize", "faults")
+BENCHMARKS = ("prepare", "encoder", "decoder", "tokenize", "faults", "gpu")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,13 @@ def main(argv: list[str] | None = None) -> int:
             if error.name != f"jobs.benchmarks.{name}":
                 raise
             continue
-        sub = commands.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        doc = (module.__doc__ or "").strip()
+        sub = commands.add_parser(
+            name,
+            help=doc.splitlines()[0],
+            description=doc,  # --help shows what the benchmark measures, and how.
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     args = parser.parse_args(argv)
