@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m jobs.bench {prepare,encoder,decoder,tokenize,faults,gpu} [...]`.
+"""Benchmarks: `python -m jobs.bench {prepare,encoder,decoder,tokenize,codecs,faults,gpu} [...]`.
 
 Each benchmark lives in `jobs/benchmarks/<name>.py` and exposes `add_arguments(parser)` and
 `run(args) -> dict`; this module only dispatches and prints the result as JSON.
@@ -11,7 +11,7 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = ("prepare", "encoder", "decoder", "tokenize", "faults", "gpu")
+BENCHMARKS = ("prepare", "encoder", "decoder", "tokenize", "codecs", "faults", "gpu")
 
 
 def main(argv: list[str] | None = None) -> int:
