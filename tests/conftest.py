@@ -67,7 +67,10 @@ def ray_local():
     os.environ.update(TEST_AWS_ENV)
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        # Always a new local Ray: never a cluster some other process left running here.
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING
+        )
     yield ray
     if started:
         ray.shutdown()
