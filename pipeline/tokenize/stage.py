@@ -98,7 +98,6 @@ class TokenizeSummary(JsonConfig):
     which are this run's: segments per wall second and hours of audio per wall hour.
     """
 
-    codec: str
     shards: int
     parts: int
     parts_run: int
@@ -114,6 +113,7 @@ class TokenizeSummary(JsonConfig):
     audio_hours_per_hour: float
     actors: int
     device: str
+    codec: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The `summary.json` content, with its schema version."""

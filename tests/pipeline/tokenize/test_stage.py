@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from audio_codecs.base import CodecSpec
 from mucodec.encoder.config import preset
 from mucodec.encoder.tokenizer import MuCodecTokenizer
 from pipeline.io import StorageOptions
@@ -27,7 +28,6 @@ from pipeline.prepare.segment import SegmentConfig
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
 from pipeline.shard_reader import find_shards, iter_shard_samples
-from pipeline.tokenize.actor import TokenizerSpec
 from pipeline.tokenize.dataset import TokenDataset
 from pipeline.tokenize.stage import (
     PoolShape,
@@ -41,7 +41,7 @@ from testing.synth import synth_song, write_audio
 pytestmark = pytest.mark.integration
 
 SEGMENT = SegmentConfig(segment_seconds=2.0, tail_policy="keep", min_tail_seconds=0.5)
-TINY = TokenizerSpec(preset="tiny", seed=0)
+TINY = CodecSpec("mucodec", preset="tiny")
 
 
 def make_corpus(root: Path, songs: int = 3) -> None:
@@ -88,7 +88,7 @@ def prepared(tmp_path_factory, ray_local) -> str:
 @pytest.fixture(scope="module")
 def tokenized(prepared, tmp_path_factory) -> tuple[Path, object]:
     output = tmp_path_factory.mktemp("tokens")
-    config = TokenizeConfig(tokenizer=TINY, batch_size=4, shards_per_part=2)
+    config = TokenizeConfig(codecs=(TINY,), batch_size=4, shards_per_part=2)
     summary = tokenize_shards(prepared, str(output), config)
     return output, summary
 
@@ -132,7 +132,7 @@ def test_lyrics_and_statistics_travel_with_the_tokens(tokenized):
 def test_rerun_on_a_finished_output_does_nothing(prepared, tokenized):
     output, _ = tokenized
     before = {p: p.stat().st_mtime_ns for p in (output / "tokens").glob("*.parquet")}
-    config = TokenizeConfig(tokenizer=TINY, batch_size=4, shards_per_part=2)
+    config = TokenizeConfig(codecs=(TINY,), batch_size=4, shards_per_part=2)
     summary = tokenize_shards(prepared, str(output), config)
     assert summary.parts_run == 0 and summary.parts_already_done == 2
     assert {p: p.stat().st_mtime_ns for p in (output / "tokens").glob("*.parquet")} == before
@@ -186,7 +186,7 @@ def test_a_corrupt_sample_is_rejected_and_the_rest_tokenized(prepared, tmp_path,
                 victim = info.name.split(".")[0]
                 data = b"fLaC" + b"\x00" * (len(data) - 4)
             out.addfile(info, io.BytesIO(data))
-    config = TokenizeConfig(tokenizer=TINY, batch_size=4)
+    config = TokenizeConfig(codecs=(TINY,), batch_size=4)
     summary = tokenize_shards(str(broken_dir), str(tmp_path / "out"), config)
     rejects = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
     assert [r["path"] for r in rejects] == [f"{shards[0].name}#{victim}"]
@@ -202,7 +202,7 @@ def test_s3_in_and_out_through_a_loopback_s3_server(prepared, s3_endpoint):
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
     fs.mkdir("tokenize-bucket")
     fs.put(prepared, "tokenize-bucket/prepared", recursive=True)
-    config = TokenizeConfig(tokenizer=TINY, batch_size=4, storage=storage)
+    config = TokenizeConfig(codecs=(TINY,), batch_size=4, storage=storage)
     summary = tokenize_shards(
         "s3://tokenize-bucket/prepared", "s3://tokenize-bucket/tokens", config
     )
@@ -240,7 +240,7 @@ def test_resume_after_the_job_is_killed_midway(tmp_path, ray_local):
     finished_before = {p.name: p.stat().st_mtime_ns for p in markers.glob("*.json")}
     assert 0 < len(finished_before) < 6
 
-    config = TokenizeConfig(tokenizer=TINY, batch_size=4, shards_per_part=1)
+    config = TokenizeConfig(codecs=(TINY,), batch_size=4, shards_per_part=1)
     summary = tokenize_shards(prepared, str(output), config)
     assert summary.parts == 6 and summary.parts_already_done >= len(finished_before)
     assert Counter(r["key"] for r in token_rows(output)) == Counter(shard_samples(prepared).keys())
@@ -284,13 +284,13 @@ def test_audit_job_exits_with_the_same_status_every_time(prepared, tokenized):
 
 
 def test_the_actor_pool_always_leaves_cpu_for_the_readers():
-    config = TokenizeConfig(tokenizer=TINY)
+    config = TokenizeConfig(codecs=(TINY,))
     assert actor_pool_shape(config, gpus=0, cpus=8) == PoolShape(3, 2, 2)
     assert actor_pool_shape(config, gpus=2, cpus=8) == PoolShape(2, 1, 1)
     # One CPU left (a laptop, or a cluster that lost a node): actor and readers share it.
     assert actor_pool_shape(config, gpus=0, cpus=1) == PoolShape(1, 0.5, 1, reader_cpus=0.5)
     with pytest.raises(ValueError, match="lower --actors"):
-        actor_pool_shape(TokenizeConfig(tokenizer=TINY, actors=2), gpus=0, cpus=2)
+        actor_pool_shape(TokenizeConfig(codecs=(TINY,), actors=2), gpus=0, cpus=2)
 
 
 @pytest.mark.integration
