@@ -1,10 +1,12 @@
-"""Audit a run: every prepared segment is tokenized exactly once, or in the rejects table.
+"""Audit a run: in every codec's table, each prepared segment is once, or rejected.
 
 Example:
     python -m jobs.audit --shards ./run/prepared --tokens ./run/tokens
 
-Exits 0 when nothing is missing, duplicated, unexpected or damaged beyond what the rejects
-tables account for, else 1, and prints the report (damaged shards and tables are listed).
+Every codec table under --tokens (`<tokens>/<codec>/`) is audited. Exits 0 when, for each,
+nothing is missing, duplicated, unexpected or damaged beyond what its rejects table accounts
+for, else 1 (also when there is no codec table), and prints the report per codec (damaged
+shards and tables are listed).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def build_parser() -> JobParser:
     parser = JobParser("python -m jobs.audit", __doc__)
     parser.add_argument("--shards", required=True, help="prepare output URL")
     parser.add_argument("--tokens", required=True, help="tokenize output URL")
+    parser.add_argument(
+        "--codec", help="comma-separated codecs to audit (default: every codec table found)"
+    )
     add_storage_arguments(parser)
     return parser
 
@@ -36,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     storage = storage_from_args(args)
     require_input(args.shards, "--shards", storage)
     require_input(args.tokens, "--tokens", storage)
-    report = audit_run(args.shards, args.tokens, storage)
+    codecs = [c.strip() for c in (args.codec or "").split(",") if c.strip()]
+    report = audit_run(args.shards, args.tokens, storage, codecs)
     print(json.dumps(report.to_dict(), indent=2))
     return 0 if report.ok else 1
 

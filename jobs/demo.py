@@ -31,7 +31,12 @@ def build_parser() -> JobParser:
         "--scale", type=positive_float, default=1.0, help="multiply song durations (default: 1)"
     )
     parser.add_argument("--corpus-only", action="store_true", help="only write the corpus")
-    parser.add_argument("--checkpoint", help="tokenizer checkpoint (default: tiny random weights)")
+    parser.add_argument(
+        "--codec", default="mucodec", help="comma-separated codecs to run (default: mucodec)"
+    )
+    parser.add_argument(
+        "--checkpoint", help="MuCodec tokenizer checkpoint (default: tiny random weights)"
+    )
     parser.add_argument("--decoder-checkpoint", help="decoder checkpoint (with --checkpoint)")
     return parser
 
@@ -52,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from jobs import run
 
+    # Codecs without a checkpoint run their `tiny` preset (with --checkpoint: all but MuCodec).
+    models = ["--codec", args.codec, "--config", "tiny"]
     if args.checkpoint:
-        models = ["--checkpoint", args.checkpoint]
+        models += ["--checkpoint", f"mucodec={args.checkpoint}"]
         if args.decoder_checkpoint:
             models += ["--decoder-checkpoint", args.decoder_checkpoint]
     else:
-        models = ["--config", "tiny", "--decoder-config", "tiny", "--steps", "8"]
+        models += ["--decoder-config", "tiny", "--steps", "8"]
     return run.main(["--input", args.corpus, "--output", args.output, "--count", "2", *models])
 
 

@@ -3,8 +3,11 @@
 Example:
     python -m jobs.run --input ./catalog --output ./run --checkpoint ./mucodec-ckpt
     python -m jobs.run --input ./catalog --output ./run --config tiny
+    python -m jobs.run --input ./catalog --output ./run --codec mucodec,dac,encodec --config tiny
 
-Writes <output>/prepared (shards), <output>/tokens (token tables) and, when a decoder is
+Writes <output>/prepared (shards), <output>/tokens/<codec> (one token table per codec of
+--codec, with jobs.tokenize's options; the spot-check gets the same codec list as
+`args.codecs`) and, when a decoder is
 given (--decoder-checkpoint, --official-mucodec/--official-audioldm or --decoder-config),
 <output>/spotcheck (WAVs, metrics, report.html). Every stage resumes, so rerunning the same
 command after a crash finishes only what is missing.

@@ -1,22 +1,31 @@
-"""Tokenize prepared shards into MuCodec token Parquet tables on GPU (or CPU) actors.
+"""Tokenize prepared shards into one token Parquet table per codec on GPU (or CPU) actors.
 
 Example:
     python -m jobs.tokenize --shards ./prepared --output ./tokens --checkpoint ./mucodec-ckpt
     python -m jobs.tokenize --shards ./prepared --output ./tokens --config tiny   # test model
+    python -m jobs.tokenize --shards ./prepared --output ./tokens \\
+        --codec mucodec,dac,encodec --config tiny --codec-option encodec:bandwidth=6
     python -m jobs.tokenize --shards s3://bucket/prepared --output s3://bucket/tokens \\
         --checkpoint /models/mucodec --dtype bfloat16 --address auto
 
---checkpoint takes our converted checkpoint (see `python -m jobs.convert_checkpoint`) or the
-official files; --config builds a preset with seeded random weights (tests, benchmarks).
-Rerunning with the same --output finishes only what is missing.
+The shards are read once for every codec of --codec; each codec's table goes to
+<output>/<codec>/. --checkpoint takes our converted checkpoint (see
+`python -m jobs.convert_checkpoint`), the official files, or a local Hugging Face model
+directory; --config builds a preset with seeded random weights (tests, benchmarks). Both
+take CODEC=VALUE for one codec. Rerunning with the same --output finishes only what is
+missing, and computes only the codecs a part lacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 
+from audio_codecs.base import CodecSpec
+from audio_codecs.registry import CODECS, codec_presets
 from jobs.cli import (
     JobParser,
+    UsageError,
     add_ray_arguments,
     add_storage_arguments,
     main_entry,
@@ -26,25 +35,42 @@ from jobs.cli import (
     storage_from_args,
 )
 from jobs.console import StageOutcome, print_outcomes, run_stage
-from mucodec.encoder.config import PRESETS
-from pipeline.tokenize.actor import TokenizerSpec
 from pipeline.tokenize.stage import TokenizeConfig, TokenizeSummary, tokenize_shards
+
+_CODEC_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
-    """The tokenizer options (shared with jobs.run)."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--checkpoint",
-        help="tokenizer checkpoint: our converted directory (python -m jobs.convert_checkpoint) "
-        "or the official files; the released weights are in the official MuCodec repository "
-        "(see docs/tokenizer.md)",
+    """The codec options (shared with jobs.run)."""
+    parser.add_argument(
+        "--codec",
+        default="mucodec",
+        help=f"comma-separated codecs to run, each into <output>/<codec>/ "
+        f"({', '.join(sorted(CODECS))}; default: mucodec)",
     )
-    source.add_argument(
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="[CODEC=]PATH",
+        help="a codec's weights: our converted directory (python -m jobs.convert_checkpoint) "
+        "or a local Hugging Face model directory; a bare PATH is MuCodec's (see "
+        "docs/tokenizer.md); repeatable",
+    )
+    parser.add_argument(
         "--config",
-        choices=sorted(PRESETS),
-        help="a model preset with seeded random weights, for tests and benchmarks "
-        f"({', '.join(sorted(PRESETS))})",
+        action="append",
+        default=[],
+        metavar="[CODEC=]NAME",
+        help="a preset with seeded random weights, for tests and benchmarks: NAME for every "
+        "codec without a checkpoint, CODEC=NAME for one (e.g. tiny); repeatable",
+    )
+    parser.add_argument(
+        "--codec-option",
+        action="append",
+        default=[],
+        metavar="CODEC:NAME=VALUE",
+        help="a codec setting, e.g. dac:mode=compress or encodec:bandwidth=6; repeatable",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument(
@@ -59,7 +85,7 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--actors",
         type=positive_int,
-        help="actor pool size (default: one per GPU, else one per 2 CPUs)",
+        help="actors per codec (default: one per GPU, else one per 2 CPUs)",
     )
     parser.add_argument(
         "--shards-per-part",
@@ -76,12 +102,84 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def codec_specs(args: argparse.Namespace) -> tuple[CodecSpec, ...]:
+    """The codecs the command line asks for, in `--codec` order.
+
+    Raises:
+        UsageError: An unknown codec or preset, a setting for a codec not run, a codec
+            without a checkpoint or preset, or a malformed value.
+    """
+    names = [n.strip() for n in args.codec.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise UsageError(f"--codec: give each codec once, at least one: {args.codec!r}")
+    for name in names:
+        if name not in CODECS:
+            raise UsageError(
+                f"--codec: unknown codec {name!r} (known: {', '.join(sorted(CODECS))})"
+            )
+    default_config, configs = _per_codec(args.config, "--config", names)
+    default_checkpoint, checkpoints = _per_codec(args.checkpoint, "--checkpoint", names)
+    if default_checkpoint is not None:
+        if "mucodec" not in names:
+            raise UsageError("--checkpoint PATH is MuCodec's; give CODEC=PATH for the others")
+        checkpoints.setdefault("mucodec", default_checkpoint)
+    options: dict[str, list[tuple[str, str]]] = {name: [] for name in names}
+    for text in args.codec_option:
+        codec, _, setting = text.partition(":")
+        key, equals, value = setting.partition("=")
+        if not (codec and key and equals):
+            raise UsageError(f"--codec-option: expected CODEC:NAME=VALUE, not {text!r}")
+        if codec not in options:
+            raise UsageError(f"--codec-option {text!r}: codec {codec!r} is not in --codec")
+        options[codec].append((key, value))
+    specs = []
+    for name in names:
+        checkpoint = checkpoints.get(name)
+        preset = configs.get(name)
+        if checkpoint is not None and preset is not None:
+            raise UsageError(f"{name}: give a checkpoint or a --config preset, not both")
+        if checkpoint is None:
+            preset = preset or default_config
+        if checkpoint is None and preset is None:
+            raise UsageError(f"{name}: give --checkpoint {name}=PATH or --config")
+        if preset is not None and preset not in codec_presets(name):
+            raise UsageError(
+                f"--config: {name} has no preset {preset!r} "
+                f"(known: {', '.join(codec_presets(name))})"
+            )
+        specs.append(
+            CodecSpec(name, preset=preset, checkpoint=checkpoint, seed=args.seed,
+                      precision=args.dtype, options=tuple(options[name]))
+        )  # fmt: skip
+    return tuple(specs)
+
+
+def _per_codec(values: list[str], flag: str, names: list[str]) -> tuple[str | None, dict]:
+    """`flag`'s values split into the one for every codec and the CODEC=VALUE ones."""
+    default, per_codec = None, {}
+    for text in values:
+        codec, equals, value = text.partition("=")
+        if equals and _CODEC_NAME.fullmatch(codec):
+            if codec not in names:
+                raise UsageError(f"{flag} {text!r}: codec {codec!r} is not in --codec")
+            if codec in per_codec:
+                raise UsageError(f"{flag}: {codec} given twice")
+            per_codec[codec] = value
+        elif default is not None:
+            raise UsageError(f"{flag}: give one plain value at most ({default!r}, {text!r})")
+        else:
+            default = text
+    return default, per_codec
+
+
 def tokenize_config_from_args(args: argparse.Namespace) -> TokenizeConfig:
-    """The stage's config from parsed arguments (raises ValueError on a bad combination)."""
+    """The stage's config from parsed arguments.
+
+    Raises:
+        UsageError: A bad codec setting (see `codec_specs`).
+    """
     return TokenizeConfig(
-        tokenizer=TokenizerSpec(
-            checkpoint=args.checkpoint, preset=args.config, seed=args.seed, dtype=args.dtype
-        ),
+        codecs=codec_specs(args),
         batch_size=args.batch_size,
         actors=args.actors,
         shards_per_part=args.shards_per_part,
@@ -91,10 +189,12 @@ def tokenize_config_from_args(args: argparse.Namespace) -> TokenizeConfig:
 
 
 def check_tokenizer_usage(args: argparse.Namespace) -> None:
-    """Refuse a tokenizer that cannot load before Ray starts."""
-    tokenize_config_from_args(args)
-    if args.checkpoint:
-        require_input(args.checkpoint, "--checkpoint", storage_from_args(args))
+    """Refuse codecs that cannot load before Ray starts; sets `args.codecs` (the names)."""
+    config = tokenize_config_from_args(args)
+    args.codecs = [spec.codec for spec in config.codecs]
+    for spec in config.codecs:
+        if spec.checkpoint:
+            require_input(spec.checkpoint, "--checkpoint", storage_from_args(args))
 
 
 def build_parser() -> JobParser:
@@ -114,10 +214,10 @@ def build_parser() -> JobParser:
 
 
 def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> StageOutcome:
-    """Run the stage with a progress bar over segments; return its row of the summary."""
+    """Run the stage with a progress bar over rows; return its row of the summary."""
     config = tokenize_config_from_args(args)
 
-    def work(bar) -> TokenizeSummary:
+    def work(bar) -> dict[str, TokenizeSummary]:
         def progress(done: int, total: int | None) -> None:
             bar.total = total
             bar.update(done - bar.n)
@@ -127,21 +227,28 @@ def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> 
 
     return run_stage(
         "tokenize", "segment", work,
-        lambda s: (f"{s.parts_unfinished} of {s.parts} parts unfinished"
-                   if s.parts_unfinished else None),
-        lambda s, status: tokenize_outcome(s, status, output_url),
+        lambda summaries: "; ".join(
+            f"{s.codec}: {s.parts_unfinished} of {s.parts} parts unfinished"
+            for s in summaries.values() if s.parts_unfinished
+        ) or None,
+        lambda summaries, status: tokenize_outcome(summaries, status, output_url),
     )  # fmt: skip
 
 
-def tokenize_outcome(summary: TokenizeSummary, status: int, output_url: str) -> StageOutcome:
-    """The stage's row of the printed summary."""
+def tokenize_outcome(
+    summaries: dict[str, TokenizeSummary], status: int, output_url: str
+) -> StageOutcome:
+    """The stage's row of the printed summary: each codec's counts and rate, in turn."""
+    lines = [
+        f"{s.codec}: {s.segments:,} segments, {s.tokens:,} tokens, {s.audio_hours:,.2f} h "
+        f"({s.audio_hours_per_hour:,.1f} h/h on {s.actors} {s.device} actors)"
+        for s in summaries.values()
+    ]
+    first = next(iter(summaries.values()))
+    rejects = max(s.rejects for s in summaries.values())
     return StageOutcome(
-        "tokenize", status,
-        f"{summary.segments:,} segments, {summary.tokens:,} tokens, "
-        f"{summary.audio_hours:,.2f} h ({summary.audio_hours_per_hour:,.1f} h/h on "
-        f"{summary.actors} {summary.device} actors)",
-        summary.rejects, summary.wall_seconds, output_url,
-    )  # fmt: skip
+        "tokenize", status, "; ".join(lines), rejects, first.wall_seconds, output_url
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,7 @@
-"""Audit a run: every prepared segment is in the token tables exactly once, or rejected.
+"""Audit a run: every prepared segment is in each codec's token table exactly once, or rejected.
+
+A tokenize output holds one table per codec (`<output>/<codec>/`); each is audited on its
+own against the same shards (read once), and the report is per codec.
 
 The shards are read with tokenize's own reader (`iter_shard_samples`: no audio decoding), so
 a sample here is exactly a sample there: regular file members grouped by key; links,
@@ -31,6 +34,7 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 
+from audio_codecs.registry import CODECS
 from mucodec.config import JsonConfig
 from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet, to_url
 from pipeline.shard_reader import ShardRef, find_shards, iter_shard_samples
@@ -165,21 +169,41 @@ def read_rejects(
     return rejects, [DamagedTable(join(tokens_url, "rejects.parquet"), damage)] if damage else []
 
 
-def audit_run(shards_url: str, tokens_url: str, storage: StorageOptions) -> AuditReport:
-    """Compare prepare's shards with tokenize's tables and rejects, sample by sample.
+ShardKeys = list[tuple[ShardRef, list[str], str]]  # Each shard, its keys, why it is damaged.
+
+
+def read_all_shard_keys(shards_url: str, storage: StorageOptions) -> ShardKeys:
+    """Every shard of `shards_url` with its keys and damage (`read_shard_keys`).
+
+    Raises:
+        UnsupportedVersion: The manifest has a schema version this code does not read.
+    """
+    return [(s, *read_shard_keys(s, storage)) for s in find_shards(shards_url, storage)]
+
+
+def audit_codec(
+    shards_url: str, tokens_url: str, storage: StorageOptions, shards: ShardKeys | None = None
+) -> AuditReport:
+    """Compare prepare's shards with one codec's tables and rejects, sample by sample.
+
+    Args:
+        shards_url: Prepare's output.
+        tokens_url: One codec's tokenize output (`<output>/<codec>`).
+        storage: Storage options.
+        shards: The shards' keys, when already read (`read_all_shard_keys`).
 
     Raises:
         UnsupportedVersion: The manifest, a token table or the rejects table has a schema
             version this code does not read.
     """
-    shards = find_shards(shards_url, storage)
+    if shards is None:
+        shards = read_all_shard_keys(shards_url, storage)
     found, damaged_tables = token_keys(tokens_url, storage)
-    rejects, unreadable = read_rejects(tokens_url, storage, {s.name for s in shards})
+    rejects, unreadable = read_rejects(tokens_url, storage, {s.name for s, _, _ in shards})
     expected: Counter = Counter()
     rejected: set[str] = set()
     damaged_shards: list[DamagedShard] = []
-    for shard in shards:
-        keys, damage = read_shard_keys(shard, storage)
+    for shard, keys, damage in shards:
         expected.update(keys)
         rejected.update(k for k in keys if k not in found and rejects.covers(shard.name, k))
         if damage:
@@ -193,4 +217,42 @@ def audit_run(shards_url: str, tokens_url: str, storage: StorageOptions) -> Audi
         unexpected=sorted(set(found) - set(expected)),
         damaged_shards=damaged_shards,
         damaged_tables=damaged_tables + unreadable,
+    )
+
+
+@dataclass
+class RunAudit:
+    """The audit of every codec table of a tokenize output; `ok` when each one is."""
+
+    codecs: dict[str, AuditReport]
+
+    @property
+    def ok(self) -> bool:
+        """At least one codec table, and every one accounts for every sample."""
+        return bool(self.codecs) and all(r.ok for r in self.codecs.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict: `ok`, and each codec's report."""
+        return {"ok": self.ok, "codecs": {c: r.to_dict() for c, r in self.codecs.items()}}
+
+
+def audit_run(
+    shards_url: str, tokens_url: str, storage: StorageOptions, codecs: Collection[str] = ()
+) -> RunAudit:
+    """Audit every codec table of the tokenize output `tokens_url` (`<codec>/` folders).
+
+    Args:
+        shards_url: Prepare's output (read once for every codec).
+        tokens_url: Tokenize's output.
+        storage: Storage options.
+        codecs: The codecs whose tables are looked for; default every registered codec.
+
+    Raises:
+        UnsupportedVersion: An artifact has a schema version this code does not read.
+    """
+    fs, root = filesystem(tokens_url, storage)
+    names = [c for c in (codecs or CODECS) if fs.isdir(join(root, c))]
+    shards = read_all_shard_keys(shards_url, storage) if names else []
+    return RunAudit(
+        {name: audit_codec(shards_url, join(tokens_url, name), storage, shards) for name in names}
     )

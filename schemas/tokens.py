@@ -1,10 +1,14 @@
-"""The token table: one Parquet row per segment, codes as [n_codebooks, n_frames] uint16 lists.
+"""The token table: one Parquet row per segment and codec, codes as nested uint16 lists.
 
-Plain Arrow types only (no extension types), so pyarrow, DuckDB and Hugging Face `datasets`
-read it without custom code. `codes` is a list (codebooks) of lists (frames) of uint16:
-`codes[k][t]` is codebook k's code at frame t (25 frames per second). Provenance columns
-repeat per row (dictionary-encoded, so they cost almost nothing) and are also in the file's
-schema metadata, so any reader sees which tokenizer made the codes.
+Every codec (MuCodec, DAC, EnCodec) writes this one schema, each into its own table. Plain
+Arrow types only (no extension types), so pyarrow, DuckDB and Hugging Face `datasets` read
+it without custom code. `codes` is a list of `channels * n_codebooks` rows of `n_frames`
+uint16: row `c * n_codebooks + k` is codebook k of code stream c (`channels` streams: 1 for
+MuCodec and EnCodec, 2 for DAC's folded stereo). Side data a codec needs to decode travels
+beside the codes: `scales` (per-chunk normalisation, EnCodec 48 kHz), `chunk_frames`
+(frames per chunk of chunked codes) and `input_db` (DAC compress's loudness). Provenance
+columns repeat per row (dictionary-encoded, so they cost almost nothing) and are also in
+the file's schema metadata (`codec`, JSON), so any reader sees which codec made the codes.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import pyarrow.compute as pc
 
 from schemas.version import check_version
 
-TOKENS_SCHEMA_VERSION = 2  # 2: `source_sha256`.
+TOKENS_SCHEMA_VERSION = 3  # 2: `source_sha256`. 3: any codec; its info and side data.
 
 LYRIC_LINE = pa.struct([pa.field("t", pa.float64()), pa.field("text", pa.string())])
 
@@ -41,6 +45,14 @@ TOKENS_SCHEMA = pa.schema(
         pa.field("checkpoint_sha256", pa.string(), nullable=False),
         pa.field("token_rate", pa.float32(), nullable=False),
         pa.field("code_version", pa.string(), nullable=False),
+        pa.field("codec_preset", pa.string(), nullable=False),
+        pa.field("codec_mode", pa.string(), nullable=False),
+        pa.field("sample_rate", pa.int32(), nullable=False),
+        pa.field("channels", pa.int8(), nullable=False),
+        pa.field("bitrate_kbps", pa.float32(), nullable=False),
+        pa.field("scales", pa.list_(pa.float32()), nullable=False),
+        pa.field("chunk_frames", pa.list_(pa.int32()), nullable=False),
+        pa.field("input_db", pa.float32(), nullable=False),
     ],
     metadata={"schema": "mucodec-tokens", "schema_version": str(TOKENS_SCHEMA_VERSION)},
 )
@@ -61,14 +73,18 @@ def check_tokens_schema_version(schema: pa.Schema, where: str = "(table)") -> No
 
 
 def validate_tokens_table(table: pa.Table) -> None:
-    """Raise ValueError unless `table` has exactly the token schema and consistent shapes."""
+    """Raise ValueError unless `table` has exactly the token schema and consistent shapes.
+
+    `codes` of every row must be `[channels * n_codebooks][n_frames]`.
+    """
     if not table.schema.equals(TOKENS_SCHEMA, check_metadata=False):
         raise ValueError(
             f"token table schema mismatch:\n{table.schema}\nexpected:\n{TOKENS_SCHEMA}"
         )
     check_tokens_schema_version(table.schema)
     codes = table.column("codes").combine_chunks()
-    n_codebooks = table.column("n_codebooks").to_numpy()
+    n_codebooks = table.column("n_codebooks").to_numpy().astype(np.int64)
+    n_codebooks = n_codebooks * table.column("channels").to_numpy().astype(np.int64)
     n_frames = table.column("n_frames").to_numpy()
     outer = pc.list_value_length(codes).to_numpy(zero_copy_only=False)
     inner = pc.list_value_length(pc.list_flatten(codes)).to_numpy(zero_copy_only=False)
@@ -79,4 +95,4 @@ def validate_tokens_table(table: pa.Table) -> None:
         bad = np.unique(row_of_list[inner != frames_per_list])
     if len(bad):
         key = table.column("key")[int(bad[0])].as_py()
-        raise ValueError(f"row {key}: codes do not have shape [n_codebooks, n_frames]")
+        raise ValueError(f"row {key}: codes do not have shape [channels * n_codebooks, n_frames]")

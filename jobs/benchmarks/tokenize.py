@@ -21,13 +21,14 @@ import tempfile
 import ray
 import torch
 
+from audio_codecs.base import CodecSpec
 from jobs.benchmarks.paired import measure_pairs, warn_if_noisy
 from mucodec.encoder.config import PRESETS
 from pipeline.execution import start_ray
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
 from pipeline.shard_reader import ShardSampleRow, find_shards, iter_shard_samples, sample_row
-from pipeline.tokenize.actor import TokenizeBatch, TokenizerSpec
+from pipeline.tokenize.actor import TokenizeBatch
 from pipeline.tokenize.stage import TokenizeConfig, actor_pool_shape, tokenize_shards
 from testing.demo_corpus import make_demo_corpus
 
@@ -64,8 +65,8 @@ def run(args: argparse.Namespace) -> dict:
     make_demo_corpus(corpus, args.scale)
     start_ray()
     prepare_corpus(corpus, prepared, PrepareConfig(), force=True)
-    spec = TokenizerSpec(preset=args.config, dtype=args.dtype)
-    config = TokenizeConfig(tokenizer=spec, batch_size=args.batch_size, actors=args.actors)
+    spec = CodecSpec("mucodec", preset=args.config, precision=args.dtype)
+    config = TokenizeConfig(codecs=(spec,), batch_size=args.batch_size, actors=args.actors)
 
     rows = [
         sample_row(shard.name, key, members)
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> dict:
         summaries.append(tokenize_shards(prepared, output, config, force=True))
 
     paired = measure_pairs(lambda: _encode_all(actor, rows, args.batch_size), stage, args.pairs)
-    summary = summaries[-1]
+    summary = summaries[-1]["mucodec"]
     assert summary.segments == len(rows), summary
     bare = statistics.median(paired.seconds("baseline"))
     stage_s = statistics.median(paired.seconds("ours"))

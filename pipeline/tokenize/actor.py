@@ -1,28 +1,36 @@
-"""The tokenizer actor: loads MuCodec once, turns batches of PCM rows into code rows.
+"""The tokenizer actors: one pool per codec, in a chain, each adding its codec's rows.
 
-Rows arrive as Arrow batches of `ShardSampleRow`s from the shard readers. Sample rows carry
-16-bit PCM; rejected and shard-level rows pass through, so the driver sees every row. Each
-comes back as a `TokenizedRow`: the audio dropped, the codes (packed uint16,
-codebook-major), their shape, and the tokenizer's provenance added.
+The shard readers' `ShardSampleRow`s enter the first pool; every pool returns `ChainRow`s
+(`pipeline.tokenize.rows`). For each audio row it receives, a pool adds one row of its
+codec (the codes of a usable sample; errors and shard-level rows pass through with empty
+codes) and, unless it is the last pool, hands the audio row on to the next; rows of the
+codecs before it pass through untouched. The driver thus sees every row once per codec.
+
+Shards whose part a codec already finished (`skip_shards`) get no row of that codec: a part
+done for some codecs only runs the others. The chain logic is `chain_step`, a plain
+function; `TokenizeBatch` is the Ray Data callable around it.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from mucodec.encoder.config import preset as config_preset
-from mucodec.encoder.tokenizer import MuCodecTokenizer
+from audio_codecs.base import Codec, CodecSpec, EncodedSegment
+from audio_codecs.mucodec import MuCodecCodec
+from audio_codecs.registry import load_codec
 from pipeline.shard_reader import ShardSampleRow
-from pipeline.tokenize.rows import Provenance, TokenizedRow
+from pipeline.tokenize.rows import ChainRow, Provenance
 
-TOKENIZER_NAME = "mucodec"
 _PCM16_SCALE = 32768.0
+
+Encoder = Callable[[list[ChainRow]], list[EncodedSegment]]
 
 
 def code_version() -> str:
@@ -30,99 +38,116 @@ def code_version() -> str:
     return f"mucodec-pipeline {importlib.metadata.version('mucodec-pipeline')}"
 
 
-@dataclass(frozen=True)
-class TokenizerSpec:
-    """Which tokenizer to run: a checkpoint, or a config preset with seeded random weights."""
+def spec_identity(spec: CodecSpec) -> dict[str, Any]:
+    """What decides a codec's codes, as JSON-ready values (the run claim records it)."""
+    data = asdict(spec)
+    data["options"] = dict(spec.options)
+    return data
 
-    checkpoint: str | None = None
-    preset: str | None = None
-    seed: int = 0
-    device: str = "auto"  # "auto": CUDA when the actor has a GPU, else CPU.
-    dtype: str = "float32"  # "bfloat16" runs the encoder under bf16 autocast on GPU.
 
-    def __post_init__(self) -> None:
-        if (self.checkpoint is None) == (self.preset is None):
-            raise ValueError("give exactly one of a checkpoint or a config preset")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, not {self.dtype!r}")
+def resolve_device(device: str) -> torch.device:
+    """The device to run on: `device`, or CUDA when available for "auto"."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
-    def identity(self) -> dict[str, Any]:
-        """What decides the codes (not where they are computed)."""
-        data = asdict(self)
-        data.pop("device")
-        return data
 
-    def resolve_device(self) -> torch.device:
-        """The device to run on: `device`, or CUDA when available for "auto"."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+def chain_rows(batch: pa.Table) -> list[ChainRow]:
+    """A pool's input as `ChainRow`s: the readers' `ShardSampleRow`s (first pool) or the
+    previous pool's `ChainRow`s."""
+    if "tokenizer" in batch.column_names:
+        return ChainRow.from_table(batch)
+    return [ChainRow.audio(row) for row in ShardSampleRow.from_table(batch)]
 
-    def load(self) -> MuCodecTokenizer:
-        """Build the tokenizer (checkpoint or seeded preset) on its device, in eval mode."""
-        device = self.resolve_device()
-        if self.checkpoint is not None:
-            tokenizer = MuCodecTokenizer.from_checkpoint(self.checkpoint, precision=self.dtype)
-        else:
-            tokenizer = MuCodecTokenizer.from_config(
-                config_preset(self.preset), seed=self.seed, precision=self.dtype
-            )
-        return tokenizer.to(device).eval()
+
+def chain_step(
+    rows: list[ChainRow],
+    encode: Encoder,
+    provenance: Provenance,
+    codebook_size: int,
+    *,
+    skip_shards: Collection[str] = (),
+    keep_audio: bool = True,
+) -> list[ChainRow]:
+    """One codec's link of the chain: its rows added, the audio rows handed on (or dropped).
+
+    Args:
+        rows: A batch: audio rows and rows of earlier codecs, in any mix.
+        encode: Encodes usable audio rows, one `EncodedSegment` each, in order.
+        provenance: This codec's provenance.
+        codebook_size: Codes per codebook of this codec.
+        skip_shards: Shards this codec already has (their part is done): no row for them.
+        keep_audio: Hand the audio rows on (False for the last pool).
+
+    Returns:
+        For each input row in order: an earlier codec's row as it was; for an audio row,
+        this codec's row (unless its shard is skipped), then the audio row if kept.
+    """
+    skip = set(skip_shards)
+    work = [r for r in rows if r.is_audio and r.usable and r.shard not in skip]
+    encoded = dict(zip(map(id, work), encode(work) if work else [], strict=True))
+    out: list[ChainRow] = []
+    for row in rows:
+        if not row.is_audio:
+            out.append(row)
+            continue
+        if row.shard not in skip:
+            out.append(ChainRow.of(row, provenance, codebook_size, encoded.get(id(row))))
+        if keep_audio:
+            out.append(row)
+    return out
 
 
 class TokenizeBatch:
-    """Ray Data callable class: built once per actor (loads the model), called per batch.
+    """Ray Data callable class of one codec's pool: loads the codec once, runs `chain_step`.
 
     Args:
-        spec: Which tokenizer to load.
+        spec: Which codec to load.
+        device: "auto" (CUDA when the actor has a GPU, else CPU), "cpu", "cuda", ...
         torch_threads: Threads torch may use in this actor (CPU share of the pool).
+        skip_shards: Shards this codec already has.
+        keep_audio: Whether a later pool needs the audio rows.
     """
 
-    def __init__(self, spec: TokenizerSpec, torch_threads: int = 1) -> None:
+    def __init__(
+        self,
+        spec: CodecSpec,
+        device: str = "auto",
+        torch_threads: int = 1,
+        skip_shards: Collection[str] = (),
+        keep_audio: bool = False,
+    ) -> None:
         torch.set_num_threads(torch_threads)
-        self.spec = spec
-        self.device = spec.resolve_device()
-        self.tokenizer = spec.load()
-        self.provenance = provenance(self.tokenizer, spec)
+        self.codec = load_codec(spec, resolve_device(device))
+        self.provenance = provenance(self.codec)
+        self.skip_shards = frozenset(skip_shards)
+        self.keep_audio = keep_audio
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """Tokenize a batch of `ShardSampleRow`s into as many `TokenizedRow`s, in order."""
-        rows = ShardSampleRow.from_table(batch)
-        work = [i for i, row in enumerate(rows) if row.usable]
-        codes = self._encode([rows[i] for i in work]) if work else []
-        by_row = dict(zip(work, codes, strict=True))
-        size = self.tokenizer.codebook_size
-        outputs = [
-            TokenizedRow.of(row, self.provenance, size, by_row.get(index))
-            for index, row in enumerate(rows)
-        ]
-        return TokenizedRow.to_table(outputs)
+        """Add this codec's rows to a batch (see `chain_step`)."""
+        rows = chain_step(
+            chain_rows(batch), self._encode, self.provenance, self.codec.codebook_size,
+            skip_shards=self.skip_shards, keep_audio=self.keep_audio,
+        )  # fmt: skip
+        return ChainRow.to_table(rows)
 
-    def _encode(self, rows: list[ShardSampleRow]) -> list[np.ndarray]:
-        """Codes `[n_codebooks, n_frames]` uint16 for each usable sample row."""
+    def _encode(self, rows: list[ChainRow]) -> list[EncodedSegment]:
         segments = [
             torch.from_numpy(np.frombuffer(r.pcm, dtype=np.int16).reshape(-1, 2).T.copy())
             .float()
             .div_(_PCM16_SCALE)
             for r in rows
         ]
-        # The shard stores gain * source audio: the tokenizer undoes the gain and applies the
-        # official song-level normalisation from the song's pre-gain peak.
-        codes = self.tokenizer.encode_segments(
+        # The shard stores gain * source audio: the codec undoes the gain (and MuCodec
+        # applies the official song-level normalisation from the song's pre-gain peak).
+        return self.codec.encode(
             segments,
             song_peaks=[float(r.song_peak) for r in rows],
             gains=[float(r.gain) for r in rows],
         )
-        return [c.cpu().numpy().astype(np.uint16) for c in codes]
 
 
-def provenance(tokenizer: MuCodecTokenizer, spec: TokenizerSpec) -> Provenance:
-    """The provenance columns every token row carries."""
-    return Provenance(
-        tokenizer=TOKENIZER_NAME,
-        tokenizer_config=tokenizer.config.to_json(),
-        encoder_layer=tokenizer.config.encoder.output_layer,
-        checkpoint_sha256=tokenizer.checkpoint_sha256 or f"random-weights-seed-{spec.seed}",
-        token_rate=float(tokenizer.frame_rate),
-        code_version=code_version(),
-    )
+def provenance(codec: Codec) -> Provenance:
+    """The provenance columns every token row of `codec` carries."""
+    layer = codec.tokenizer.config.encoder.output_layer if isinstance(codec, MuCodecCodec) else -1
+    return Provenance.of(codec.info, layer, code_version())

@@ -1,4 +1,7 @@
-"""A PyTorch IterableDataset over token tables, yielding (codes, lyrics) for an LM trainer.
+"""A PyTorch IterableDataset over one codec's token table, yielding (codes, lyrics).
+
+A tokenize output holds one table per codec, `<output>/<codec>/tokens/`; the dataset reads
+the one codec it is given (MuCodec by default), for an LM trainer.
 
 Files are split between DataLoader workers (and, if given, distributed ranks) so that every
 row is read exactly once per epoch; within a file, row groups stream one at a time, so
@@ -17,10 +20,23 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.io import StorageOptions, filesystem, to_url
+from pipeline.io import StorageOptions, filesystem, join, to_url
 from schemas.tokens import check_tokens_schema_version
 
-_COLUMNS = ["key", "n_codebooks", "n_frames", "codes", "lyrics_aligned", "lyrics", "lyrics_text"]
+_COLUMNS = [
+    "key", "channels", "n_codebooks", "n_frames", "codes", "lyrics_aligned", "lyrics",
+    "lyrics_text",
+]  # fmt: skip
+
+
+def codec_tokens_url(url: str, codec: str, storage: StorageOptions | None = None) -> str:
+    """Where `codec`'s token parts are: `<url>/<codec>/tokens` when `url` is a tokenize
+    output holding that codec, else `url` itself (one codec's output, its tokens/ dir or
+    one file)."""
+    fs, path = filesystem(url, storage or StorageOptions())
+    if not path.endswith(".parquet") and fs.isdir(join(path, codec)):
+        return join(url, codec, "tokens")
+    return url
 
 
 def token_files(url: str, storage: StorageOptions | None = None) -> list[str]:
@@ -34,14 +50,21 @@ def token_files(url: str, storage: StorageOptions | None = None) -> list[str]:
 
 
 class TokenDataset(IterableDataset):
-    """Yields `(codes, lyrics)`: codes a LongTensor `[n_codebooks, n_frames]`, lyrics a dict
-    with `text` (the segment's lyrics), `aligned` and `lines` (`[{t, text}]`, t in seconds
-    from the segment start).
+    """Yields `(codes, lyrics)`: codes a LongTensor `[channels * n_codebooks, n_frames]` (row
+    `c * n_codebooks + k` is stream c's codebook k), lyrics a dict with `text` (the
+    segment's lyrics), `aligned` and `lines` (`[{t, text}]`, t in seconds from the segment
+    start).
+
+    Args:
+        url: A tokenize output (its `codec` table is read), or one codec's output, its
+            tokens/ directory, or one part file.
+        codec: Which codec's table of a tokenize output to read.
     """
 
     def __init__(
         self,
         url: str,
+        codec: str = "mucodec",
         *,
         storage: StorageOptions | None = None,
         shuffle: bool = False,
@@ -51,7 +74,8 @@ class TokenDataset(IterableDataset):
         world_size: int = 1,
     ) -> None:
         self.storage = storage or StorageOptions()
-        self.files = token_files(url, self.storage)
+        self.codec = codec
+        self.files = token_files(codec_tokens_url(url, codec, self.storage), self.storage)
         if not self.files:
             raise FileNotFoundError(f"no token tables under {url}")
         self.shuffle = shuffle
@@ -89,7 +113,7 @@ class TokenDataset(IterableDataset):
             rows = _buffered_shuffle(rows, self.shuffle_buffer, self.seed + self.epoch)
         for row in rows:
             codes = torch.from_numpy(np.asarray(row["codes"], dtype=np.int64))
-            codes = codes.reshape(row["n_codebooks"], row["n_frames"])
+            codes = codes.reshape(row["channels"] * row["n_codebooks"], row["n_frames"])
             lyrics = {
                 "text": row["lyrics_text"],
                 "aligned": row["lyrics_aligned"],

@@ -33,7 +33,7 @@ TOKENS_DIR = "tokens"
 PARTS_DIR = "_tokenize/parts"
 PROVENANCE_COLUMNS = (
     "tokenizer", "tokenizer_config", "encoder_layer", "checkpoint_sha256", "token_rate",
-    "code_version",
+    "code_version", "codec_preset", "codec_mode", "sample_rate", "channels", "bitrate_kbps",
 )  # fmt: skip
 
 
@@ -199,7 +199,7 @@ class PartAssembler:
             file=f"{TOKENS_DIR}/{part.name}",
             rows=len(good),
             bytes=len(data.getvalue()),
-            tokens=int(sum(r.n_codebooks * r.n_frames for r in good)),
+            tokens=int(sum(r.channels * r.n_codebooks * r.n_frames for r in good)),
             audio_seconds=float(sum(r.duration_s for r in good)),
             token_rate=float(good[0].token_rate) if good else 0.0,
             rejects=rejects,
@@ -210,16 +210,20 @@ class PartAssembler:
 
 
 def tokens_table(rows: list[TokenizedRow]) -> pa.Table:
-    """Tokenized samples (as the actors return them) -> an Arrow table in the token schema."""
+    """One codec's tokenized samples (as the actors return them) -> a token schema table.
+
+    The schema metadata also holds the rows' provenance as JSON (key `codec`).
+    """
     n_codebooks = np.array([r.n_codebooks for r in rows], dtype=np.int32)
+    n_code_rows = np.array([r.channels * r.n_codebooks for r in rows], dtype=np.int32)
     n_frames = np.array([r.n_frames for r in rows], dtype=np.int32)
     flat = (
         np.concatenate([np.frombuffer(r.codes, dtype=np.uint16) for r in rows])
         if rows
         else np.zeros(0, dtype=np.uint16)
     )
-    inner_offsets = np.concatenate([[0], np.cumsum(np.repeat(n_frames, n_codebooks))])
-    outer_offsets = np.concatenate([[0], np.cumsum(n_codebooks)])
+    inner_offsets = np.concatenate([[0], np.cumsum(np.repeat(n_frames, n_code_rows))])
+    outer_offsets = np.concatenate([[0], np.cumsum(n_code_rows)])
     frames = pa.ListArray.from_arrays(pa.array(inner_offsets, pa.int32()), pa.array(flat))
     codes = pa.ListArray.from_arrays(pa.array(outer_offsets, pa.int32()), frames)
     lyrics = pa.array([json.loads(r.lyrics) for r in rows], pa.list_(LYRIC_LINE))
@@ -238,8 +242,15 @@ def tokens_table(rows: list[TokenizedRow]) -> pa.Table:
         "source": pa.array([r.source for r in rows], pa.string()),
         "source_sha256": pa.array([r.source_sha256 for r in rows], pa.string()),
         "shard": pa.array([r.shard for r in rows], pa.string()),
+        "scales": pa.array([r.scales for r in rows], pa.list_(pa.float32())),
+        "chunk_frames": pa.array([r.chunk_frames for r in rows], pa.list_(pa.int32())),
+        "input_db": pa.array([float(r.input_db) for r in rows], pa.float32()),
     }
     for name in PROVENANCE_COLUMNS:
         kind = TOKENS_SCHEMA.field(name).type
         columns[name] = pa.array([getattr(r, name) for r in rows], kind)
-    return pa.table(columns, schema=TOKENS_SCHEMA)
+    schema = TOKENS_SCHEMA
+    if rows:
+        codec = {name: getattr(rows[0], name) for name in PROVENANCE_COLUMNS}
+        schema = schema.with_metadata({**schema.metadata, b"codec": json.dumps(codec)})
+    return pa.table({f.name: columns[f.name] for f in schema}, schema=schema)

@@ -1,16 +1,21 @@
-"""The row the tokenizer actors return: a shard row with its audio swapped for codes.
+"""The rows of the tokenizer chain: a shard row with its audio swapped for one codec's codes.
 
-Every `ShardSampleRow` comes back as one `TokenizedRow` (errors and shard-level rows pass
-through with empty codes), so the driver sees every row and can tell when a shard is done.
+The shard reader feeds a chain of actor pools, one per codec. Between pools travel
+`ChainRow`s: the shard's row still carrying its audio (`tokenizer` == "") and the rows the
+pools before made of it, one `TokenizedRow` per codec. Each pool adds its codec's row for
+every audio row (errors and shard-level rows too, with empty codes), so the driver sees
+every row of every codec and can tell when a shard is done for that codec.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Self
 
 import numpy as np
 
+from audio_codecs.base import CodecInfo, EncodedSegment
 from pipeline.rows import ArrowRow
 from pipeline.shard_reader import RowKind, ShardSampleRow
 
@@ -25,12 +30,37 @@ _CARRIED = (
 class Provenance:
     """What made the codes; every token row carries it (see schemas/tokens.py)."""
 
-    tokenizer: str
-    tokenizer_config: str  # The tokenizer's config as JSON.
-    encoder_layer: int
-    checkpoint_sha256: str
+    tokenizer: str  # The codec's name.
+    tokenizer_config: str  # The codec's config as JSON.
+    encoder_layer: int  # MuCodec's encoder layer; -1 for other codecs.
+    checkpoint_sha256: str  # sha256 of the weights, or "random-weights-seed-<seed>".
     token_rate: float  # Frames per second.
     code_version: str
+    codec_preset: str = ""  # "" for a checkpoint's own config.
+    codec_mode: str = "encode"
+    sample_rate: int = 48_000  # The rate the model runs at.
+    channels: int = 1  # Code streams per segment.
+    bitrate_kbps: float = 0.0
+
+    @classmethod
+    def of(cls, info: CodecInfo, encoder_layer: int, code_version: str) -> Provenance:
+        """The provenance of codes made by the codec `info` describes."""
+        return cls(
+            tokenizer=info.codec,
+            tokenizer_config=info.config,
+            encoder_layer=encoder_layer,
+            checkpoint_sha256=info.weights_sha256,
+            token_rate=float(info.frame_rate),
+            code_version=code_version,
+            codec_preset=info.preset,
+            codec_mode=info.mode,
+            sample_rate=int(info.sample_rate),
+            channels=int(info.channels),
+            bitrate_kbps=float(info.bitrate_kbps),
+        )
+
+
+NO_PROVENANCE = Provenance("", "", -1, "", 0.0, "", "", "", 0, 1, 0.0)
 
 
 @dataclass(frozen=True)
@@ -40,11 +70,14 @@ class TokenizedRow(ArrowRow, RowKind):
     Attributes:
         kind, shard, key, error, shard_rows: As in `ShardSampleRow`.
         song_id ... source_sha256: The sample's metadata, as in `ShardSampleRow`.
-        codes: `[n_codebooks, n_frames]` uint16, codebook-major, as bytes (b"" unless the
-            row is a usable sample).
-        n_codebooks, n_frames: The shape of `codes` (0 when empty).
+        codes: `[channels * n_codebooks, n_frames]` uint16, row-major, as bytes (b""
+            unless the row is a usable sample); row `c * n_codebooks + k` is stream c's
+            codebook k.
+        n_codebooks: Codebooks per code stream (0 when empty).
+        n_frames: Frames of `codes` (0 when empty).
         codebook_size: Codes per codebook (for the usage histogram).
-        tokenizer ... code_version: `Provenance`.
+        scales, chunk_frames, input_db: The codec's side data (`EncodedSegment`).
+        tokenizer ... bitrate_kbps: `Provenance`.
     """
 
     kind: str
@@ -65,34 +98,82 @@ class TokenizedRow(ArrowRow, RowKind):
     n_codebooks: int
     n_frames: int
     codebook_size: int
+    scales: list[float]
+    chunk_frames: list[int]
+    input_db: float
     tokenizer: str
     tokenizer_config: str
     encoder_layer: int
     checkpoint_sha256: str
     token_rate: float
     code_version: str
+    codec_preset: str
+    codec_mode: str
+    sample_rate: int
+    channels: int
+    bitrate_kbps: float
 
     @classmethod
     def of(
         cls,
-        sample: ShardSampleRow,
+        sample: ShardSampleRow | TokenizedRow,
         provenance: Provenance,
         codebook_size: int,
-        codes: np.ndarray | None = None,
-    ) -> TokenizedRow:
-        """`sample` with its audio replaced by `codes` (`[n_codebooks, n_frames]` uint16)."""
+        codes: EncodedSegment | np.ndarray | None = None,
+    ) -> Self:
+        """`sample` with its audio replaced by `codes` and their side data.
+
+        Args:
+            sample: The shard's row (its audio is not copied).
+            provenance: The codec that made `codes`.
+            codebook_size: Codes per codebook.
+            codes: An `EncodedSegment`, or bare codes `[channels * K, n_frames]`; None for
+                a row without codes (an error or a shard-level row).
+        """
         carried: dict[str, Any] = {name: getattr(sample, name) for name in _CARRIED}
-        shape = (0, 0) if codes is None else codes.shape
+        if isinstance(codes, np.ndarray):
+            codes = EncodedSegment(codes)
+        rows, frames = (0, 0) if codes is None else codes.codes.shape
         return cls(
             **carried,
-            codes=b"" if codes is None else codes.astype(np.uint16).tobytes(),
-            n_codebooks=int(shape[0]),
-            n_frames=int(shape[1]),
+            codes=b"" if codes is None else codes.codes.astype(np.uint16).tobytes(),
+            n_codebooks=int(rows) // max(1, provenance.channels),
+            n_frames=int(frames),
             codebook_size=int(codebook_size),
+            scales=[] if codes is None else [float(s) for s in codes.scales],
+            chunk_frames=[] if codes is None else [int(f) for f in codes.chunk_frames],
+            input_db=math.nan if codes is None else float(codes.input_db),
             **provenance.__dict__,
         )
 
     def decode_codes(self) -> np.ndarray:
-        """The packed codes back to `[n_codebooks, n_frames]` uint16 (a read-only view)."""
-        shape = (self.n_codebooks, self.n_frames)
+        """The packed codes back to `[channels * n_codebooks, n_frames]` uint16 (read-only)."""
+        shape = (self.channels * self.n_codebooks, self.n_frames)
         return np.frombuffer(self.codes, dtype=np.uint16).reshape(shape)
+
+
+@dataclass(frozen=True)
+class ChainRow(TokenizedRow):
+    """A row between the chain's pools: a shard row with its audio, or one codec's row.
+
+    The audio row (`tokenizer` == "", `is_audio`) carries the shard row's PCM on to the next
+    pool; every other row is a finished `TokenizedRow` of the codec `tokenizer` names.
+
+    Attributes:
+        pcm, song_peak, gain: As in `ShardSampleRow`; empty on codec rows.
+    """
+
+    pcm: bytes = b""
+    song_peak: float = 0.0
+    gain: float = 1.0
+
+    @property
+    def is_audio(self) -> bool:
+        """The shard's row still carrying its audio, not yet any codec's."""
+        return self.tokenizer == ""
+
+    @classmethod
+    def audio(cls, sample: ShardSampleRow) -> ChainRow:
+        """The audio row of `sample`, as the first pool receives it."""
+        empty = cls.of(sample, NO_PROVENANCE, 0)
+        return replace(empty, pcm=sample.pcm, song_peak=sample.song_peak, gain=sample.gain)

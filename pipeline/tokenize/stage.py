@@ -1,19 +1,20 @@
-"""The tokenize stage end to end: prepare's shards -> MuCodec token Parquet parts.
+"""The tokenize stage end to end: prepare's shards -> one token table per codec.
 
-Three steps on Ray Data, streaming:
+Three steps on Ray Data, streaming, the shards read and decoded once for every codec:
   1. CPU tasks read shards and decode FLAC to PCM16 rows (`pipeline.shard_reader`), one task
      per shard, spread over every CPU of the cluster;
-  2. an actor pool runs the tokenizer on batches (`pipeline.tokenize.actor`), one GPU per
-     actor when the cluster has GPUs, so decoding of the next batches overlaps compute;
-  3. the driver groups finished rows into parts and writes each part when complete
-     (`pipeline.tokenize.parts`).
+  2. one actor pool per codec, in a chain, each adding its codec's codes to the rows
+     (`pipeline.tokenize.actor`), one GPU per actor when the cluster has GPUs, so decoding
+     of the next batches overlaps compute;
+  3. the driver hands each codec's rows to that codec's parts and writes each part when
+     complete (`pipeline.tokenize.parts`).
 
-Output layout under the output URL:
+Output layout under the output URL, for each codec, under `<codec>/`:
     tokens/part-<n>.parquet       token rows (schemas/tokens.py)
     rejects.parquet               samples or shards that could not be tokenized
     codebook_stats.json / .png    per-codebook usage and bitrate efficiency of the run
     summary.json                  counts, hours, tokens, throughput
-    _tokenize/run.json            the input and tokenizer this output belongs to
+    _tokenize/run.json            the input and codec this output belongs to
     _tokenize/parts/<n>.json      per-part completion markers
 """
 
@@ -30,6 +31,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from audio_codecs.base import CodecSpec
 from mucodec.config import JsonConfig
 from pipeline.claims import claim_output
 from pipeline.errors import InvalidSetting, describe, is_environment_failure
@@ -42,7 +44,7 @@ from pipeline.io import (
     write_json,
 )
 from pipeline.shard_reader import ShardTask, find_shards, read_shard_rows
-from pipeline.tokenize.actor import TokenizeBatch, TokenizerSpec
+from pipeline.tokenize.actor import TokenizeBatch, spec_identity
 from pipeline.tokenize.codebook_stats import CodebookHistogram, codebook_report, plot_codebook_usage
 from pipeline.tokenize.parts import (
     TOKENS_DIR,
@@ -52,7 +54,7 @@ from pipeline.tokenize.parts import (
     load_part_markers,
     plan_parts,
 )
-from pipeline.tokenize.rows import TokenizedRow
+from pipeline.tokenize.rows import ChainRow
 from schemas.rejects import REJECTS_SCHEMA
 from schemas.run import versioned_summary
 
@@ -66,9 +68,15 @@ OUTPUTS = (TOKENS_DIR, "_tokenize", "rejects.parquet", "summary.json",
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    """How the stage runs; `tokenizer` decides what is computed."""
+    """How the stage runs; `codecs` decide what is computed (one table each).
 
-    tokenizer: TokenizerSpec
+    Attributes:
+        codecs: The codecs to run, each once (their names are their output folders).
+        device: "auto" (CUDA when an actor has a GPU, else CPU), "cpu" or "cuda".
+    """
+
+    codecs: tuple[CodecSpec, ...]
+    device: str = "auto"
     batch_size: int = 16
     actors: int | None = None  # Default: one per GPU, else as many as CPUs allow.
     cpus_per_actor: int | None = None  # Default: 1 with a GPU; CPU actors 1-2 torch threads.
@@ -76,10 +84,15 @@ class TokenizeConfig:
     row_group_size: int = 1024
     storage: StorageOptions = field(default_factory=StorageOptions)
 
+    def __post_init__(self) -> None:
+        names = [spec.codec for spec in self.codecs]
+        if not names or len(set(names)) != len(names):
+            raise InvalidSetting(f"give each codec once, at least one: {names}")
+
 
 @dataclass
 class TokenizeSummary(JsonConfig):
-    """What a tokenize run did; written (with its schema version) to `summary.json`.
+    """What a tokenize run did for one codec; written (with its version) to `summary.json`.
 
     Counts cover the whole output (this run and the ones it resumed) except the rates,
     which are this run's: segments per wall second and hours of audio per wall hour.
@@ -100,6 +113,7 @@ class TokenizeSummary(JsonConfig):
     audio_hours_per_hour: float
     actors: int
     device: str
+    codec: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The `summary.json` content, with its schema version."""
@@ -113,80 +127,120 @@ def tokenize_shards(
     *,
     force: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
-) -> TokenizeSummary:
-    """Tokenize every shard under `shards_url` into parts at `output_url`, resuming.
+) -> dict[str, TokenizeSummary]:
+    """Tokenize every shard under `shards_url` with every codec, resuming each codec's parts.
+
+    The shards are read and decoded once; one actor pool per codec adds that codec's rows
+    (`pipeline.tokenize.actor`), and the driver writes each codec's parts under
+    `<output_url>/<codec>/`. A part done for every codec is not read again; a part done for
+    some codecs only runs the others.
 
     Args:
         shards_url: Prepare's output (or a directory of `.tar` shards).
-        output_url: Where to write the token parts and run artifacts.
-        config: How to run; `config.tokenizer` decides the codes.
-        force: Replace an output that holds another run instead of refusing it.
-        progress: Called as `progress(segments, total)` while segments come back from the
-            actors; `total` is None when the shards have no prepare manifest to count them.
+        output_url: Where to write each codec's token parts and run artifacts.
+        config: How to run; `config.codecs` decide the codes.
+        force: Replace a codec output that holds another run instead of refusing it.
+        progress: Called as `progress(rows, total)` while rows (one per segment and codec)
+            come back from the actors; `total` is None when the shards have no prepare
+            manifest to count them.
 
     Returns:
-        The run's summary (also written to `summary.json`).
+        Each codec's summary (also written to its `summary.json`), in `config.codecs` order.
 
     Raises:
-        OutputInUse: `output_url` holds a different run and `force` is not set.
+        OutputInUse: A codec's output holds a different run and `force` is not set.
         UnsupportedVersion: An artifact read (manifest, part marker) has an unknown version.
     """
     import ray
 
     started = time.perf_counter()
     fs, root = filesystem(output_url, config.storage)
-    _claim_output(fs, root, shards_url, config, force)
+    names = [spec.codec for spec in config.codecs]
+    roots = {name: join(root, name) for name in names}
+    for spec in config.codecs:
+        _claim_output(fs, roots[spec.codec], shards_url, spec, config, force)
     parts = plan_parts(find_shards(shards_url, config.storage), config.shards_per_part)
-    done = load_part_markers(fs, root, parts)
-    pending = [p for p in parts if p.index not in done]
-    log.info("%d parts, %d already done", len(parts), len(done))
+    done = {name: load_part_markers(fs, roots[name], parts) for name in names}
+    todo = {name: [p for p in parts if p.index not in done[name]] for name in names}
+    pending = [p for p in parts if any(p.index not in done[name] for name in names)]
+    chain = [spec for spec in config.codecs if todo[spec.codec]]
+    for name in names:
+        log.info("%s: %d parts, %d already done", name, len(parts), len(done[name]))
 
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    shape = actor_pool_shape(config, gpus, cpus)
-    device = "cuda" if gpus else "cpu"
+    shape = actor_pool_shape(config, gpus, cpus, pools=max(1, len(chain)))
+    failures: dict[str, list[str]] = {name: [] for name in names}
+    unfinished: dict[str, list[int]] = {name: [] for name in names}
     if pending:
-        assembler = PartAssembler(fs, root, pending, config.row_group_size)
-        dataset = _build_dataset(pending, config, shape, gpus > 0)
-        segments, total = 0, _segment_count(pending)
+        assemblers = {
+            spec.codec: PartAssembler(fs, roots[spec.codec], todo[spec.codec],
+                                      config.row_group_size)
+            for spec in chain
+        }  # fmt: skip
+        skip = {
+            spec.codec: sorted(s.name for p in pending if p.index in done[spec.codec]
+                               for s in p.shards)
+            for spec in chain
+        }  # fmt: skip
+        dataset = _build_dataset(pending, config, chain, skip, shape, gpus > 0)
+        counts = [_segment_count(todo[spec.codec]) for spec in chain]
+        rows, total = 0, None if None in counts else sum(counts)
         if progress:
-            progress(segments, total)
+            progress(rows, total)
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for row in TokenizedRow.from_table(batch):
-                    segments += not row.ends_shard
-                    result = assembler.add(row)
+                for row in ChainRow.from_table(batch):
+                    rows += not row.ends_shard
+                    result = assemblers[row.tokenizer].add(row)
                     if result is not None:
-                        done[result.index] = result
+                        done[row.tokenizer][result.index] = result
                 if progress:
-                    progress(segments, total)
+                    progress(rows, total)
         except Exception as error:
             if not _cluster_failure(error):
                 raise
             # The parts not yet written stay unfinished; a rerun does them.
             reason = describe(error).splitlines()[0]
-            assembler.fail_remaining(f"the cluster failed the stage: {reason}")
-        unfinished = assembler.unfinished
-        failures = [f"part {i}: {why}" for i, why in sorted(assembler.failures.items())]
-        for why, count in Counter(assembler.failures.values()).items():
-            log.error("%d parts unfinished (rerun to retry): %s", count, why)
-    else:
-        unfinished, failures = [], []
+            for assembler in assemblers.values():
+                assembler.fail_remaining(f"the cluster failed the stage: {reason}")
+        for name, assembler in assemblers.items():
+            unfinished[name] = assembler.unfinished
+            failures[name] = [f"part {i}: {why}" for i, why in sorted(assembler.failures.items())]
+            for why, count in Counter(assembler.failures.values()).items():
+                log.error("%s: %d parts unfinished (rerun to retry): %s", name, count, why)
 
+    wall = time.perf_counter() - started
+    device = "cuda" if gpus else "cpu"
+    return {
+        name: _finish_codec(
+            fs, roots[name], name, parts, todo[name], done[name], unfinished[name],
+            failures[name], wall, shape.actors, device,
+        )
+        for name in names
+    }  # fmt: skip
+
+
+def _finish_codec(
+    fs, root: str, codec: str, parts: list[Part], todo: list[Part],
+    done: dict[int, PartResult], unfinished: list[int], failures: list[str],
+    wall: float, actors: int, device: str,
+) -> TokenizeSummary:  # fmt: skip
+    """Write one codec's run artifacts and summary; return the summary."""
     results = [done[p.index] for p in parts if p.index in done]
     _write_run_artifacts(fs, root, results)
     if len(results) == len(parts):
         # Every part is written and this driver is their only writer: a partial file still
         # here lost its writer to a kill.
         remove_partials(fs, root, OUTPUTS)
-    wall = time.perf_counter() - started
-    segments_this_run = sum(done[p.index].rows for p in pending if p.index in done)
-    audio_this_run = sum(done[p.index].audio_seconds for p in pending if p.index in done)
+    segments_this_run = sum(done[p.index].rows for p in todo if p.index in done)
+    audio_this_run = sum(done[p.index].audio_seconds for p in todo if p.index in done)
     summary = TokenizeSummary(
+        codec=codec,
         shards=sum(len(p.shards) for p in parts),
         parts=len(parts),
-        parts_run=len(pending),
-        parts_already_done=len(parts) - len(pending),
+        parts_run=len(todo),
+        parts_already_done=len(parts) - len(todo),
         parts_unfinished=len(unfinished),
         failures=failures,
         segments=sum(r.rows for r in results),
@@ -196,7 +250,7 @@ def tokenize_shards(
         wall_seconds=wall,
         segments_per_second=segments_this_run / wall if wall else 0.0,
         audio_hours_per_hour=audio_this_run / wall if wall else 0.0,
-        actors=shape.actors,
+        actors=actors,
         device=device,
     )
     write_json(fs, join(root, "summary.json"), summary.to_dict())
@@ -219,56 +273,75 @@ def _segment_count(parts: list[Part]) -> int | None:
 
 @dataclass(frozen=True)
 class PoolShape:
-    """How the stage splits the cluster between tokenizer actors and shard readers."""
+    """How the stage splits the cluster between each codec's actors and the shard readers."""
 
-    actors: int
+    actors: int  # Actors of each codec's pool.
     actor_cpus: float  # Ray CPUs each actor reserves.
     torch_threads: int  # Threads each actor's model runs on.
     reader_cpus: float = 1.0  # Ray CPUs each shard-reading task reserves.
+    actor_gpus: float = 1.0  # GPUs (or a share of one) each actor reserves, on a GPU cluster.
 
 
-def actor_pool_shape(config: TokenizeConfig, gpus: int, cpus: int) -> PoolShape:
-    """The actor pool for a cluster of `gpus` GPUs and `cpus` CPUs, leaving CPU for readers.
+def actor_pool_shape(config: TokenizeConfig, gpus: int, cpus: int, pools: int = 1) -> PoolShape:
+    """`pools` actor pools for a cluster of `gpus` GPUs and `cpus` CPUs, leaving CPU for readers.
 
     Actors that reserved every CPU would starve the reading tasks that feed them: the
-    pipeline would wait forever. A one-CPU cluster (a laptop, or what is left after losing a
-    node) runs one actor and the readers on half a CPU each: they take turns.
+    pipeline would wait forever. A cluster with no more CPUs than pools (a laptop, or what
+    is left after losing a node) runs one actor per pool and the readers on an equal share
+    of the CPUs: they take turns. With fewer GPUs than pools, the pools share them.
     """
+    actor_gpus = 1.0 if gpus >= pools or not gpus else gpus / pools
     if gpus:
         per_actor = config.cpus_per_actor or 1
-        actors = config.actors or gpus
+        actors = config.actors or max(1, gpus // pools)
     else:
         per_actor = config.cpus_per_actor or (1 if cpus <= 4 else 2)
-        actors = config.actors or max(1, (cpus - 1) // per_actor)
-    if actors * per_actor < cpus:
-        return PoolShape(actors, per_actor, per_actor)
-    if actors == 1 and cpus == 1:
-        return PoolShape(1, 0.5, 1, reader_cpus=0.5)
+        actors = config.actors or max(1, (cpus - 1) // (per_actor * pools))
+    if actors * per_actor * pools < cpus:
+        return PoolShape(actors, per_actor, per_actor, actor_gpus=actor_gpus)
+    if actors == 1 and cpus <= pools:
+        share = cpus / (pools + 1)
+        return PoolShape(1, share, 1, reader_cpus=share, actor_gpus=actor_gpus)
     raise InvalidSetting(
-        f"{actors} actors x {per_actor} CPUs leave none of the {cpus} CPUs for reading "
-        "shards; lower --actors"
+        f"{pools} pools x {actors} actors x {per_actor} CPUs leave none of the {cpus} CPUs "
+        "for reading shards; lower --actors"
     )
 
 
-def _build_dataset(pending: list[Part], config: TokenizeConfig, shape: PoolShape, use_gpu: bool):
+def _build_dataset(
+    pending: list[Part],
+    config: TokenizeConfig,
+    chain: list[CodecSpec],
+    skip: dict[str, list[str]],
+    shape: PoolShape,
+    use_gpu: bool,
+):
+    """The shard readers, then one actor pool per codec of `chain`, in order."""
     import ray
 
     shard_rows = [ShardTask(s.name, s.url).to_dict() for p in pending for s in p.shards]
-    return (
-        ray.data.from_items(shard_rows, override_num_blocks=len(shard_rows))
-        .flat_map(
-            read_shard_rows, fn_kwargs={"storage": config.storage}, num_cpus=shape.reader_cpus
-        )
-        .map_batches(
+    dataset = ray.data.from_items(shard_rows, override_num_blocks=len(shard_rows)).flat_map(
+        read_shard_rows, fn_kwargs={"storage": config.storage}, num_cpus=shape.reader_cpus
+    )
+    for position, spec in enumerate(chain):
+        constructor = {
+            "spec": spec,
+            "device": config.device,
+            "torch_threads": shape.torch_threads,
+            "skip_shards": skip[spec.codec],
+            "keep_audio": position < len(chain) - 1,
+        }
+        # A batch holds the rows of the codecs before too: as many audio rows as the first.
+        dataset = dataset.map_batches(
             TokenizeBatch,
-            fn_constructor_kwargs={"spec": config.tokenizer, "torch_threads": shape.torch_threads},
-            batch_size=config.batch_size,
+            fn_constructor_kwargs=constructor,
+            batch_size=config.batch_size * (position + 1),
             batch_format="pyarrow",
             compute=_actor_pool(config, shape),
-            num_gpus=1 if use_gpu else 0,
+            num_gpus=shape.actor_gpus if use_gpu else 0,
             num_cpus=shape.actor_cpus,
         )
-    )
+    return dataset
 
 
 def _actor_pool(config: TokenizeConfig, shape: PoolShape):
@@ -282,10 +355,12 @@ def _actor_pool(config: TokenizeConfig, shape: PoolShape):
     return ray.data.ActorPoolStrategy(min_size=1, max_size=None, initial_size=shape.actors)
 
 
-def _claim_output(fs, root: str, shards_url: str, config: TokenizeConfig, force: bool) -> None:
+def _claim_output(
+    fs, root: str, shards_url: str, spec: CodecSpec, config: TokenizeConfig, force: bool
+) -> None:
     claim = {
         "shards_url": shards_url,
-        "tokenizer": config.tokenizer.identity(),
+        "tokenizer": spec_identity(spec),
         "shards_per_part": config.shards_per_part,
     }
     claim_output(

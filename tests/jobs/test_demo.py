@@ -76,7 +76,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert [s.meta["source_channels"] for s in surround] == [6]
 
     # The other two stages: every segment tokenized, two of them decoded into the report.
-    tokens = json.loads((output / "tokens" / "summary.json").read_text())
+    tokens = json.loads((output / "tokens" / "mucodec" / "summary.json").read_text())
     assert (tokens["segments"], tokens["rejects"]) == (expected, 0)
     spotcheck = json.loads((output / "spotcheck" / "summary.json").read_text())
     assert (spotcheck["sampled"], spotcheck["missing"]) == (2, [])

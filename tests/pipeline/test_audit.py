@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import audit as audit_job
-from pipeline.audit import AuditReport, audit_run
+from pipeline.audit import AuditReport, audit_codec
 from pipeline.io import StorageOptions
 from pipeline.prepare.records import SongSource
 from pipeline.shard_reader import ShardSampleRow, ShardTask, find_shards, shard_rows
@@ -107,7 +107,7 @@ def keys_of(path: Path) -> list[str]:
 
 def test_a_clean_run_passes_and_keeps_the_report_shape(prepared, tmp_path):
     tokenize(prepared, tmp_path / "tokens")
-    report = audit_run(str(prepared), str(tmp_path / "tokens"), STORAGE)
+    report = audit_codec(str(prepared), str(tmp_path / "tokens"), STORAGE)
     assert report.ok and report.shard_samples == report.token_rows == 2 * SAMPLES_PER_SHARD
     data = json.loads(json.dumps(report.to_dict()))
     assert set(data) == OLD_FIELDS | {"damaged_shards", "damaged_tables", "ok"}
@@ -121,7 +121,7 @@ def test_a_truncated_shard_that_tokenize_rejected_is_reported_and_accounted_for(
     results = tokenize(prepared, tmp_path / "tokens")
     assert [r.path for r in results[1].rejects] == ["000001-0000.tar"]  # The whole shard.
 
-    report = audit_run(str(prepared), str(tmp_path / "tokens"), STORAGE)
+    report = audit_codec(str(prepared), str(tmp_path / "tokens"), STORAGE)
     (damaged,) = report.damaged_shards
     assert damaged.shard == "000001-0000.tar" and damaged.rejected
     assert damaged.reason.startswith("ReadError") and "after 2 samples" in damaged.reason
@@ -130,10 +130,12 @@ def test_a_truncated_shard_that_tokenize_rejected_is_reported_and_accounted_for(
     assert report.ok and report.missing == report.unexpected == []
 
     # The job reads it too, without crashing, and passes it.
-    command = ["--shards", str(prepared), "--tokens", str(tmp_path / "tokens")]
+    shutil.copytree(tmp_path / "tokens", tmp_path / "run" / "mucodec")  # A codec's table.
+    command = ["--shards", str(prepared), "--tokens", str(tmp_path / "run")]
     assert audit_job.main(command) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["damaged_shards"] == [asdict(damaged)] and printed["ok"] is True
+    assert printed["ok"] is True and list(printed["codecs"]) == ["mucodec"]
+    assert printed["codecs"]["mucodec"]["damaged_shards"] == [asdict(damaged)]
 
 
 @pytest.mark.parametrize("at_boundary", [False, True], ids=["mid-member", "member-boundary"])
@@ -141,7 +143,7 @@ def test_a_shard_damaged_after_tokenize_fails_the_audit(prepared, tmp_path, at_b
     tokenize(prepared, tmp_path / "tokens")
     truncate_in_sample(shard_path(prepared, 0), 1, at_boundary)
 
-    report = audit_run(str(prepared), str(tmp_path / "tokens"), STORAGE)
+    report = audit_codec(str(prepared), str(tmp_path / "tokens"), STORAGE)
     (damaged,) = report.damaged_shards
     assert (damaged.shard, damaged.rejected) == ("000000-0000.tar", False)
     if at_boundary:  # A tar cut between members reads as a complete, shorter archive.
@@ -157,7 +159,7 @@ def test_a_shard_missing_after_tokenize_is_reported_not_a_crash(prepared, tmp_pa
     tokenize(prepared, tmp_path / "tokens")
     shard_path(prepared, 0).unlink()
 
-    report = audit_run(str(prepared), str(tmp_path / "tokens"), STORAGE)
+    report = audit_codec(str(prepared), str(tmp_path / "tokens"), STORAGE)
     (damaged,) = report.damaged_shards
     assert (damaged.shard, damaged.rejected) == ("000000-0000.tar", False)
     assert "FileNotFoundError" in damaged.reason or "0 samples readable" in damaged.reason
@@ -182,7 +184,7 @@ def test_link_members_are_not_samples_and_a_rejected_sample_is_accounted_for(pre
     results = tokenize(prepared, tmp_path / "tokens")
     assert [r.path for r in results[0].rejects] == ["000000-0000.tar#alpha_00001"]
 
-    report = audit_run(str(prepared), str(tmp_path / "tokens"), STORAGE)
+    report = audit_codec(str(prepared), str(tmp_path / "tokens"), STORAGE)
     assert report == AuditReport(
         shard_samples=2 * SAMPLES_PER_SHARD, token_rows=2 * SAMPLES_PER_SHARD - 1, rejected=1,
         missing=[], duplicated=[], unexpected=[],
@@ -198,7 +200,7 @@ def test_unreadable_tables_are_reported_and_their_keys_show_as_missing(prepared,
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
     (output / "rejects.parquet").write_bytes(b"PAR1 cut short")
 
-    report = audit_run(str(prepared), str(output), STORAGE)
+    report = audit_codec(str(prepared), str(output), STORAGE)
     assert [(t.file, t.reason.split(":")[0]) for t in report.damaged_tables] == [
         (str(part), "ArrowInvalid"), (f"{output}/rejects.parquet", "ArrowInvalid"),
     ]  # fmt: skip

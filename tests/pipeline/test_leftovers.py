@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
+from audio_codecs.base import CodecSpec
 from pipeline.io import PARTIAL, remove_partials
 from pipeline.prepare.isolation import run_unit_isolated
 from pipeline.prepare.records import SongSource
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import Unit
 from pipeline.scratch import SCRATCH_DIR, owned_scratch, owner_tag
-from pipeline.tokenize.actor import TokenizerSpec
 from pipeline.tokenize.stage import TokenizeConfig, tokenize_shards
 from tests.conftest import REPO_ROOT
 from tests.pipeline.helpers import small_config, write_song
@@ -187,10 +187,11 @@ def test_prepare_removes_a_killed_runs_leftovers_and_keeps_a_live_runs_scratch(
 
 @pytest.mark.integration
 def test_a_tokenize_rerun_removes_partials_a_killed_run_left(prepared_over_leftovers):
-    output = prepared_over_leftovers["base"] / "tokens"
-    config = TokenizeConfig(tokenizer=TokenizerSpec(preset="tiny", seed=0), batch_size=4,
+    root = prepared_over_leftovers["base"] / "tokens"
+    output = root / "mucodec"
+    config = TokenizeConfig(codecs=(CodecSpec("mucodec", preset="tiny"),), batch_size=4,
                             shards_per_part=1)  # fmt: skip
-    first = tokenize_shards(str(prepared_over_leftovers["output"]), str(output), config)
+    first = tokenize_shards(str(prepared_over_leftovers["output"]), str(root), config)["mucodec"]
     assert first.parts_unfinished == 0 and first.segments == 4
     stale = [output / f"codebook_stats.png{PARTIAL}1",
              output / "tokens" / f"part-000000.parquet{PARTIAL}1",
@@ -198,7 +199,7 @@ def test_a_tokenize_rerun_removes_partials_a_killed_run_left(prepared_over_lefto
     for path in stale:
         path.write_bytes(b"half")
 
-    rerun = tokenize_shards(str(prepared_over_leftovers["output"]), str(output), config)
+    rerun = tokenize_shards(str(prepared_over_leftovers["output"]), str(root), config)["mucodec"]
 
     assert rerun.parts_run == 0 and rerun.parts_already_done == 2
     assert _partials(output) == []

@@ -111,10 +111,10 @@ def test_tokenize_survives_losing_a_node_and_a_rerun_completes(tmp_path, ray_loc
     assert prepare_corpus(corpus, prepared, config).segments == SEGMENTS
     tokens = str(tmp_path / "tokens")
     _lose_a_node(
-        os.path.join(tokens, "_tokenize", "parts"),
+        os.path.join(tokens, "mucodec", "_tokenize", "parts"),
         [sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", tokens,
          "--config", "tiny", "--shards-per-part", "1", "--batch-size", "1",
          "--stall-minutes", "0.5"],
     )  # fmt: skip
-    report = audit_run(prepared, tokens, StorageOptions())
+    report = audit_run(prepared, tokens, StorageOptions()).codecs["mucodec"]
     assert report.ok and report.token_rows == report.shard_samples == SEGMENTS

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from audio_codecs.base import CodecSpec
 from pipeline.io import StorageOptions
 from pipeline.prepare.corpus import discover
 from pipeline.prepare.fingerprint import (
@@ -29,7 +30,6 @@ from pipeline.prepare.fingerprint import (
 )
 from pipeline.prepare.records import SongSource
 from pipeline.prepare.stage import PrepareSummary, prepare_corpus
-from pipeline.tokenize.actor import TokenizerSpec
 from pipeline.tokenize.stage import TokenizeConfig, tokenize_shards
 from tests.pipeline.helpers import read_samples, shard_files, small_config, write_song
 
@@ -138,9 +138,11 @@ def test_every_segment_carries_the_sha256_of_its_source(runs):
 @pytest.mark.integration
 def test_the_token_table_carries_the_source_sha256(runs, tmp_path):
     output, _ = runs[1]
-    config = TokenizeConfig(tokenizer=TokenizerSpec(preset="tiny", seed=0), batch_size=8)
-    summary = tokenize_shards(str(output), str(tmp_path / "tokens"), config)
-    rows = pq.read_table(tmp_path / "tokens" / "tokens", columns=["key", "source_sha256"])
+    config = TokenizeConfig(codecs=(CodecSpec("mucodec", preset="tiny"),), batch_size=8)
+    summary = tokenize_shards(str(output), str(tmp_path / "tokens"), config)["mucodec"]
+    rows = pq.read_table(
+        tmp_path / "tokens" / "mucodec" / "tokens", columns=["key", "source_sha256"]
+    )
     metadata = {s.key: s.meta["source_sha256"] for s in read_samples(shard_files(str(output)))}
     assert dict(zip(*rows.to_pydict().values(), strict=True)) == metadata
     assert summary.segments == len(metadata)

@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from audio_codecs.base import CodecSpec
 from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.config import decoder_preset, with_codebooks
 from mucodec.encoder.config import preset
@@ -30,7 +31,6 @@ from pipeline.spotcheck.metrics import (
     si_sdr,
 )
 from pipeline.spotcheck.stage import SpotcheckConfig, choose_keys, read_metrics, spotcheck
-from pipeline.tokenize.actor import TokenizerSpec
 from pipeline.tokenize.stage import TokenizeConfig, tokenize_shards
 from schemas.metrics import METRICS_SCHEMA
 from testing.synth import synth_song, write_audio
@@ -77,7 +77,7 @@ def tokenized(tmp_path_factory, ray_local) -> dict[str, str]:
         write_audio(str(root / "corpus" / f"song{index}.wav"), audio, 48_000, "FLOAT")
     segment = SegmentConfig(segment_seconds=2.0, min_tail_seconds=0.5)
     prepare_corpus(str(root / "corpus"), str(root / "prepared"), PrepareConfig(segment=segment))
-    config = TokenizeConfig(tokenizer=TokenizerSpec(preset="tiny"), batch_size=4)
+    config = TokenizeConfig(codecs=(CodecSpec("mucodec", preset="tiny"),), batch_size=4)
     tokenize_shards(str(root / "prepared"), str(root / "tokens"), config)
     return {"root": str(root), "prepared": str(root / "prepared"), "tokens": str(root / "tokens")}
 
@@ -102,7 +102,7 @@ def test_spotcheck_decodes_the_sample_and_writes_metrics_wavs_and_report(tokeniz
     metrics = read_metrics(str(output)).to_pylist()
     assert len(metrics) == 2
     tokens = {}
-    for part in sorted(Path(tokenized["tokens"], "tokens").glob("*.parquet")):
+    for part in sorted(Path(tokenized["tokens"], "mucodec", "tokens").glob("*.parquet")):
         tokens.update({r["key"]: r for r in pq.read_table(part).to_pylist()})
     decoder = build_decoder(_tiny_decoder_for_tokens(), seed=TINY_DECODER.seed).eval()
     for number, record in enumerate(metrics):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 
 import fsspec
 import numpy as np
@@ -190,7 +192,8 @@ def test_reader_rows_round_trip_through_the_ray_edge(tmp_path):
     assert ShardSampleRow.from_table(table) == rows
     tokenized = [token_row("a.tar", "s_00000", np.arange(6).reshape(2, 3)), end_row("a.tar", 1)]
     back = TokenizedRow.from_table(TokenizedRow.to_table(tokenized))
-    assert back == tokenized
+    assert all(math.isnan(r.input_db) for r in back)  # No DAC loudness: NaN, which != NaN.
+    assert [replace(r, input_db=0.0) for r in back] == [replace(r, input_db=0.0) for r in tokenized]
     np.testing.assert_array_equal(back[0].decode_codes(), np.arange(6).reshape(2, 3))
     assert TokenizedRow.to_table([]).schema == TokenizedRow.arrow_schema()
     with pytest.raises(TypeError):  # A column the row type does not define is an error.

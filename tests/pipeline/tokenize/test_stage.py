@@ -20,6 +20,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from audio_codecs.base import CodecSpec
+from audio_codecs.registry import CODECS
 from mucodec.encoder.config import preset
 from mucodec.encoder.tokenizer import MuCodecTokenizer
 from pipeline.io import StorageOptions
@@ -27,7 +29,6 @@ from pipeline.prepare.segment import SegmentConfig
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
 from pipeline.shard_reader import find_shards, iter_shard_samples
-from pipeline.tokenize.actor import TokenizerSpec
 from pipeline.tokenize.dataset import TokenDataset
 from pipeline.tokenize.stage import (
     PoolShape,
@@ -41,7 +42,7 @@ from testing.synth import synth_song, write_audio
 pytestmark = pytest.mark.integration
 
 SEGMENT = SegmentConfig(segment_seconds=2.0, tail_policy="keep", min_tail_seconds=0.5)
-TINY = TokenizerSpec(preset="tiny", seed=0)
+TINY = CodecSpec("mucodec", preset="tiny")
 
 
 def make_corpus(root: Path, songs: int = 3) -> None:
@@ -87,10 +88,11 @@ def prepared(tmp_path_factory, ray_local) -> str:
 
 @pytest.fixture(scope="module")
 def tokenized(prepared, tmp_path_factory) -> tuple[Path, object]:
-    output = tmp_path_factory.mktemp("tokens")
-    config = TokenizeConfig(tokenizer=TINY, batch_size=4, shards_per_part=2)
-    summary = tokenize_shards(prepared, str(output), config)
-    return output, summary
+    root = tmp_path_factory.mktemp("tokens")
+    config = TokenizeConfig(codecs=(TINY,), batch_size=4, shards_per_part=2)
+    summaries = tokenize_shards(prepared, str(root), config)
+    assert list(summaries) == ["mucodec"]
+    return root / "mucodec", summaries["mucodec"]
 
 
 def test_every_segment_appears_exactly_once_with_the_tokenizers_codes(prepared, tokenized):
@@ -115,6 +117,13 @@ def test_every_segment_appears_exactly_once_with_the_tokenizers_codes(prepared, 
         assert row["song_id"] == meta["song_id"] and row["start_s"] == meta["start_s"]
         assert row["checkpoint_sha256"] == "random-weights-seed-0"
         assert row["token_rate"] == 25.0 and row["encoder_layer"] == 2
+        assert (row["tokenizer"], row["codec_preset"], row["codec_mode"]) == (
+            "mucodec", "tiny", "encode",
+        )  # fmt: skip
+        assert (row["sample_rate"], row["channels"], row["scales"], row["chunk_frames"]) == (
+            48_000, 1, [], [],
+        )  # fmt: skip
+        assert np.isnan(row["input_db"]) and row["bitrate_kbps"] > 0
     assert any(samples[r["key"]]["meta"]["gain"] < 1 for r in rows)
 
 
@@ -132,8 +141,8 @@ def test_lyrics_and_statistics_travel_with_the_tokens(tokenized):
 def test_rerun_on_a_finished_output_does_nothing(prepared, tokenized):
     output, _ = tokenized
     before = {p: p.stat().st_mtime_ns for p in (output / "tokens").glob("*.parquet")}
-    config = TokenizeConfig(tokenizer=TINY, batch_size=4, shards_per_part=2)
-    summary = tokenize_shards(prepared, str(output), config)
+    config = TokenizeConfig(codecs=(TINY,), batch_size=4, shards_per_part=2)
+    summary = tokenize_shards(prepared, str(output.parent), config)["mucodec"]
     assert summary.parts_run == 0 and summary.parts_already_done == 2
     assert {p: p.stat().st_mtime_ns for p in (output / "tokens").glob("*.parquet")} == before
 
@@ -186,12 +195,12 @@ def test_a_corrupt_sample_is_rejected_and_the_rest_tokenized(prepared, tmp_path,
                 victim = info.name.split(".")[0]
                 data = b"fLaC" + b"\x00" * (len(data) - 4)
             out.addfile(info, io.BytesIO(data))
-    config = TokenizeConfig(tokenizer=TINY, batch_size=4)
-    summary = tokenize_shards(str(broken_dir), str(tmp_path / "out"), config)
-    rejects = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
+    config = TokenizeConfig(codecs=(TINY,), batch_size=4)
+    summary = tokenize_shards(str(broken_dir), str(tmp_path / "out"), config)["mucodec"]
+    rejects = pq.read_table(tmp_path / "out" / "mucodec" / "rejects.parquet").to_pylist()
     assert [r["path"] for r in rejects] == [f"{shards[0].name}#{victim}"]
     assert rejects[0]["stage"] == "tokenize" and victim in rejects[0]["reason"]
-    keys = {r["key"] for r in token_rows(tmp_path / "out")}
+    keys = {r["key"] for r in token_rows(tmp_path / "out" / "mucodec")}
     assert victim not in keys and len(keys) == summary.segments > 0
 
 
@@ -202,11 +211,11 @@ def test_s3_in_and_out_through_a_loopback_s3_server(prepared, s3_endpoint):
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint)
     fs.mkdir("tokenize-bucket")
     fs.put(prepared, "tokenize-bucket/prepared", recursive=True)
-    config = TokenizeConfig(tokenizer=TINY, batch_size=4, storage=storage)
+    config = TokenizeConfig(codecs=(TINY,), batch_size=4, storage=storage)
     summary = tokenize_shards(
         "s3://tokenize-bucket/prepared", "s3://tokenize-bucket/tokens", config
-    )
-    parts = fs.glob("tokenize-bucket/tokens/tokens/*.parquet")
+    )["mucodec"]
+    parts = fs.glob("tokenize-bucket/tokens/mucodec/tokens/*.parquet")
     keys = []
     for part in parts:
         with fs.open(part, "rb") as handle:
@@ -214,7 +223,7 @@ def test_s3_in_and_out_through_a_loopback_s3_server(prepared, s3_endpoint):
         validate_tokens_table(table)
         keys.extend(table.column("key").to_pylist())
     assert sorted(keys) == sorted(shard_samples(prepared)) and summary.segments == len(keys)
-    assert fs.exists("tokenize-bucket/tokens/summary.json")
+    assert fs.exists("tokenize-bucket/tokens/mucodec/summary.json")
 
 
 def test_resume_after_the_job_is_killed_midway(tmp_path, ray_local):
@@ -223,10 +232,12 @@ def test_resume_after_the_job_is_killed_midway(tmp_path, ray_local):
     prepare_corpus(
         str(tmp_path / "corpus"), prepared, PrepareConfig(segment=SEGMENT, songs_per_unit=1)
     )
-    output = tmp_path / "tokens"
+    root = tmp_path / "tokens"
+    output = root / "mucodec"
     command = [
-        sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", str(output),
-        "--config", "tiny", "--shards-per-part", "1", "--batch-size", "1", "--num-cpus", "2",
+        sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", str(root),
+        "--codec", "mucodec", "--config", "tiny", "--shards-per-part", "1", "--batch-size", "1",
+        "--num-cpus", "2",
     ]  # fmt: skip
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)  # fmt: skip
@@ -240,8 +251,8 @@ def test_resume_after_the_job_is_killed_midway(tmp_path, ray_local):
     finished_before = {p.name: p.stat().st_mtime_ns for p in markers.glob("*.json")}
     assert 0 < len(finished_before) < 6
 
-    config = TokenizeConfig(tokenizer=TINY, batch_size=4, shards_per_part=1)
-    summary = tokenize_shards(prepared, str(output), config)
+    config = TokenizeConfig(codecs=(TINY,), batch_size=4, shards_per_part=1)
+    summary = tokenize_shards(prepared, str(root), config)["mucodec"]
     assert summary.parts == 6 and summary.parts_already_done >= len(finished_before)
     assert Counter(r["key"] for r in token_rows(output)) == Counter(shard_samples(prepared).keys())
     for name, mtime in finished_before.items():
@@ -251,10 +262,12 @@ def test_resume_after_the_job_is_killed_midway(tmp_path, ray_local):
 
 
 def test_audit_passes_a_clean_run_and_catches_duplicates_and_losses(prepared, tokenized, tmp_path):
-    from pipeline.audit import audit_run
+    from pipeline.audit import audit_codec, audit_run
 
     output, _ = tokenized
-    clean = audit_run(prepared, str(output), StorageOptions())
+    run = audit_run(prepared, str(output.parent), StorageOptions())
+    assert run.ok and list(run.codecs) == ["mucodec"]
+    clean = run.codecs["mucodec"]
     assert clean.ok and clean.shard_samples == clean.token_rows > 0
 
     copy = tmp_path / "copy"
@@ -262,7 +275,7 @@ def test_audit_passes_a_clean_run_and_catches_duplicates_and_losses(prepared, to
     parts = sorted((copy / "tokens").glob("*.parquet"))
     shutil.copy(parts[0], copy / "tokens" / "part-999999.parquet")  # A part written twice.
     parts[1].unlink()  # A part lost.
-    broken = audit_run(prepared, str(copy), StorageOptions())
+    broken = audit_codec(prepared, str(copy), StorageOptions())
     lost = set(pq.read_table(output / "tokens" / parts[1].name).column("key").to_pylist())
     assert not broken.ok
     assert set(broken.duplicated) == set(pq.read_table(parts[0]).column("key").to_pylist())
@@ -274,7 +287,8 @@ def test_audit_job_exits_with_the_same_status_every_time(prepared, tokenized):
     # The job used to print its report and then abort (exit 134) in about one run of five:
     # Arrow released read-ahead buffers during interpreter shutdown.
     output, _ = tokenized
-    command = [sys.executable, "-m", "jobs.audit", "--shards", prepared, "--tokens", str(output)]
+    command = [sys.executable, "-m", "jobs.audit", "--shards", prepared, "--tokens",
+               str(output.parent)]  # fmt: skip
     statuses = []
     for _ in range(10):
         completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -284,13 +298,13 @@ def test_audit_job_exits_with_the_same_status_every_time(prepared, tokenized):
 
 
 def test_the_actor_pool_always_leaves_cpu_for_the_readers():
-    config = TokenizeConfig(tokenizer=TINY)
+    config = TokenizeConfig(codecs=(TINY,))
     assert actor_pool_shape(config, gpus=0, cpus=8) == PoolShape(3, 2, 2)
     assert actor_pool_shape(config, gpus=2, cpus=8) == PoolShape(2, 1, 1)
     # One CPU left (a laptop, or a cluster that lost a node): actor and readers share it.
     assert actor_pool_shape(config, gpus=0, cpus=1) == PoolShape(1, 0.5, 1, reader_cpus=0.5)
     with pytest.raises(ValueError, match="lower --actors"):
-        actor_pool_shape(TokenizeConfig(tokenizer=TINY, actors=2), gpus=0, cpus=2)
+        actor_pool_shape(TokenizeConfig(codecs=(TINY,), actors=2), gpus=0, cpus=2)
 
 
 @pytest.mark.integration
@@ -302,4 +316,43 @@ def test_tokenize_runs_on_a_one_cpu_ray(prepared, tmp_path):
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert Counter(r["key"] for r in token_rows(output)) == Counter(shard_samples(prepared).keys())
+    assert Counter(r["key"] for r in token_rows(output / "mucodec")) == Counter(
+        shard_samples(prepared).keys()
+    )
+
+
+@pytest.mark.skipif(
+    not {"dac", "encodec"} <= set(CODECS), reason="DAC and EnCodec are not registered yet"
+)
+def test_three_codecs_one_pass(prepared, tmp_path):
+    """Every segment once in every codec's table, with each codec's own codes."""
+    from audio_codecs.base import EncodedSegment
+    from audio_codecs.registry import load_codec
+    from pipeline.tokenize.encoded import encoded_segment
+
+    output = tmp_path / "tokens"
+    command = [
+        sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", str(output),
+        "--codec", "mucodec,dac,encodec", "--config", "tiny", "--batch-size", "4",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    samples = shard_samples(prepared)
+    for name in ("mucodec", "dac", "encodec"):
+        rows = token_rows(output / name)
+        assert Counter(r["key"] for r in rows) == Counter(samples), name
+        codec = load_codec(CodecSpec(name, preset="tiny"), torch.device("cpu"))
+        for row in rows:
+            sample = samples[row["key"]]
+            audio = sample["audio"]
+            # The actors see the shard's PCM16: the same audio, quantised as the reader does.
+            pcm = torch.from_numpy((audio * 32768.0).round().clip(-32768, 32767) / 32768.0)
+            (expected,) = codec.encode(
+                [pcm.float()], song_peaks=[sample["meta"]["song_peak"]],
+                gains=[sample["meta"]["gain"]],
+            )  # fmt: skip
+            got: EncodedSegment = encoded_segment(row)
+            assert row["tokenizer"] == name and row["channels"] == codec.info.channels
+            np.testing.assert_array_equal(got.codes, expected.codes, err_msg=f"{name} {row['key']}")
+            np.testing.assert_array_equal(got.scales, expected.scales)
+            assert got.chunk_frames == tuple(expected.chunk_frames)
