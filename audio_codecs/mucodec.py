@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from audio_codecs.base import PIPELINE_SAMPLE_RATE, Codec, CodecInfo, CodecSpec, EncodedSegment
+from mucodec.decoder.config import SamplingConfig
 from mucodec.decoder.model import MuCodecDecoder
 from mucodec.encoder.config import PRESETS as TOKENIZER_PRESETS
 from mucodec.encoder.config import preset as tokenizer_preset
@@ -26,22 +27,27 @@ class MuCodecCodec(Codec):
     """MuCodec: joint stereo at 48 kHz, one code stream, the official song-level normalisation.
 
     Args:
-        tokenizer: The encoder side, on its device, in eval mode.
+        tokenizer: The encoder side, on its device, in eval mode; None for a codec that only
+            decodes (the spot-check decodes tables whose encoder it need not load).
         info: Its provenance (see `load`).
         decoder: The decoder side, or None for a codec that only encodes.
         decode_seed: Noise seed of the flow-matching sampler for every decoded segment.
+        sampling: Steps, guidance and execution mode of the sampler (default: the
+            decoder config's).
     """
 
     def __init__(
         self,
-        tokenizer: MuCodecTokenizer,
+        tokenizer: MuCodecTokenizer | None,
         info: CodecInfo,
         decoder: MuCodecDecoder | None = None,
         decode_seed: int = 0,
+        sampling: SamplingConfig | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.decoder = decoder
         self.decode_seed = decode_seed
+        self.sampling = sampling
         self._info = info
 
     @property
@@ -49,9 +55,14 @@ class MuCodecCodec(Codec):
         """Provenance; `channels` is 1 (MuCodec codes stereo jointly)."""
         return self._info
 
-    def with_decoder(self, decoder: MuCodecDecoder, decode_seed: int = 0) -> MuCodecCodec:
-        """This codec with `decoder` attached for `decode`."""
-        return MuCodecCodec(self.tokenizer, self._info, decoder, decode_seed)
+    def with_decoder(
+        self,
+        decoder: MuCodecDecoder,
+        decode_seed: int = 0,
+        sampling: SamplingConfig | None = None,
+    ) -> MuCodecCodec:
+        """This codec with `decoder` attached for `decode` (sampling as in `__init__`)."""
+        return MuCodecCodec(self.tokenizer, self._info, decoder, decode_seed, sampling)
 
     def encode(
         self,
@@ -60,7 +71,13 @@ class MuCodecCodec(Codec):
         song_peaks: Sequence[float] | None = None,
         gains: Sequence[float] | None = None,
     ) -> list[EncodedSegment]:
-        """Codes `[K, L // 1920]` per segment, exactly `MuCodecTokenizer.encode_segments`."""
+        """Codes `[K, L // 1920]` per segment, exactly `MuCodecTokenizer.encode_segments`.
+
+        Raises:
+            ValueError: if the codec was built without a tokenizer (decode only).
+        """
+        if self.tokenizer is None:
+            raise ValueError("this MuCodec codec decodes only: it has no tokenizer")
         codes = self.tokenizer.encode_segments(segments, song_peaks=song_peaks, gains=gains)
         return [EncodedSegment(c.cpu().numpy().astype(np.uint16)) for c in codes]
 
@@ -77,7 +94,10 @@ class MuCodecCodec(Codec):
         for n_frames in sorted({e.codes.shape[-1] for e in encoded}):
             group = [i for i, e in enumerate(encoded) if e.codes.shape[-1] == n_frames]
             codes = torch.from_numpy(np.stack([encoded[i].codes.astype(np.int64) for i in group]))
-            audio = self.decoder.decode(codes.to(device), seeds=self.decode_seed).float().cpu()
+            audio = self.decoder.decode(
+                codes.to(device), seeds=self.decode_seed, sampling=self.sampling
+            )
+            audio = audio.float().cpu()
             for row, index in enumerate(group):
                 outputs[index] = audio[row]
         return [o for o in outputs if o is not None]

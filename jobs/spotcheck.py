@@ -7,9 +7,14 @@ Example:
         --official-mucodec ckpt/mucodec.pt --official-audioldm ckpt/audioldm_48k.pth
     python -m jobs.spotcheck ... --count 4 --decoder-config tiny --steps 4   # random weights
 
-Open <output>/report.html in a browser. Rerunning with the same inputs and decoder settings
-skips samples already decoded; other settings (decoder, --steps, --guidance, --decoder-dtype,
---noise-seed) are refused unless --force, which replaces the old spot-check.
+Every codec with token tables under --tokens (<tokens>/<codec>/tokens) decodes the same
+sampled segments: MuCodec with the decoder given here, other codecs with their own model,
+rebuilt from the tables' preset and seed or from --checkpoint CODEC=PATH (repeatable).
+
+Open <output>/report.html in a browser. Rerunning with the same inputs, codecs and decoder
+settings skips samples already decoded; other settings (codecs, decoder, --steps,
+--guidance, --decoder-dtype, --noise-seed) are refused unless --force, which replaces the
+old spot-check.
 """
 
 from __future__ import annotations
@@ -104,12 +109,30 @@ def spotcheck_config_from_args(args: argparse.Namespace) -> SpotcheckConfig:
     )
     return SpotcheckConfig(
         decoder=spec,
+        checkpoints=codec_checkpoints(args),
         count=args.count,
         fraction=args.fraction,
         seed=args.sample_seed,
         batch_size=args.decode_batch_size,
         storage=storage_from_args(args),
     )
+
+
+def codec_checkpoints(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """`--checkpoint CODEC=PATH` options as sorted (codec, path) pairs.
+
+    Raises:
+        UsageError: An option is not CODEC=PATH, or names a codec twice.
+    """
+    pairs = []
+    for option in getattr(args, "checkpoint", None) or []:
+        codec, sep, path = option.partition("=")
+        if not (sep and codec and path):
+            raise UsageError(f"--checkpoint {option!r}: expected CODEC=PATH, e.g. dac=./dac-44k")
+        pairs.append((codec, path))
+    if len({c for c, _ in pairs}) != len(pairs):
+        raise UsageError("--checkpoint names a codec twice")
+    return tuple(sorted(pairs))
 
 
 def decoder_given(args: argparse.Namespace) -> bool:
@@ -128,6 +151,8 @@ def check_spotcheck_usage(args: argparse.Namespace) -> None:
     for option in ("decoder_checkpoint", "official_mucodec", "official_audioldm"):
         if getattr(args, option):
             require_input(getattr(args, option), "--" + option.replace("_", "-"), storage)
+    for codec, path in codec_checkpoints(args):
+        require_input(path, f"--checkpoint {codec}", storage)
 
 
 def run_spotcheck(args: argparse.Namespace, tokens: str, shards: str, output: str) -> StageOutcome:
@@ -152,11 +177,12 @@ def run_spotcheck(args: argparse.Namespace, tokens: str, shards: str, output: st
 def spotcheck_outcome(summary: SpotcheckSummary, status: int, output: str) -> StageOutcome:
     """The stage's row of the printed summary."""
     decoded = summary.decoded_now + summary.already_done
-    mel = summary.metrics.get("mel_distance")
-    quality = "" if mel is None else f", mel distance {mel:.2f}"
+    mels = {c: m.get("mel_distance") for c, m in summary.metrics.items()}
+    quality = "".join(f", {c} mel {m:.2f}" for c, m in mels.items() if m is not None)
     return StageOutcome(
         "spotcheck", status,
-        f"{decoded:,}/{summary.sampled:,} segments of {summary.songs_sampled:,} songs{quality}",
+        f"{decoded:,}/{summary.sampled:,} segments of {summary.songs_sampled:,} songs, "
+        f"{len(summary.codecs)} codecs{quality}",
         len(summary.missing), summary.wall_seconds, join(output, "report.html"),
     )  # fmt: skip
 
@@ -168,6 +194,15 @@ def build_parser() -> JobParser:
     parser.add_argument("--shards", required=True, help="prepare output URL")
     parser.add_argument("--output", required=True, help="where to write the spot-check")
     add_spotcheck_arguments(parser)
+    # Here only: in jobs.run, --checkpoint is the tokenizer's.
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="CODEC=PATH",
+        help="the checkpoint a codec's token tables were made from (repeatable); needed for "
+        "every codec other than mucodec whose tables were not made from a random preset",
+    )
     add_storage_arguments(parser)
     add_ray_arguments(parser)
     parser.add_argument(

@@ -63,7 +63,8 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="[CODEC=]NAME",
         help="a preset with seeded random weights, for tests and benchmarks: NAME for every "
-        "codec without a checkpoint, CODEC=NAME for one (e.g. tiny); repeatable",
+        "codec without a checkpoint, CODEC=NAME for one; repeatable. Presets: "
+        + "; ".join(f"{name}: {', '.join(codec_presets(name))}" for name in CODECS),
     )
     parser.add_argument(
         "--codec-option",

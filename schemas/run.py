@@ -13,7 +13,7 @@ from schemas.version import json_version
 
 UNIT_MARKER_VERSION = 1  # prepare: `_prepare/units/<n>.json`
 PART_MARKER_VERSION = 1  # tokenize: `_tokenize/parts/<n>.json`
-SUMMARY_VERSIONS = {"prepare": 1, "tokenize": 1, "spotcheck": 1}  # `<output>/summary.json`
+SUMMARY_VERSIONS = {"prepare": 1, "tokenize": 1, "spotcheck": 2}  # `<output>/summary.json`
 
 
 def marker_where(directory: str, data: dict[str, Any]) -> str:

@@ -1,8 +1,13 @@
-"""The spot-check actor: decode sampled token rows, measure them, write their listening files.
+"""The spot-check actor: decode sampled token rows of every codec, measure, write the files.
 
 Each sample gets a folder `samples/<key>/` with `original.wav` (the segment as stored in
-the shard), `reconstruction.wav` (decoded from its tokens), `spectrogram.png` (both, as log
-mel spectrograms) and `metrics.json`, written last: its presence marks the sample done.
+the shard) and `original.png` (its log-mel spectrogram), written once by the reader, and per
+codec `samples/<key>/<codec>/` with `reconstruction.wav`, `spectrogram.png` (the
+reconstruction's log mel, on the colour scale of the original as that codec saw it) and
+`metrics.json`, written last: its presence marks the sample done for that codec.
+
+One actor decodes every codec (each model loaded once, on first use), so the pool's size
+is the only knob and the files do not depend on which actor took which row.
 """
 
 from __future__ import annotations
@@ -16,17 +21,23 @@ import pyarrow as pa
 import soundfile as sf
 import torch
 
+from audio_codecs.base import Codec
 from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.checkpoint import load_decoder, load_official_decoder
 from mucodec.decoder.config import decoder_preset, with_codebooks
 from mucodec.decoder.model import MuCodecDecoder
 from mucodec.encoder.config import TokenizerConfig
-from mucodec.encoder.frontend import song_peak_divisor
 from pipeline.errors import InvalidSetting
 from pipeline.io import StorageOptions, atomic_write, filesystem, join
+from pipeline.spotcheck.codecs import (
+    TableCodec,
+    as_the_codec_saw_it,
+    load_decoding_codec,
+)
 from pipeline.spotcheck.metrics import SAMPLE_RATE, reconstruction_metrics
 from pipeline.spotcheck.rows import DecodeRow, SampleMetrics
-from pipeline.spotcheck.spectrogram import spectrogram_png
+from pipeline.spotcheck.spectrogram import log_mel, mel_png
+from pipeline.tokenize.encoded import encoded_segment
 
 SAMPLES_DIR = "samples"
 _PCM16_SCALE = 32768.0
@@ -81,83 +92,86 @@ class DecoderSpec:
         return decoder.eval()
 
 
-def _wav_bytes(audio: np.ndarray) -> bytes:
+def wav_bytes(audio: np.ndarray) -> bytes:
+    """`[2, L]` float audio at 48 kHz as 16-bit PCM WAV bytes."""
     buffer = io.BytesIO()
     sf.write(buffer, audio.T, SAMPLE_RATE, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
 
 
+def stored_audio(pcm: bytes) -> torch.Tensor:
+    """A shard's 16-bit interleaved stereo PCM as float32 `[2, L]`."""
+    stored = np.frombuffer(pcm, dtype=np.int16).reshape(-1, 2).T / _PCM16_SCALE
+    return torch.from_numpy(stored.astype(np.float32))
+
+
 class SpotcheckDecode:
-    """Ray Data callable class: loads the decoder once per actor (per tokenizer config).
+    """Ray Data callable class: decodes rows of every codec, each model loaded once.
 
     Args:
-        spec: Which decoder, and how to sample (steps, guidance, noise seed).
-        output_url: The spot-check output; each sample's files go to `samples/<key>/`.
+        spec: MuCodec's decoder, and how to sample (steps, guidance, noise seed).
+        codecs: Each codec's `TableCodec` as a dict (plain values, to travel to actors).
+        output_url: The spot-check output; files go to `samples/<key>/<codec>/`.
         storage: How to reach object stores.
     """
 
-    def __init__(self, spec: DecoderSpec, output_url: str, storage: StorageOptions) -> None:
+    def __init__(
+        self,
+        spec: DecoderSpec,
+        codecs: list[dict],
+        output_url: str,
+        storage: StorageOptions,
+    ) -> None:
         self.spec = spec
+        self.tables = {c["codec"]: TableCodec(**{**c, "files": tuple(c["files"])}) for c in codecs}
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.storage = storage
         self.output_url = output_url
-        self._decoders: dict[str, MuCodecDecoder] = {}
+        self._codecs: dict[str, Codec] = {}
 
-    def _decoder(self, tokenizer_config: str) -> MuCodecDecoder:
-        if tokenizer_config not in self._decoders:
-            config = TokenizerConfig.from_json(tokenizer_config)
-            self._decoders[tokenizer_config] = self.spec.load(config, self.device)
-        return self._decoders[tokenizer_config]
+    def _codec(self, name: str) -> Codec:
+        if name not in self._codecs:
+            self._codecs[name] = load_decoding_codec(self.tables[name], self.spec, self.device)
+        return self._codecs[name]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Decode, measure and write a batch of `DecodeRow`s; their `SampleMetrics` back."""
-        rows = DecodeRow.from_table(batch)
+        rows = sorted(DecodeRow.from_table(batch), key=lambda r: (r.codec, r.key))
         outputs: list[SampleMetrics] = []
-        # Items of one batch must share a length to be decoded together.
-        for n_frames in sorted({r.n_frames for r in rows}):
-            group = [r for r in rows if r.n_frames == n_frames]
-            outputs.extend(self._decode_group(group))
+        for name in sorted({r.codec for r in rows}):
+            group = [r for r in rows if r.codec == name]
+            with torch.inference_mode():
+                audio = self._codec(name).decode([encoded_segment(r.to_dict()) for r in group])
+            outputs.extend(self._finish(r, a) for r, a in zip(group, audio, strict=True))
         return SampleMetrics.to_table(outputs)
 
-    def _decode_group(self, rows: list[DecodeRow]) -> list[SampleMetrics]:
-        decoder = self._decoder(rows[0].tokenizer_config)
-        codes = torch.stack([torch.tensor(r.codes, dtype=torch.long) for r in rows])
-        sampling = decoder.with_sampling(
-            num_steps=self.spec.steps, guidance_scale=self.spec.guidance
-        )
-        seeds = [self.spec.noise_seed] * len(rows)
-        with torch.inference_mode():
-            audio = decoder.decode(codes, seeds=seeds, sampling=sampling).float().cpu()
-        return [self._finish(row, audio[i]) for i, row in enumerate(rows)]
-
     def _finish(self, row: DecodeRow, reconstruction: torch.Tensor) -> SampleMetrics:
-        stored = np.frombuffer(row.pcm, dtype=np.int16).reshape(-1, 2).T / _PCM16_SCALE
-        stored = torch.from_numpy(stored.astype(np.float32))
-        # The tokens describe the segment as the tokenizer saw it: gain undone, then the
-        # official song-level normalisation; metrics compare against that.
-        divisor = float(song_peak_divisor(row.song_peak))
-        reference = stored / float(row.gain) / divisor
+        table = self.tables[row.codec]
+        reference = as_the_codec_saw_it(row, stored_audio(row.pcm))
         metrics = reconstruction_metrics(reference, reconstruction)
         fs, root = filesystem(self.output_url, self.storage)
-        folder = join(root, SAMPLES_DIR, row.key)
+        folder = join(root, SAMPLES_DIR, row.key, row.codec)
+        high = float(log_mel(reference).max())
         files = {
-            "original.wav": _wav_bytes(stored.numpy()),
-            "reconstruction.wav": _wav_bytes(reconstruction.clamp(-1, 1).numpy()),
-            "spectrogram.png": spectrogram_png(reference, reconstruction, row.key),
+            "reconstruction.wav": wav_bytes(reconstruction.clamp(-1, 1).numpy()),
+            "spectrogram.png": mel_png(reconstruction, f"{row.key}: {row.codec}", high),
         }
         for name, data in files.items():
             with atomic_write(fs, join(folder, name)) as handle:
                 handle.write(data)
+        sampler = row.codec == "mucodec"
         record = SampleMetrics(
             key=row.key,
+            codec=row.codec,
+            bitrate_kbps=table.bitrate_kbps,
             song_id=row.song_id,
             segment_index=row.segment_index,
             start_s=row.start_s,
             duration_s=row.duration_s,
             n_frames=row.n_frames,
             **metrics,
-            decoder_steps=self.spec.steps,
-            guidance_scale=self.spec.guidance,
+            decoder_steps=self.spec.steps if sampler else 0,
+            guidance_scale=self.spec.guidance if sampler else 0.0,
         )
         with atomic_write(fs, join(folder, "metrics.json")) as handle:
             handle.write(json.dumps(record.to_dict(), sort_keys=True).encode())

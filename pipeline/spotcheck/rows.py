@@ -1,8 +1,11 @@
 """The rows of the spot-check, from the sampled token rows to each sample's metrics.
 
-driver: token tables -> `SampledRow`s, grouped per shard into `SpotcheckTask`s
-reader (CPU task per shard): `SpotcheckTask` -> `DecodeRow`s (the token row + its audio)
-actor (GPU when present): `DecodeRow`s -> `SampleMetrics` (also each sample's metrics.json)
+driver: every codec's token tables -> `SampledRow`s (one per sampled key and codec), grouped
+    per shard into `SpotcheckTask`s
+reader (CPU task per shard): `SpotcheckTask` -> `DecodeRow`s (the token row + its audio);
+    it also writes each sample's original once
+actor (GPU when present): `DecodeRow`s -> `SampleMetrics` (also each sample's and codec's
+    metrics.json)
 """
 
 from __future__ import annotations
@@ -15,17 +18,21 @@ from pipeline.rows import ArrowRow
 # The token table columns a spot-check reads (schemas/tokens.py).
 SAMPLED_COLUMNS = (
     "key", "song_id", "segment_index", "start_s", "duration_s", "n_frames", "codes", "shard",
-    "tokenizer_config",
+    "tokenizer", "scales", "chunk_frames", "input_db", "n_codebooks", "channels",
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SampledRow(ArrowRow):
-    """A token row chosen for decoding (the `SAMPLED_COLUMNS` of the token table).
+    """A token row chosen for decoding (the `SAMPLED_COLUMNS` of one codec's token table).
 
     Attributes:
-        codes: `[n_codebooks, n_frames]` codes as nested lists.
-        tokenizer_config: The tokenizer's config JSON (shapes a random decoder).
+        codes: `[channels * n_codebooks, n_frames]` codes as nested lists.
+        tokenizer: The codec's name (registry).
+        scales: Per-chunk scales (EnCodec 48 kHz), else empty.
+        chunk_frames: Frames per chunk (EnCodec 48 kHz, DAC compress), else empty.
+        input_db: DAC compress's input loudness (LUFS), else NaN.
+        n_codebooks, channels: The codes' layout (`pipeline.tokenize.encoded`).
     """
 
     key: str
@@ -36,7 +43,17 @@ class SampledRow(ArrowRow):
     n_frames: int
     codes: list[list[int]]
     shard: str
-    tokenizer_config: str
+    tokenizer: str
+    scales: list[float]
+    chunk_frames: list[int]
+    input_db: float
+    n_codebooks: int
+    channels: int
+
+    @property
+    def codec(self) -> str:
+        """The codec that made the codes (the table's `tokenizer`)."""
+        return self.tokenizer
 
 
 @dataclass(frozen=True)
@@ -79,13 +96,17 @@ class DecodeRow(SampledRow):
 
 @dataclass(frozen=True)
 class SampleMetrics(ArrowRow):
-    """One decoded sample's metrics: its `metrics.json` and its row of `metrics.parquet`.
+    """One decoded sample's metrics with one codec: its `metrics.json` and its row of
+    `metrics.parquet`.
 
     Units as in schemas/metrics.py: distances unitless, `si_sdr_db` in dB,
-    `loudness_diff_lu` in LU, times in seconds, `n_frames` in token frames.
+    `loudness_diff_lu` in LU, times in seconds, `n_frames` in token frames;
+    `decoder_steps` and `guidance_scale` are 0 for codecs without a sampler.
     """
 
     key: str
+    codec: str
+    bitrate_kbps: float
     song_id: str
     segment_index: int
     start_s: float

@@ -1,4 +1,4 @@
-"""Spectrogram pictures for the spot-check report: original above reconstruction."""
+"""Spectrogram pictures for the spot-check report: one log-mel picture per audio."""
 
 from __future__ import annotations
 
@@ -19,26 +19,33 @@ def log_mel(audio: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(mel.clamp(min=1e-10))
 
 
-def spectrogram_png(original: torch.Tensor, reconstruction: torch.Tensor, title: str) -> bytes:
-    """Two log-mel spectrograms on one colour scale, as PNG bytes."""
+def mel_png(audio: torch.Tensor, title: str, high: float | None = None) -> bytes:
+    """One log-mel spectrogram as PNG bytes, for the report's side-by-side row.
+
+    Args:
+        audio: `[channels, samples]` at 48 kHz.
+        title: Shown above the picture.
+        high: The top of the 80 dB colour scale (default: this audio's loudest bin); a
+            reconstruction is drawn on its original's scale, so level changes show.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    top, bottom = log_mel(original), log_mel(reconstruction)
-    high = float(max(top.max(), bottom.max()))
-    seconds = original.shape[-1] / SAMPLE_RATE
-    figure, axes = plt.subplots(2, 1, figsize=(9, 4.6), sharex=True)
-    for axis, mel, name in ((axes[0], top, "original"), (axes[1], bottom, "reconstruction")):
-        image = axis.imshow(
-            mel.numpy(), origin="lower", aspect="auto", cmap="magma",
-            vmin=high - 80, vmax=high, extent=(0, seconds, 0, mel.shape[0]),
-        )  # fmt: skip
-        axis.set_ylabel(f"{name}\nmel band")
-    axes[1].set_xlabel("seconds")
-    axes[0].set_title(title, fontsize=9)
-    figure.colorbar(image, ax=axes, label="dB", shrink=0.8)
+    mel = log_mel(audio)
+    high = float(mel.max()) if high is None else high
+    seconds = audio.shape[-1] / SAMPLE_RATE
+    figure, axis = plt.subplots(figsize=(4.2, 2.4))
+    axis.imshow(
+        mel.numpy(), origin="lower", aspect="auto", cmap="magma",
+        vmin=high - 80, vmax=high, extent=(0, seconds, 0, mel.shape[0]),
+    )  # fmt: skip
+    axis.set_title(title, fontsize=8)
+    axis.set_xlabel("seconds", fontsize=8)
+    axis.set_ylabel("mel band", fontsize=8)
+    axis.tick_params(labelsize=7)
+    figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)

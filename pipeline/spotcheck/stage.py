@@ -1,29 +1,33 @@
-"""The spot-check stage: sample token rows, decode them, measure, and report.
+"""The spot-check stage: sample segments, decode them with every codec, measure, and report.
 
-Sampling is reproducible and stratified over songs: songs are visited in a seeded order and
-each contributes one segment per round (its segments also in seeded order) until the target
-count is reached, so a sample of N covers min(N, songs) songs before any song repeats.
+The codecs are those with token tables under the tokens input (`<tokens>/<codec>/tokens`,
+see `pipeline.spotcheck.codecs`). Sampling is reproducible and stratified over songs, and
+made once from the keys every codec's tables hold, so every codec decodes the same segments:
+songs are visited in a seeded order and each contributes one segment per round (its
+segments also in seeded order) until the target count is reached, so a sample of N covers
+min(N, songs) songs before any song repeats.
 
-Steps on Ray Data: the driver reads the sampled rows from the token tables; CPU tasks fetch
-the original segments from their shards (each shard read once); an actor pool (GPU when
-present) decodes, measures and writes each sample's files; the driver writes the metrics
-table and the report.
+Steps on Ray Data: the driver reads the sampled rows from each codec's tables; CPU tasks
+fetch the original segments from their shards (each shard read once) and write each
+sample's original; an actor pool (GPU when present) decodes every codec's rows, measures
+and writes their files; the driver writes the metrics table and the report.
 
 Like prepare and tokenize, the stage claims its output (`_spotcheck/run.json`) with the
-settings that decide each sample's files: the token and shard inputs and the decoder (its
-weights, steps, guidance, precision and noise seed). A rerun with the same settings resumes,
+settings that decide each sample's files: the token and shard inputs, each codec's
+identity (preset, mode, weights, bitrate, checkpoint) and MuCodec's decoder (its weights,
+steps, guidance, precision and noise seed). A rerun with the same settings resumes,
 skipping samples whose `metrics.json` exists; other settings are refused unless `force`,
 which deletes the old output first. The sample choice (count, fraction, seed) is not part
 of the claim: a sample's files do not depend on which others were chosen, so a rerun that
 chooses more reuses those already decoded.
 
 Output layout under the output URL:
-    samples/<key>/{original.wav, reconstruction.wav, spectrogram.png, metrics.json}
-    metrics.parquet     one row of metrics per sample
-    distributions.png   metric histograms
-    report.html         summary, distributions, and per-sample spectrograms and players
-    summary.json
-    _spotcheck/run.json the inputs and decoder this output belongs to
+    samples/<key>/{original.wav, original.png}
+    samples/<key>/<codec>/{reconstruction.wav, spectrogram.png, metrics.json}
+    metrics.parquet     one row of metrics per sample and codec
+    report.html         per-codec comparison, plots, and per-segment spectrograms and players
+    summary.json        per-codec means
+    _spotcheck/run.json the inputs, codecs and decoder this output belongs to
 """
 
 from __future__ import annotations
@@ -53,8 +57,15 @@ from pipeline.io import (
     read_parquet,
 )
 from pipeline.shard_reader import find_shards, iter_shard_samples, sample_row
-from pipeline.spotcheck.actor import SAMPLES_DIR, DecoderSpec, SpotcheckDecode
-from pipeline.spotcheck.report import distributions_png, render_report, summary_rows
+from pipeline.spotcheck.actor import (
+    SAMPLES_DIR,
+    DecoderSpec,
+    SpotcheckDecode,
+    stored_audio,
+    wav_bytes,
+)
+from pipeline.spotcheck.codecs import TableCodec, find_codec_tables
+from pipeline.spotcheck.report import codec_summaries, render_report
 from pipeline.spotcheck.rows import (
     SAMPLED_COLUMNS,
     DecodeRow,
@@ -62,23 +73,27 @@ from pipeline.spotcheck.rows import (
     SampleMetrics,
     SpotcheckTask,
 )
-from pipeline.tokenize.dataset import token_files
+from pipeline.spotcheck.spectrogram import mel_png
+from schemas.codebook_stats import check_codebook_stats
 from schemas.metrics import METRICS_SCHEMA, check_metrics_schema
 from schemas.run import versioned_summary
 from schemas.tokens import check_tokens_schema_version
 
 RUN_FILE = "_spotcheck/run.json"
-# Everything a run writes under its output (a `--force` claim deletes these).
+# Everything a run writes under its output (a `--force` claim deletes these; version 1
+# runs also wrote distributions.png).
 OUTPUTS = (SAMPLES_DIR, "_spotcheck", "metrics.parquet", "distributions.png", "report.html",
            "summary.json")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SpotcheckConfig:
-    """What to decode and how: the decoder, the sample (exactly one of `count` and
-    `fraction`, chosen with `seed`), and how to run (batch size, actors, storage)."""
+    """What to decode and how: MuCodec's decoder, the checkpoints other codecs' tables were
+    made from (`(codec, path)` pairs), the sample (exactly one of `count` and `fraction`,
+    chosen with `seed`), and how to run (batch size, actors, storage)."""
 
     decoder: DecoderSpec
+    checkpoints: tuple[tuple[str, str], ...] = ()
     count: int | None = None
     fraction: float | None = None
     seed: int = 0
@@ -98,17 +113,19 @@ class SpotcheckConfig:
 class SpotcheckSummary(JsonConfig):
     """What a spot-check did; written (with its schema version) to `summary.json`.
 
-    `metrics` holds the mean of each metric over the decoded samples.
+    `rows_in_tables` counts the segments every codec's tables hold (the sampling frame);
+    `metrics` holds, per codec, the mean of each metric over its decoded samples.
     """
 
+    codecs: list[str]
     rows_in_tables: int
     sampled: int
     songs_sampled: int
     decoded_now: int
     already_done: int
-    missing: list[str]  # Sampled keys whose original could not be read from the shards.
+    missing: list[str]  # Sampled keys not decoded by every codec (original unreadable).
     wall_seconds: float
-    metrics: dict[str, float]
+    metrics: dict[str, dict[str, float]]
 
     def to_dict(self) -> dict[str, Any]:
         """The `summary.json` content, with its schema version."""
@@ -130,6 +147,22 @@ def choose_keys(index: list[tuple[str, str]], count: int, seed: int) -> list[str
             if queues[song] and len(chosen) < count:
                 chosen.append(queues[song].pop())
     return chosen
+
+
+def sample_keys(
+    indexes: dict[str, list[tuple[str, str]]], count: int | None, fraction: float | None, seed: int
+) -> tuple[list[str], int]:
+    """The keys every codec decodes, and how many keys all codecs' tables share.
+
+    Args:
+        indexes: Per codec, `(key, song_id)` of every row of its tables.
+        count: How many keys to choose, or None for `fraction` of the shared keys.
+        fraction: The share of the shared keys to choose (with `count` None).
+        seed: Seed of `choose_keys` over the shared keys.
+    """
+    shared = set.intersection(*(set(index) for index in indexes.values())) if indexes else set()
+    wanted = count or max(1, math.ceil(fraction * len(shared)))
+    return choose_keys(sorted(shared), min(wanted, len(shared)), seed), len(shared)
 
 
 def _read_index(files: list[str], storage: StorageOptions) -> list[tuple[str, str, str]]:
@@ -157,23 +190,46 @@ def _read_rows(keys_by_file: dict[str, list[str]], storage: StorageOptions) -> l
 
 
 def originals(task: SpotcheckTask, storage: StorageOptions) -> Iterator[DecodeRow]:
-    """One shard's sampled token rows, each with its original PCM from the shard.
+    """One shard's sampled token rows (of every codec), each with its original PCM.
 
     A sample missing from its shard or unreadable is skipped (the driver reports it as
     missing) rather than raised: one bad sample must not fail the whole job.
     """
-    wanted = {r.key: r for r in task.sampled_rows()}
+    wanted: dict[str, list[SampledRow]] = defaultdict(list)
+    for row in task.sampled_rows():
+        wanted[row.key].append(row)
     for key, members in iter_shard_samples(task.url, storage):
         if key not in wanted:
             continue
         original = sample_row(task.name, key, members)
         if not original.error:
-            yield DecodeRow.of(wanted[key], original.pcm, original.song_peak, original.gain)
+            for row in sorted(wanted[key], key=lambda r: r.codec):
+                yield DecodeRow.of(row, original.pcm, original.song_peak, original.gain)
 
 
-def attach_originals(row: dict[str, Any], storage: StorageOptions) -> Iterator[dict[str, Any]]:
-    """Ray Data flat_map edge of `originals`: a `SpotcheckTask` dict -> `DecodeRow` dicts."""
+def write_original(row: DecodeRow, output_url: str, storage: StorageOptions) -> None:
+    """`samples/<key>/original.wav` and `original.png` (its log mel), unless already there."""
+    fs, root = filesystem(output_url, storage)
+    folder = join(root, SAMPLES_DIR, row.key)
+    if exists(fs, join(folder, "original.png")):
+        return
+    stored = stored_audio(row.pcm)
+    files = {"original.wav": wav_bytes(stored.numpy()), "original.png": mel_png(stored, row.key)}
+    for name, data in files.items():  # The picture last: it marks both written.
+        with atomic_write(fs, join(folder, name)) as handle:
+            handle.write(data)
+
+
+def attach_originals(
+    row: dict[str, Any], storage: StorageOptions, output_url: str
+) -> Iterator[dict[str, Any]]:
+    """Ray Data flat_map edge of `originals`: a `SpotcheckTask` dict -> `DecodeRow` dicts;
+    writes each sample's original once on the way."""
+    written: set[str] = set()
     for decode_row in originals(SpotcheckTask.from_dict(row), storage):
+        if decode_row.key not in written:
+            write_original(decode_row, output_url, storage)
+            written.add(decode_row.key)
         yield decode_row.to_dict()
 
 
@@ -219,89 +275,135 @@ def spotcheck(
         OutputInUse: `output_url` holds a spot-check of other settings and not `force`.
         UnsupportedVersion: A token table or prepare's manifest has an unknown version.
     """
-    import ray
 
     started = time.perf_counter()
-    files = token_files(tokens_url, config.storage)
-    if not files:
-        raise FileNotFoundError(f"no token tables under {tokens_url}")
-    index = _read_index(files, config.storage)
-    count = config.count or max(1, math.ceil(config.fraction * len(index)))
-    keys = choose_keys([(k, song) for k, song, _ in index], min(count, len(index)), config.seed)
+    tables = find_codec_tables(tokens_url, config.storage, dict(config.checkpoints))
+    if not tables:
+        raise FileNotFoundError(f"no token tables under {tokens_url}/<codec>/tokens")
+    indexes = {t.codec: _read_index(list(t.files), config.storage) for t in tables}
+    keys, shared = sample_keys(
+        {c: [(k, song) for k, song, _ in index] for c, index in indexes.items()},
+        config.count, config.fraction, config.seed,
+    )  # fmt: skip
 
     fs, root = filesystem(output_url, config.storage)
-    _claim_output(fs, root, tokens_url, shards_url, config.decoder, force)
-    done = {k for k in keys if exists(fs, join(root, SAMPLES_DIR, k, "metrics.json"))}
-    file_of = {key: url for key, _, url in index}
-    keys_by_file: dict[str, list[str]] = defaultdict(list)
-    for key in sorted(set(keys) - done):
-        keys_by_file[file_of[key]].append(key)
-    pending = _read_rows(keys_by_file, config.storage)
+    _claim_output(fs, root, tokens_url, shards_url, tables, config.decoder, force)
+
+    def done(key: str, codec: str) -> bool:
+        return exists(fs, join(root, SAMPLES_DIR, key, codec, "metrics.json"))
+
+    done_before = {(k, t.codec) for k in keys for t in tables if done(k, t.codec)}
+    pending: list[SampledRow] = []
+    for table in tables:
+        file_of = {key: url for key, _, url in indexes[table.codec]}
+        keys_by_file: dict[str, list[str]] = defaultdict(list)
+        for key in sorted(k for k in keys if (k, table.codec) not in done_before):
+            keys_by_file[file_of[key]].append(key)
+        pending.extend(_read_rows(keys_by_file, config.storage))
     if progress:
         progress(0, len(pending))
     if pending:
-        shard_urls = {s.name: s.url for s in find_shards(shards_url, config.storage)}
-        by_shard: dict[str, list[SampledRow]] = defaultdict(list)
-        for row in pending:
-            by_shard[row.shard].append(row)
-        items = [
-            SpotcheckTask.of(name, shard_urls[name], rows).to_dict()
-            for name, rows in sorted(by_shard.items())
-        ]
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        dataset = (
-            ray.data.from_items(items, override_num_blocks=len(items))
-            .flat_map(attach_originals, fn_kwargs={"storage": config.storage}, num_cpus=1)
-            .map_batches(
-                SpotcheckDecode,
-                fn_constructor_kwargs={
-                    "spec": config.decoder, "output_url": output_url, "storage": config.storage,
-                },
-                batch_size=config.batch_size,
-                batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=config.actors or max(1, gpus)),
-                num_gpus=1 if gpus else 0,
-                num_cpus=1,
-            )
-        )  # fmt: skip
-        decoded = 0
-        # The actors write each sample's files; the driver only counts them.
-        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            decoded += batch.num_rows
-            if progress:
-                progress(decoded, len(pending))
+        _decode(pending, shards_url, output_url, tables, config, progress)
 
-    finished = [k for k in keys if exists(fs, join(root, SAMPLES_DIR, k, "metrics.json"))]
+    finished = [(k, t.codec) for k in keys for t in tables if done(k, t.codec)]
     records = [
-        SampleMetrics.from_dict(read_json(fs, join(root, SAMPLES_DIR, k, "metrics.json")))
-        for k in finished
+        SampleMetrics.from_dict(read_json(fs, join(root, SAMPLES_DIR, k, c, "metrics.json")))
+        for k, c in finished
     ]
-    _write_outputs(fs, root, records, tokens_url, shards_url, config)
-    metric_means = {r["metric"]: r["mean"] for r in summary_rows([r.to_dict() for r in records])}
+    _write_outputs(fs, root, records, tokens_url, shards_url, tables, config)
     summary = SpotcheckSummary(
-        rows_in_tables=len(index),
+        codecs=[t.codec for t in tables],
+        rows_in_tables=shared,
         sampled=len(keys),
         songs_sampled=len({r.song_id for r in records}),
-        decoded_now=len(finished) - len(done),
-        already_done=len(done),
-        missing=sorted(set(keys) - set(finished)),
+        decoded_now=len({k for k, c in finished} - {k for k, c in done_before}),
+        already_done=len({k for k, c in done_before}),
+        missing=sorted(set(keys) - {k for k, c in finished if _all_done(k, finished, tables)}),
         wall_seconds=time.perf_counter() - started,
-        metrics=metric_means,
+        metrics={
+            codec: {r["metric"]: r["mean"] for r in rows}
+            for codec, rows in codec_summaries([r.to_dict() for r in records]).items()
+        },
     )
     with atomic_write(fs, join(root, "summary.json")) as handle:
         handle.write(json.dumps(summary.to_dict(), indent=2).encode())
     return summary
 
 
-def _claim_output(
-    fs, root: str, tokens_url: str, shards_url: str, decoder: DecoderSpec, force: bool
+def _all_done(key: str, finished: list[tuple[str, str]], tables: list[TableCodec]) -> bool:
+    return all((key, t.codec) in finished for t in tables)
+
+
+def _decode(
+    pending: list[SampledRow],
+    shards_url: str,
+    output_url: str,
+    tables: list[TableCodec],
+    config: SpotcheckConfig,
+    progress: Callable[[int, int], None] | None,
 ) -> None:
-    """Claim `root` for these inputs and decoder settings (what decides a sample's files)."""
-    claim = {"tokens_url": tokens_url, "shards_url": shards_url, "decoder": asdict(decoder)}
+    """Decode `pending` rows on Ray: shard readers attach originals, actors decode."""
+    import ray
+
+    shard_urls = {s.name: s.url for s in find_shards(shards_url, config.storage)}
+    by_shard: dict[str, list[SampledRow]] = defaultdict(list)
+    for row in pending:
+        by_shard[row.shard].append(row)
+    items = [
+        SpotcheckTask.of(name, shard_urls[name], rows).to_dict()
+        for name, rows in sorted(by_shard.items())
+    ]
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    codecs = [{**asdict(t), "files": list(t.files)} for t in tables]
+    dataset = (
+        ray.data.from_items(items, override_num_blocks=len(items))
+        .flat_map(
+            attach_originals,
+            fn_kwargs={"storage": config.storage, "output_url": output_url},
+            num_cpus=1,
+        )
+        .map_batches(
+            SpotcheckDecode,
+            fn_constructor_kwargs={
+                "spec": config.decoder, "codecs": codecs, "output_url": output_url,
+                "storage": config.storage,
+            },
+            batch_size=config.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=config.actors or max(1, gpus)),
+            num_gpus=1 if gpus else 0,
+            num_cpus=1,
+        )
+    )  # fmt: skip
+    decoded = 0
+    # The actors write each sample's files; the driver only counts them.
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        decoded += batch.num_rows
+        if progress:
+            progress(decoded, len(pending))
+
+
+def _claim_output(
+    fs,
+    root: str,
+    tokens_url: str,
+    shards_url: str,
+    tables: list[TableCodec],
+    decoder: DecoderSpec,
+    force: bool,
+) -> None:
+    """Claim `root` for these inputs, codecs and decoder settings (what decides the files)."""
+    claim = {
+        "tokens_url": tokens_url,
+        "shards_url": shards_url,
+        "codecs": {t.codec: t.identity() for t in tables},
+        "decoder": asdict(decoder),
+    }
     claim_output(
         fs, root, RUN_FILE, claim, OUTPUTS, force,
         describe=lambda previous: (
-            f"a spot-check of {previous['tokens_url']!r} with other inputs or decoder settings "
+            f"a spot-check of {previous['tokens_url']!r} with other inputs, codecs or decoder "
+            "settings "
             f"({_differences(previous, claim)})"
         ),
     )  # fmt: skip
@@ -311,7 +413,10 @@ def _differences(previous: dict[str, Any], claim: dict[str, Any]) -> str:
     """The claim's settings that differ, as `name: old -> new`, for the refusal."""
 
     def flat(data: dict[str, Any]) -> dict[str, Any]:
-        return {**{k: v for k, v in data.items() if k != "decoder"}, **data.get("decoder", {})}
+        codecs = data.get("codecs", {})
+        plain = {k: v for k, v in data.items() if k not in ("decoder", "codecs")}
+        per_codec = {f"{c}.{k}": v for c, d in codecs.items() for k, v in d.items()}
+        return {**plain, "codecs": sorted(codecs), **per_codec, **data.get("decoder", {})}
 
     old, new = flat(previous), flat(claim)
     return ", ".join(
@@ -322,25 +427,37 @@ def _differences(previous: dict[str, Any], claim: dict[str, Any]) -> str:
 
 
 def _write_outputs(
-    fs, root, records: list[SampleMetrics], tokens_url, shards_url, config: SpotcheckConfig
+    fs, root, records, tokens_url, shards_url, tables: list[TableCodec], config: SpotcheckConfig
 ) -> None:
+    """metrics.parquet and report.html from every decoded (sample, codec)'s metrics."""
     table = SampleMetrics.to_table(records).cast(METRICS_SCHEMA)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     with atomic_write(fs, join(root, "metrics.parquet")) as handle:
         handle.write(buffer.getvalue())
-    dicts = [r.to_dict() for r in records]
-    with atomic_write(fs, join(root, "distributions.png")) as handle:
-        handle.write(distributions_png(dicts))
     spec = config.decoder
     context = {
         "token tables": tokens_url,
         "shards": shards_url,
-        "decoder": spec.checkpoint
+        **{
+            f"codec {t.codec}": f"{t.preset or 'checkpoint'} {t.mode}, {t.bitrate_kbps:.2f} kbps, "
+            f"weights {t.weights if t.weights.startswith('random') else t.weights[:12]}"
+            for t in tables
+        },
+        "MuCodec decoder": spec.checkpoint
         or spec.official_mucodec
         or f"preset {spec.preset} (random weights, seed {spec.seed})",
         "steps / guidance / dtype": f"{spec.steps} / {spec.guidance} / {spec.dtype}",
-        "sample": f"{len(records)} segments, seed {config.seed}",
+        "sample": f"{len({r.key for r in records})} segments, seed {config.seed}",
     }
+    stats = {t.codec: _codebook_stats(tokens_url, t.codec, config.storage) for t in tables}
+    page = render_report([r.to_dict() for r in records], context, stats, SAMPLES_DIR)
     with atomic_write(fs, join(root, "report.html")) as handle:
-        handle.write(render_report(dicts, context, SAMPLES_DIR).encode())
+        handle.write(page.encode())
+
+
+def _codebook_stats(tokens_url: str, codec: str, storage: StorageOptions) -> dict | None:
+    """Tokenize's `<codec>/codebook_stats.json`, or None when that run wrote none."""
+    url = join(tokens_url, codec, "codebook_stats.json")
+    fs, path = filesystem(url, storage)
+    return check_codebook_stats(read_json(fs, path), url) if exists(fs, path) else None

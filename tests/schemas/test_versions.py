@@ -77,7 +77,7 @@ def test_part_markers_of_an_unknown_version_are_refused(tmp_path):
     [
         ("prepare", PrepareSummary(*[0] * 19, failures=[])),
         ("tokenize", TokenizeSummary(*[0] * 5, [], *[0] * 8, device="cpu")),
-        ("spotcheck", SpotcheckSummary(0, 0, 0, 0, 0, [], 0.0, {})),
+        ("spotcheck", SpotcheckSummary([], 0, 0, 0, 0, 0, [], 0.0, {})),
     ],
 )
 def test_summaries_carry_a_version_their_reader_checks(stage, summary):

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
@@ -30,9 +31,16 @@ from pipeline.spotcheck.metrics import (
     reconstruction_metrics,
     si_sdr,
 )
-from pipeline.spotcheck.stage import SpotcheckConfig, choose_keys, read_metrics, spotcheck
+from pipeline.spotcheck.report import render_report
+from pipeline.spotcheck.stage import (
+    SpotcheckConfig,
+    choose_keys,
+    read_metrics,
+    sample_keys,
+    spotcheck,
+)
 from pipeline.tokenize.stage import TokenizeConfig, tokenize_shards
-from schemas.metrics import METRICS_SCHEMA
+from schemas.metrics import METRICS_SCHEMA, METRICS_SCHEMA_VERSION
 from testing.synth import synth_song, write_audio
 
 TINY_DECODER = DecoderSpec(preset="tiny", steps=2, seed=0)
@@ -46,6 +54,22 @@ def test_choose_keys_is_seeded_and_covers_songs_before_repeating_one():
     assert choose_keys(index, 4, seed=2) != first
     everything = choose_keys(index, 100, seed=0)
     assert Counter(everything) == Counter(key for key, _ in index)
+
+
+def test_every_codec_gets_the_same_keys_chosen_from_those_all_tables_hold():
+    index = [(f"s{song}_{i:05d}", f"s{song}") for song in range(4) for i in range(3)]
+    indexes = {"mucodec": index, "dac": index[2:], "encodec": index[:-2]}
+    keys, shared = sample_keys(indexes, 5, None, seed=3)
+    assert shared == len(index) - 4 and len(keys) == 5
+    assert keys == choose_keys(index[2:-2], 5, seed=3)
+    assert sample_keys(dict(reversed(indexes.items())), 5, None, seed=3)[0] == keys
+    assert len(sample_keys(indexes, None, 0.5, seed=3)[0]) == 4
+
+
+def test_metrics_schema_v2_names_the_codec_and_its_bitrate():
+    assert METRICS_SCHEMA_VERSION == 2
+    assert METRICS_SCHEMA.field("codec").type == pa.string()
+    assert METRICS_SCHEMA.field("bitrate_kbps").type == pa.float64()
 
 
 def test_metrics_are_zero_for_a_perfect_copy_and_track_gain():
@@ -105,12 +129,15 @@ def test_spotcheck_decodes_the_sample_and_writes_metrics_wavs_and_report(tokeniz
     for part in sorted(Path(tokenized["tokens"], "mucodec", "tokens").glob("*.parquet")):
         tokens.update({r["key"]: r for r in pq.read_table(part).to_pylist()})
     decoder = build_decoder(_tiny_decoder_for_tokens(), seed=TINY_DECODER.seed).eval()
+    assert {r["codec"] for r in metrics} == {"mucodec"} and summary.codecs == ["mucodec"]
     for number, record in enumerate(metrics):
-        folder = output / "samples" / record["key"]
-        original, rate = sf.read(folder / "original.wav", always_2d=True)
+        folder = output / "samples" / record["key"] / "mucodec"
+        original, rate = sf.read(folder.parent / "original.wav", always_2d=True)
         reconstruction, _ = sf.read(folder / "reconstruction.wav", always_2d=True)
         assert rate == 48_000 and original.shape[1] == reconstruction.shape[1] == 2
         assert (folder / "spectrogram.png").read_bytes().startswith(b"\x89PNG")
+        assert (folder.parent / "original.png").read_bytes().startswith(b"\x89PNG")
+        assert record["bitrate_kbps"] > 0
         row = tokens[record["key"]]
         assert len(reconstruction) == 1920 * row["n_frames"]
         assert set(record) >= {"mel_distance", "stft_distance", "si_sdr_db", "loudness_diff_lu"}
@@ -124,7 +151,7 @@ def test_spotcheck_decodes_the_sample_and_writes_metrics_wavs_and_report(tokeniz
         np.testing.assert_allclose(reconstruction.T, expected.numpy(), atol=1 / 32768 + 1e-6)
 
     html = (output / "report.html").read_text()
-    assert all(f"samples/{r['key']}/spectrogram.png" in html for r in metrics)
+    assert all(f"samples/{r['key']}/mucodec/spectrogram.png" in html for r in metrics)
     assert html.count("<audio") == 4
 
     again = spotcheck(tokenized["tokens"], tokenized["prepared"], str(output), SPOTCHECK)
@@ -138,11 +165,57 @@ def _tiny_decoder_for_tokens():
 
 @pytest.mark.integration
 def test_the_report_renders_in_headless_chromium_without_errors(spotchecked, tmp_path):
+    output, _ = spotchecked
+    errors, images, audios = _open_in_chromium(output / "report.html", tmp_path / "report.png")
+    assert errors == []
+    spectrograms = [i for i in images if i[0].endswith("mucodec/spectrogram.png")]
+    assert len(spectrograms) == 2
+    assert len([i for i in images if i[0].endswith("original.png")]) == 2
+    assert len(audios) == 4
+    assert all(complete and width > 100 for _, complete, width in images), images
+
+
+def test_the_report_shows_three_codecs_side_by_side_in_chromium(tmp_path):
+    """The report function alone, fed metrics and files of three codecs."""
+    audio = torch.from_numpy(synth_song(1.0, 48_000, 2, seed=0).T.copy())
+    codecs = {"mucodec": 1.5, "dac": 6.0, "encodec": 3.0}
+    from pipeline.spotcheck.actor import wav_bytes
+    from pipeline.spotcheck.spectrogram import mel_png
+
+    records = []
+    for key in ("a_00000", "b_00000"):
+        folder = tmp_path / "samples" / key
+        for codec, rate in codecs.items():
+            (folder / codec).mkdir(parents=True)
+            (folder / codec / "spectrogram.png").write_bytes(mel_png(audio * 0.5, codec))
+            (folder / codec / "reconstruction.wav").write_bytes(wav_bytes(0.5 * audio.numpy()))
+            records.append({"key": key, "codec": codec, "bitrate_kbps": rate,
+                            "song_id": key[0], "segment_index": 0, "start_s": 0.0,
+                            "duration_s": 1.0, "n_frames": 25, "mel_distance": rate / 10,
+                            "stft_distance": 1.0, "si_sdr_db": -rate, "loudness_diff_lu": 0.1,
+                            "decoder_steps": 0, "guidance_scale": 0.0})  # fmt: skip
+        (folder / "original.png").write_bytes(mel_png(audio, key))
+        (folder / "original.wav").write_bytes(wav_bytes(audio.numpy()))
+    stats = {c: {"codebooks": [{"usage": 0.5, "efficiency": 0.4}] * 2} for c in codecs}
+    page = render_report(records, {"run": "test"}, {**stats, "encodec": None})
+    (tmp_path / "report.html").write_text(page)
+    assert page.count("<tr><th>") >= 4  # One comparison row per codec (and the run fact).
+
+    errors, images, audios = _open_in_chromium(tmp_path / "report.html", tmp_path / "shot.png")
+    assert errors == []
+    for codec in codecs:
+        assert len([i for i in images if i[0].endswith(f"{codec}/spectrogram.png")]) == 2
+        assert len([a for a in audios if a.endswith(f"{codec}/reconstruction.wav")]) == 2
+    assert len([i for i in images if i[0].startswith("data:image/png")]) == 3  # The plots.
+    assert all(complete and width > 100 for _, complete, width in images)
+
+
+def _open_in_chromium(page_path: Path, screenshot_path: Path):
+    """Console errors, `[src, complete, naturalWidth]` of every image, and audio sources."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "Debian's chromium is installed by scripts/install.sh dev"
     from playwright.sync_api import sync_playwright
 
-    output, _ = spotchecked
     errors: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -154,21 +227,18 @@ def test_the_report_renders_in_headless_chromium_without_errors(spotchecked, tmp
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
-        page.goto((output / "report.html").as_uri())
+        page.goto(page_path.as_uri())
         page.wait_for_load_state("load")
         images = page.eval_on_selector_all(
             "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])"
         )
+        audios = page.eval_on_selector_all("audio", "els => els.map(e => e.getAttribute('src'))")
         screenshot = page.screenshot(full_page=True)
         browser.close()
-
-    assert errors == []
-    spectrograms = [i for i in images if i[0].endswith("spectrogram.png")]
-    assert len(spectrograms) == 2
-    assert all(complete and width > 100 for _, complete, width in images), images
     picture = np.asarray(_png_pixels(screenshot))
     assert picture.std() > 10  # Not a blank page: spectrograms and text are drawn.
-    (tmp_path / "report.png").write_bytes(screenshot)
+    screenshot_path.write_bytes(screenshot)
+    return errors, images, audios
 
 
 def _png_pixels(data: bytes):
@@ -194,10 +264,32 @@ def test_a_rerun_with_other_decoder_settings_is_refused_unless_forced(
     forced = spotcheck(*inputs, other, force=True)
     assert (forced.decoded_now, forced.already_done) == (1, 0)
     (sample,) = (output / "samples").iterdir()  # The old samples are gone.
-    assert json.loads((sample / "metrics.json").read_text())["decoder_steps"] == 3
+    assert claimed["codecs"]["mucodec"]["preset"] == "tiny"
+    assert json.loads((sample / "mucodec" / "metrics.json").read_text())["decoder_steps"] == 3
     assert json.loads((output / "_spotcheck" / "run.json").read_text())["decoder"]["steps"] == 3
     metrics = read_metrics(str(output))
     assert metrics.schema.equals(METRICS_SCHEMA) and metrics.num_rows == 1
     # The same settings again resume: nothing is decoded twice.
     again = spotcheck(*inputs, other)
     assert (again.decoded_now, again.already_done) == (0, 1)
+
+
+@pytest.mark.integration
+def test_a_rerun_with_another_set_of_codecs_is_refused_unless_forced(
+    tokenized, spotchecked, tmp_path, monkeypatch
+):
+    """A second codec's tables appear (here: a copy of MuCodec's under another registered
+    name); the claim names the codec set, so the rerun is refused before anything runs."""
+    from audio_codecs import mucodec, registry
+
+    tokens = tmp_path / "tokens"
+    shutil.copytree(Path(tokenized["tokens"], "mucodec"), tokens / "mucodec")
+    shutil.copytree(Path(tokenized["tokens"], "mucodec"), tokens / "other")
+    output = tmp_path / "spotcheck"
+    shutil.copytree(spotchecked[0], output)
+    run = json.loads((output / "_spotcheck" / "run.json").read_text())
+    run["tokens_url"] = str(tokens)  # Only the codec set differs.
+    (output / "_spotcheck" / "run.json").write_text(json.dumps(run))
+    monkeypatch.setitem(registry.CODECS, "other", mucodec)
+    with pytest.raises(OutputInUse, match=r"codecs: \['mucodec'\] -> \['mucodec', 'other'\]"):
+        spotcheck(str(tokens), tokenized["prepared"], str(output), SPOTCHECK)
