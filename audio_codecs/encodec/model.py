@@ -65,8 +65,9 @@ def init_codebooks_(
     """Draws every codebook around residual vectors of the model's own embeddings.
 
     Stage k: `embed = v + 0.5 * r_k * N(0, 1)` with v `bins` residual vectors of stage k
-    picked at random and r_k their RMS; `cluster_size` 1, `embed_avg = embed`, `inited` 1.
-    The residual for stage k+1 subtracts stage k's quantised vectors.
+    picked at random and r_k the RMS of the residuals about their mean (their spread over
+    time, which can be far below their size in an untrained model); `cluster_size` 1,
+    `embed_avg = embed`, `inited` 1. Stage k+1's residual subtracts stage k's codes.
 
     Args:
         model: A freshly built model (its encoder's weights already drawn).
@@ -82,7 +83,7 @@ def init_codebooks_(
         book = layer.codebook
         picks = torch.randint(0, residual.shape[0], (config.bins,), generator=generator)
         chosen = residual[picks]  # [bins, D]
-        spread = chosen.pow(2).mean().sqrt() * _CODE_SPREAD
+        spread = (residual - residual.mean(0)).pow(2).mean().sqrt() * _CODE_SPREAD
         embed = chosen + spread * torch.randn(chosen.shape, generator=generator)
         book.embed.copy_(embed)
         book.embed_avg.copy_(embed)
