@@ -229,7 +229,14 @@ def _restricted_load(path: Path) -> Any:
             f"{path} is not a zip-format PyTorch checkpoint (torch >= 1.6); "
             "re-save it with a current torch"
         ) from error
-    return _RestrictedUnpickler(io.BytesIO(archive.pickle_bytes()), archive).load()
+    try:
+        return _RestrictedUnpickler(io.BytesIO(archive.pickle_bytes()), archive).load()
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as error:
+        # E.g. a pickle that calls what a stand-in replaced (`getattr(cls, "touch")(...)`):
+        # the stand-in refuses, and nothing from the file ran.
+        raise CheckpointFormatError(
+            f"{path}: refused, its pickle is not plain data (nothing from it was run): {error}"
+        ) from None
 
 
 def _legacy_load(path: Path) -> Any:
