@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,19 +100,19 @@ _HF_LEGACY_SUFFIXES = {
 }
 
 
+@dataclass(frozen=True)
 class LoadedModel:
     """A model with its config and the sha256 of the file its weights came from.
 
-    Args:
+    Attributes:
         model: The filled model, on the CPU, in eval mode.
         config: Its shape.
         sha256: sha256 of the weights file.
     """
 
-    def __init__(self, model: EncodecModel, config: EncodecCodecConfig, sha256: str) -> None:
-        self.model = model
-        self.config = config
-        self.sha256 = sha256
+    model: EncodecModel
+    config: EncodecCodecConfig
+    sha256: str
 
 
 def _strict_model(
