@@ -117,7 +117,7 @@ class EncodecCodec(Codec):
             batch = torch.stack([inputs[i] for i in group]).to(self.device)  # [B, C, n]
             frames = encode_frames(self.model, self.config, batch, self.n_q, self.precision)
             for row, index in enumerate(group):
-                results[index] = _encoded(frames, row, self.config.normalize)
+                results[index] = _encoded(frames, row, self.config)
         return [r for r in results if r is not None]
 
     def decode(self, encoded: Sequence[EncodedSegment]) -> list[Tensor]:
@@ -136,41 +136,55 @@ class EncodecCodec(Codec):
         """
         outputs = []
         for segment in encoded:
-            frames = _frames(segment, self.device)
+            frames = _frames(segment, self.config, self.device)
             audio = decode_frames(self.model, self.config, frames, self.precision)[0]  # [C, n]
             audio = resample(audio.cpu(), self.config.sample_rate, PIPELINE_SAMPLE_RATE)
             outputs.append(audio.expand(2, -1).contiguous() if audio.shape[0] == 1 else audio)
         return outputs
 
 
-def _encoded(frames: list[Frame], row: int, normalize: bool) -> EncodedSegment:
-    """Batch row `row` of the chunks' frames as one `EncodedSegment`."""
+def _encoded(frames: list[Frame], row: int, config: EncodecCodecConfig) -> EncodedSegment:
+    """Batch row `row` of the chunks' frames as one `EncodedSegment`.
+
+    Chunked models record each chunk's frames; normalising ones also each chunk's scale.
+    """
     codes = torch.cat([f.codes[row] for f in frames], dim=-1)  # [K, sum T_i]
-    if not normalize:
-        return EncodedSegment(codes.cpu().numpy().astype(np.uint16))
+    codes_u16 = codes.cpu().numpy().astype(np.uint16)
+    if config.segment is None:
+        return EncodedSegment(codes_u16)
+    chunk_frames = tuple(int(f.codes.shape[-1]) for f in frames)
+    if not config.normalize:
+        return EncodedSegment(codes_u16, chunk_frames=chunk_frames)
     scales = torch.stack([f.scale[row] for f in frames if f.scale is not None])
     return EncodedSegment(
-        codes.cpu().numpy().astype(np.uint16),
-        scales=scales.cpu().numpy().astype(np.float32),
-        chunk_frames=tuple(int(f.codes.shape[-1]) for f in frames),
+        codes_u16, scales=scales.cpu().numpy().astype(np.float32), chunk_frames=chunk_frames
     )
 
 
-def _frames(segment: EncodedSegment, device: torch.device) -> list[Frame]:
-    """The chunks' frames of one segment (batch of one), on `device`."""
+def _frames(
+    segment: EncodedSegment, config: EncodecCodecConfig, device: torch.device
+) -> list[Frame]:
+    """The chunks' frames of one segment (batch of one), on `device`.
+
+    Raises:
+        ValueError: if the chunk frames do not add up to the codes, or a normalising model's
+            segment lacks one scale per chunk (its codes cannot be decoded without them).
+    """
     codes = torch.from_numpy(segment.codes.astype(np.int64)).to(device)  # [K, T]
-    if not segment.chunk_frames:
-        return [Frame(codes[None], None)]
-    if sum(segment.chunk_frames) != codes.shape[-1] or len(segment.scales) != len(
-        segment.chunk_frames
-    ):
+    chunk_frames = segment.chunk_frames or (codes.shape[-1],)
+    wanted_scales = len(chunk_frames) if config.normalize else 0
+    if sum(chunk_frames) != codes.shape[-1] or len(segment.scales) != wanted_scales:
         raise ValueError(
             f"encodec: {codes.shape[-1]} frames, chunk_frames {segment.chunk_frames} and "
-            f"{len(segment.scales)} scales do not fit together"
+            f"{len(segment.scales)} scales do not fit together (this model "
+            f"{'needs one scale per chunk' if config.normalize else 'has no scales'})"
         )
     scales = torch.from_numpy(np.asarray(segment.scales, np.float32)).to(device)
-    pieces = torch.split(codes, list(segment.chunk_frames), dim=-1)
-    return [Frame(p[None], scales[i : i + 1]) for i, p in enumerate(pieces)]
+    pieces = torch.split(codes, list(chunk_frames), dim=-1)
+    return [
+        Frame(p[None], scales[i : i + 1] if config.normalize else None)
+        for i, p in enumerate(pieces)
+    ]
 
 
 def codec_info(config: EncodecCodecConfig, preset_name: str, weights: str, n_q: int) -> CodecInfo:

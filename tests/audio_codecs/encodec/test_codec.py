@@ -106,9 +106,13 @@ def test_each_segment_as_if_alone_and_gains_undone(tiny) -> None:
 
 def test_scales_and_chunk_frames_must_fit_the_codes(tiny) -> None:
     [encoded] = tiny.encode(_noise(60_000))
-    broken = EncodedSegment(encoded.codes, encoded.scales[:1], encoded.chunk_frames)
-    with pytest.raises(ValueError, match="do not fit"):
-        tiny.decode([broken])
+    for broken in (
+        EncodedSegment(encoded.codes, encoded.scales[:1], encoded.chunk_frames),
+        EncodedSegment(encoded.codes, chunk_frames=encoded.chunk_frames),  # Scales lost.
+        EncodedSegment(encoded.codes[:, :-1], encoded.scales, encoded.chunk_frames),
+    ):
+        with pytest.raises(ValueError, match="do not fit"):
+            tiny.decode([broken])
 
 
 def test_24k_mixes_to_mono_and_resamples(tiny_24k) -> None:
