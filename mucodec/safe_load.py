@@ -251,11 +251,11 @@ def _legacy_load(path: Path) -> Any:
         if not names_code:
             raise CheckpointFormatError(f"{path} is not a PyTorch checkpoint: {error}") from None
         raise CheckpointFormatError(
-            f"{path}: legacy-format checkpoint refused, it names objects outside torch's "
-            f"weights-only allow-list (nothing from it was run): {error}"
+            f"{path} is not a PyTorch checkpoint of plain tensors: refused, it names objects "
+            f"outside torch's weights-only allow-list (nothing from it was run): {error}"
         ) from None
-    except (RuntimeError, EOFError, ValueError) as error:
-        raise CheckpointFormatError(f"{path} is not a PyTorch checkpoint: {error}") from None
+    except Exception as error:  # Random bytes make the unpickler fail in any way at all.
+        raise CheckpointFormatError(f"{path} is not a PyTorch checkpoint: {error!r}") from None
 
 
 def load_checkpoint(path: str | Path) -> Any:
