@@ -9,10 +9,10 @@ from types import ModuleType
 
 import torch
 
-from audio_codecs import mucodec
+from audio_codecs import encodec, mucodec
 from audio_codecs.base import Codec, CodecSpec
 
-CODECS: dict[str, ModuleType] = {"mucodec": mucodec}
+CODECS: dict[str, ModuleType] = {"mucodec": mucodec, "encodec": encodec}
 
 
 def codec_presets(name: str) -> tuple[str, ...]:

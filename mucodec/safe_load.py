@@ -16,6 +16,10 @@ state, i.e. classes the weights-only loader does not know. For those it falls ba
 * rebuilds tensors from the archive's storage records, memory-mapped copy-on-write, so a
   4 GB checkpoint costs no memory until tensors are read.
 
+A legacy (pre-zip, torch < 1.6) file, such as an older `torch.save` may write, goes only
+through torch's weights-only loader (without mmap); anything outside its allow-list is
+refused.
+
 What comes back is plain data: dicts, lists, tensors, and `InertObject`s in place of config
 objects. Nothing from the file is ever called.
 """
@@ -225,7 +229,33 @@ def _restricted_load(path: Path) -> Any:
             f"{path} is not a zip-format PyTorch checkpoint (torch >= 1.6); "
             "re-save it with a current torch"
         ) from error
-    return _RestrictedUnpickler(io.BytesIO(archive.pickle_bytes()), archive).load()
+    try:
+        return _RestrictedUnpickler(io.BytesIO(archive.pickle_bytes()), archive).load()
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as error:
+        # E.g. a pickle that calls what a stand-in replaced (`getattr(cls, "touch")(...)`):
+        # the stand-in refuses, and nothing from the file ran.
+        raise CheckpointFormatError(
+            f"{path}: refused, its pickle is not plain data (nothing from it was run): {error}"
+        ) from None
+
+
+def _legacy_load(path: Path) -> Any:
+    """A pre-zip (legacy) torch file, through torch's weights-only unpickler (no mmap there).
+
+    Only plain containers and tensors load; a file naming anything else is refused.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        names_code = "GLOBAL" in str(error)  # A name outside the allow-list, not junk.
+        if not names_code:
+            raise CheckpointFormatError(f"{path} is not a PyTorch checkpoint: {error}") from None
+        raise CheckpointFormatError(
+            f"{path} is not a PyTorch checkpoint of plain tensors: refused, it names objects "
+            f"outside torch's weights-only allow-list (nothing from it was run): {error}"
+        ) from None
+    except Exception as error:  # Random bytes make the unpickler fail in any way at all.
+        raise CheckpointFormatError(f"{path} is not a PyTorch checkpoint: {error!r}") from None
 
 
 def load_checkpoint(path: str | Path) -> Any:
@@ -244,6 +274,8 @@ def load_checkpoint(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):
+        return _legacy_load(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError:
