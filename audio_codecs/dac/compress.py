@@ -123,13 +123,17 @@ def compress(
 
 
 @torch.no_grad()
-def decompress(model: DacModel, config: DacCodecConfig, file: DacFile) -> Tensor:
+def decompress(
+    model: DacModel, config: DacCodecConfig, file: DacFile, truncate: bool = True
+) -> Tensor:
     """The official `decompress`: `[B*C, K, F]` codes -> audio `[B, C, original_length]`.
 
     Args:
         model: The model, eval mode.
         config: Its config.
         file: A compress result (or a `.dac` file read with `read_dac_file`).
+        truncate: Cut to `file.original_length` as the official tool does; False keeps
+            every decoded sample (the codec's segments do not record their length).
 
     Returns:
         Float32 audio at the model rate on the model's device.
@@ -154,5 +158,6 @@ def decompress(model: DacModel, config: DacCodecConfig, file: DacFile) -> Tensor
     measured = integrated_loudness(audio, config.sample_rate)  # [B*C]
     target = torch.from_numpy(file.input_db).to(device)  # [B]
     audio = audio * gain_to(target, measured)[:, None, None]
-    audio = audio[..., : file.original_length]
-    return audio.reshape(-1, file.channels, file.original_length)
+    if truncate:
+        audio = audio[..., : file.original_length]
+    return audio.reshape(-1, file.channels, audio.shape[-1])

@@ -78,6 +78,8 @@ class DacCodecConfig(JsonConfig):
                 f"DAC decoder_rates {list(self.decoder_rates)} are not the encoder rates "
                 f"{list(self.encoder_rates)} reversed, which transformers' DacConfig requires"
             )
+        if self.latent_dim is not None:  # The explicit default: stored as None, compares equal.
+            object.__setattr__(self, "latent_dim", None)
         if self.codebook_size & (self.codebook_size - 1):
             raise ValueError(f"DAC codebook_size {self.codebook_size} is not a power of two")
 
