@@ -78,6 +78,11 @@ class DacCodecConfig(JsonConfig):
                 f"DAC decoder_rates {list(self.decoder_rates)} are not the encoder rates "
                 f"{list(self.encoder_rates)} reversed, which transformers' DacConfig requires"
             )
+        if type(self.codebook_dim) is not int:
+            raise CheckpointError(
+                f"DAC codebook_dim {self.codebook_dim!r}: transformers' DacConfig has one int "
+                "for every stage"
+            )
         if self.latent_dim is not None:  # The explicit default: stored as None, compares equal.
             object.__setattr__(self, "latent_dim", None)
         if self.codebook_size & (self.codebook_size - 1):

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchaudio.functional import lfilter
 
+from mucodec.precision import float32_region
+
 MIN_LOUDNESS = -70.0  # LUFS; the official clamp, also the absolute gate.
 BLOCK_SECONDS = 0.400
 OVERLAP = 0.75
@@ -87,7 +89,12 @@ def integrated_loudness(audio: Tensor, rate: int) -> Tensor:
     Returns:
         LUFS `[B]` float32, clamped to >= -70.
     """
-    audio = audio.float()
+    with float32_region(audio.device):  # Never autocast: the gates compare small energies.
+        return _integrated_loudness(audio.float(), rate)
+
+
+def _integrated_loudness(audio: Tensor, rate: int) -> Tensor:
+    """`integrated_loudness` of float32 `[B, C, T]`."""
     length = audio.shape[-1]
     if length / rate < MIN_SECONDS:
         audio = F.pad(audio, (0, int((MIN_SECONDS - length / rate) * rate)))

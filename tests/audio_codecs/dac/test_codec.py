@@ -122,3 +122,15 @@ def test_compress_mode_carries_its_side_data_to_decode() -> None:
 def test_codec_module_has_the_registry_surface() -> None:
     assert isinstance(dac_codec.PRESETS, tuple) and "tiny" in dac_codec.PRESETS
     assert callable(dac_codec.load)
+
+
+@torch.no_grad()
+def test_bfloat16_precision_encodes_and_decodes() -> None:
+    spec = CodecSpec("dac", preset="tiny_16k", seed=3, precision="bfloat16")
+    codec = load(spec, CPU)
+    (segment,) = _segments(LENGTH_16K, count=1)
+    encoded = codec.encode([segment])
+    assert encoded[0].codes.shape == (8, 85)
+    assert codec.decode(encoded)[0].dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        load(CodecSpec("dac", preset="tiny", precision="int8"), CPU)

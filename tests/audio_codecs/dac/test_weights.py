@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from audio_codecs.base import CodecSpec
 from audio_codecs.dac.codec import load
-from audio_codecs.dac.config import PRESETS
+from audio_codecs.dac.config import PRESETS, DacCodecConfig
 from audio_codecs.dac.model import encode, preprocess
 from audio_codecs.dac.weights import (
     check_official_shapes,
@@ -136,3 +136,12 @@ def test_a_local_hugging_face_directory_loads_strictly(
 def test_a_directory_of_neither_kind_is_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="neither our converted"):
         load_checkpoint_dir(tmp_path)
+
+
+def test_kwargs_dac_config_cannot_express_are_refused() -> None:
+    with pytest.raises(CheckpointError, match="reversed"):
+        DacCodecConfig.from_official_kwargs({"decoder_rates": [8, 4, 8, 2]})
+    with pytest.raises(CheckpointError, match="one int"):
+        DacCodecConfig.from_official_kwargs({"codebook_dim": [8] * 9})
+    with pytest.raises(CheckpointError, match="not plain data"):
+        DacCodecConfig.from_official_kwargs({"sample_rate": "44100"})
