@@ -124,11 +124,12 @@ class DacCodec(Codec):
     def decode(self, encoded: Sequence[EncodedSegment]) -> list[Tensor]:
         """48 kHz stereo per segment, the `gains` of encode undone.
 
-        "encode": frames * hop samples at the model rate, i.e. the segment rounded up to
-        whole frames (exactly the segment for 35.84 s at 44.1, 24 or 16 kHz; the 16/24 kHz
-        decoders give 8 samples fewer, padded with zeros). "compress": the official
-        `decompress` without its final truncation (a segment does not record its length),
-        so the audio runs on to the end of the last window.
+        "encode" (and a one-window "compress"): frames * hop samples at the model rate,
+        i.e. the segment rounded up to whole frames (exactly the segment for 35.84 s at
+        44.1, 24 or 16 kHz; the 16/24 kHz decoders give 8 samples fewer, padded with
+        zeros). Windowed "compress": the official `decompress` without its final
+        truncation (a segment does not record its length), so the audio runs on to the end
+        of the last window.
         """
         out = []
         for segment in encoded:
@@ -139,10 +140,9 @@ class DacCodec(Codec):
                 codes = codes.reshape(CHANNELS, self.num_codebooks, -1)  # [2, K, F]
                 with self._autocast():
                     audio = decode_codes(self.model, codes).float()[:, 0]  # [2, T]
-                frames = codes.shape[-1]
-                audio = torch.nn.functional.pad(
-                    audio, (0, max(0, frames * self.config.hop - audio.shape[-1]))
-                )
+            if len(segment.chunk_frames) <= 1:  # On the hop grid: whole frames, 8 short at 16k.
+                short = segment.codes.shape[-1] * self.config.hop - audio.shape[-1]
+                audio = torch.nn.functional.pad(audio, (0, max(0, short)))
             audio = to_pipeline_rate(audio, self.config.sample_rate)
             out.append(audio.float().cpu())
         return out
