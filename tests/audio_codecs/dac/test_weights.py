@@ -145,3 +145,11 @@ def test_kwargs_dac_config_cannot_express_are_refused() -> None:
         DacCodecConfig.from_official_kwargs({"codebook_dim": [8] * 9})
     with pytest.raises(CheckpointError, match="not plain data"):
         DacCodecConfig.from_official_kwargs({"sample_rate": "44100"})
+
+
+def test_loading_the_16kbps_release_file_is_refused(dac_golden: Path, tmp_path: Path) -> None:
+    kwargs = _manifest(dac_golden, "44khz_16kbps")["metadata_kwargs_as_BaseModel_save_writes"]
+    path = tmp_path / "weights_44khz_16kbps.pth"
+    torch.save({"state_dict": {}, "metadata": {"kwargs": kwargs}}, path)
+    with pytest.raises(CheckpointError, match=r"weights_44khz_16kbps\.pth.*latent_dim 128"):
+        convert_official(path, tmp_path / "out")
