@@ -91,6 +91,8 @@ class DacCodec(Codec):
         rate, k = self.config.sample_rate, self.num_codebooks
         audio = []
         for index, segment in enumerate(segments):
+            if segment.ndim != 2 or segment.shape[0] != CHANNELS:
+                raise ValueError(f"segment {index}: expected [2, L] stereo, got {segment.shape}")
             x = segment.float().to(self._device)
             if gains is not None:
                 x = x / gains[index]
@@ -133,6 +135,8 @@ class DacCodec(Codec):
         """
         out = []
         for segment in encoded:
+            if segment.codes.ndim != 2 or segment.codes.shape[0] != CHANNELS * self.num_codebooks:
+                raise ValueError(f"expected codes [{CHANNELS * self.num_codebooks}, F]")
             if self.info.mode == "compress":
                 audio = self._decompress(segment)  # [2, T]
             else:

@@ -120,6 +120,14 @@ def test_compress_mode_carries_its_side_data_to_decode() -> None:
         codec.decode([type(long)(codes=long.codes)])
 
 
+def test_mono_segments_and_foreign_codes_are_refused() -> None:
+    codec = load(_spec(), CPU)
+    with pytest.raises(ValueError, match=r"expected \[2, L\] stereo"):
+        codec.encode([torch.zeros(1, 1000)])
+    with pytest.raises(ValueError, match=r"expected codes \[8, F\]"):
+        codec.decode([type(codec.encode([torch.zeros(2, 1000)])[0])(np.zeros((4, 3), np.uint16))])
+
+
 def test_codec_module_has_the_registry_surface() -> None:
     assert isinstance(dac_codec.PRESETS, tuple) and "tiny" in dac_codec.PRESETS
     assert callable(dac_codec.load)
