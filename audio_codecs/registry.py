@@ -11,8 +11,9 @@ import torch
 
 from audio_codecs import encodec, mucodec
 from audio_codecs.base import Codec, CodecSpec
+from audio_codecs.dac import codec as dac
 
-CODECS: dict[str, ModuleType] = {"mucodec": mucodec, "encodec": encodec}
+CODECS: dict[str, ModuleType] = {"mucodec": mucodec, "dac": dac, "encodec": encodec}
 
 
 def codec_presets(name: str) -> tuple[str, ...]:
