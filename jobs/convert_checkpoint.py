@@ -1,13 +1,18 @@
-"""Convert the official MuCodec encoder weights into our safetensors checkpoint.
+"""Convert official codec weights into our safetensors checkpoint directory.
 
-Example:
+Examples:
     python -m jobs.convert_checkpoint --muq muq.pt --mucodec mucodec.pt --output ./mucodec-ckpt
+    python -m jobs.convert_checkpoint --codec dac --source weights.pth --output ./dac-ckpt
+    python -m jobs.convert_checkpoint --codec encodec --source encodec_48khz-7e698e3e.th \
+        --preset 48khz --output ./encodec-ckpt
 
-Reads `muq.pt` (fairseq, read without executing any pickled code) and `mucodec.pt`,
-verifies every key and shape against the official layout, keeps only what the configured
-encoder layer needs, and writes OUTPUT/model.safetensors, OUTPUT/config.json (config,
-sha256 of the weights, sha256 of the source files) and OUTPUT/model.safetensors.sha256.
-The result loads with `MuCodecTokenizer.from_checkpoint(OUTPUT)`.
+MuCodec (the default): reads `muq.pt` (fairseq) and `mucodec.pt`, verifies every key and
+shape against the official layout, keeps only what the configured encoder layer needs.
+DAC: the official `.pth` with its metadata kwargs. EnCodec: the official `.th` state dict of
+the `--preset` model (24khz or 48khz). Every file is read without executing pickled code and
+mapped through one explicit key map, strictly; the result is OUTPUT/model.safetensors,
+OUTPUT/config.json (config, sha256 of the weights and of the sources) and a sha256 file. It
+loads with `--checkpoint [CODEC=]OUTPUT` in jobs.tokenize and jobs.spotcheck.
 """
 
 from __future__ import annotations
@@ -17,27 +22,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import JobParser, main_entry
+from audio_codecs.dac.weights import convert_official as convert_official_dac
+from audio_codecs.encodec.checkpoint import convert_official as convert_official_encodec
+from audio_codecs.registry import CODECS, codec_presets
+from jobs.cli import JobParser, UsageError, main_entry
 from mucodec.checkpoint_dir import CONFIG_FILE, sha256_file
 from mucodec.encoder import checkpoint as ckpt
 from mucodec.encoder.config import PRESETS, preset
 from mucodec.encoder.tokenizer import MuCodecTokenizer
 from mucodec.key_map import CheckpointError
 
+ENCODEC_PRESETS = codec_presets("encodec")  # 24khz and 48khz are the released models.
+
 
 def build_parser() -> JobParser:
     """The convert_checkpoint job's command line."""
     parser = JobParser("python -m jobs.convert_checkpoint", __doc__)
-    parser.add_argument("--mucodec", required=True, help="official mucodec.pt (holds the RVQ)")
     parser.add_argument(
-        "--muq", help="official muq.pt; optional when mucodec.pt carries muencoder.* weights"
+        "--codec", default="mucodec", choices=CODECS, help="whose weights (default: mucodec)"
     )
+    parser.add_argument("--mucodec", help="MuCodec: official mucodec.pt (holds the RVQ)")
+    parser.add_argument(
+        "--muq", help="MuCodec: official muq.pt; optional when mucodec.pt carries muencoder.*"
+    )
+    parser.add_argument("--source", help="DAC: the official .pth; EnCodec: the official .th")
     parser.add_argument("--output", required=True, help="directory to write")
     parser.add_argument(
         "--preset",
-        default="official",
-        choices=sorted(PRESETS),
-        help="tokenizer config of the weights (default: official)",
+        help=f"the weights' model: MuCodec {', '.join(sorted(PRESETS))} (default official); "
+        f"EnCodec {', '.join(ENCODEC_PRESETS)} (required); DAC reads it from the file",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     return parser
@@ -88,15 +101,36 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        summary = convert(
-            args.mucodec, args.output, muq=args.muq, preset_name=args.preset, force=args.force
-        )
-    except (FileExistsError, FileNotFoundError, CheckpointError) as error:
+        summary = _convert_codec(args)
+    except (FileExistsError, FileNotFoundError, CheckpointError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     json.dump(summary, sys.stdout, indent=2)
     print()
     return 0
+
+
+def _convert_codec(args) -> dict[str, Any]:
+    """Runs the conversion `args.codec` asks for, after checking its flags."""
+    needs = {"mucodec": "--mucodec", "dac": "--source", "encodec": "--source"}[args.codec]
+    if getattr(args, needs.lstrip("-")) is None:
+        raise UsageError(f"--codec {args.codec} needs {needs}")
+    if args.codec == "mucodec":
+        return convert(
+            args.mucodec,
+            args.output,
+            muq=args.muq,
+            preset_name=args.preset or "official",
+            force=args.force,
+        )
+    output = Path(args.output)
+    if (output / CONFIG_FILE).exists() and not args.force:
+        raise FileExistsError(f"{output} already holds a checkpoint; use --force to replace it")
+    if args.codec == "dac":
+        return convert_official_dac(args.source, output)
+    if args.preset not in ENCODEC_PRESETS:
+        raise UsageError(f"--codec encodec needs --preset, one of {', '.join(ENCODEC_PRESETS)}")
+    return convert_official_encodec(args.source, output, args.preset)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ RAY_LOGGER_LEVELS = {
     "ray.data._internal.progress": logging.ERROR,
     # "Dataset ... execution finished in N seconds": the stage's own summary says it.
     "ray.data._internal.execution.streaming_executor": logging.WARNING,
+    # "Operator ... uses 2.3GiB of memory per worker ... consider setting memory=", every
+    # 30 s: a codec actor holds its model by design; Ray's own OOM handling still applies.
+    "ray.data._internal.issue_detection.issue_detector_manager": logging.ERROR,
 }
 
 

@@ -43,6 +43,18 @@ def decoder_golden(golden_dir: Path) -> Path:
     return golden_dir / "decoder"
 
 
+@pytest.fixture(scope="session")
+def dac_golden(golden_dir: Path) -> Path:
+    """The DAC golden folder (`shared/golden/dac`)."""
+    return golden_dir / "dac"
+
+
+@pytest.fixture(scope="session")
+def encodec_golden(golden_dir: Path) -> Path:
+    """The EnCodec golden folder (`shared/golden/encodec`)."""
+    return golden_dir / "encodec"
+
+
 # --- Pipeline tests: one local Ray for the whole session -------------------------------------
 
 # Dummy credentials for the loopback S3 server (moto). They must be in the environment before

@@ -35,12 +35,6 @@ class GoldenSet:
     dac_file: Path
 
 
-@pytest.fixture(scope="session")
-def dac_golden(golden_dir: Path) -> Path:
-    """The DAC golden folder (`shared/golden/dac`)."""
-    return golden_dir / "dac"
-
-
 def load_golden_set(folder: Path, tag: str) -> GoldenSet:
     """Reads `dac_tiny_<tag>_*` and loads its official state dict through our key map."""
     prefix = folder / f"dac_tiny_{tag}"

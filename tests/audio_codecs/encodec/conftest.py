@@ -30,12 +30,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def encodec_golden(golden_dir: Path) -> Path:
-    """The EnCodec golden folder (`shared/golden/encodec`)."""
-    return golden_dir / "encodec"
-
-
 @dataclass
 class GoldenModel:
     """One tiny golden model with its signals, outputs, facts and a cache of our frames."""

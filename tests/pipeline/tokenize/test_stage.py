@@ -20,8 +20,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from audio_codecs.base import CodecSpec
-from audio_codecs.registry import CODECS
+from audio_codecs.base import CodecSpec, EncodedSegment
+from audio_codecs.registry import load_codec
 from mucodec.encoder.config import preset
 from mucodec.encoder.tokenizer import MuCodecTokenizer
 from pipeline.io import StorageOptions
@@ -30,6 +30,7 @@ from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
 from pipeline.shard_reader import find_shards, iter_shard_samples
 from pipeline.tokenize.dataset import TokenDataset
+from pipeline.tokenize.encoded import encoded_segment
 from pipeline.tokenize.stage import (
     PoolShape,
     TokenizeConfig,
@@ -321,15 +322,9 @@ def test_tokenize_runs_on_a_one_cpu_ray(prepared, tmp_path):
     )
 
 
-@pytest.mark.skipif(
-    not {"dac", "encodec"} <= set(CODECS), reason="DAC and EnCodec are not registered yet"
-)
+@pytest.mark.integration
 def test_three_codecs_one_pass(prepared, tmp_path):
     """Every segment once in every codec's table, with each codec's own codes."""
-    from audio_codecs.base import EncodedSegment
-    from audio_codecs.registry import load_codec
-    from pipeline.tokenize.encoded import encoded_segment
-
     output = tmp_path / "tokens"
     command = [
         sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", str(output),
@@ -340,7 +335,7 @@ def test_three_codecs_one_pass(prepared, tmp_path):
     samples = shard_samples(prepared)
     for name in ("mucodec", "dac", "encodec"):
         rows = token_rows(output / name)
-        assert Counter(r["key"] for r in rows) == Counter(samples), name
+        assert Counter(r["key"] for r in rows) == Counter(samples.keys()), name
         codec = load_codec(CodecSpec(name, preset="tiny"), torch.device("cpu"))
         for row in rows:
             sample = samples[row["key"]]
@@ -354,5 +349,6 @@ def test_three_codecs_one_pass(prepared, tmp_path):
             got: EncodedSegment = encoded_segment(row)
             assert row["tokenizer"] == name and row["channels"] == codec.info.channels
             np.testing.assert_array_equal(got.codes, expected.codes, err_msg=f"{name} {row['key']}")
-            np.testing.assert_array_equal(got.scales, expected.scales)
+            # Scales are float sums: a batch may round them 1 ulp apart (README: rtol 1e-6).
+            np.testing.assert_allclose(got.scales, expected.scales, rtol=1e-6)
             assert got.chunk_frames == tuple(expected.chunk_frames)
