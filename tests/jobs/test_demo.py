@@ -1,7 +1,8 @@
-"""`python -m jobs.demo` end to end: generate the demo corpus and run the pipeline on it.
+"""`python -m jobs.demo` end to end with all three codecs: the demo corpus, one pass over the
+shards into a table per codec, and a spot-check report that compares them.
 
-Only the prepare stage's output is checked here (`<output>/prepared`); the demo must still
-exit 0, so every stage it runs has to finish.
+The prepare output is checked in detail; the token tables and the report by their counts
+and in headless Chromium (every codec's spectrograms and players).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from audio_codecs.registry import CODECS
 from pipeline.prepare.segment import SegmentConfig, plan_segments
 from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS
-from tests.pipeline.helpers import read_samples
+from tests.pipeline.helpers import open_in_chromium, read_samples
 
 
 def _expected_segments() -> int:
@@ -28,7 +30,17 @@ def _expected_segments() -> int:
 def test_demo_runs_end_to_end(tmp_path):
     corpus, output = tmp_path / "corpus", tmp_path / "out"
     completed = subprocess.run(
-        [sys.executable, "-m", "jobs.demo", "--corpus", str(corpus), "--output", str(output)],
+        [
+            sys.executable,
+            "-m",
+            "jobs.demo",
+            "--corpus",
+            str(corpus),
+            "--output",
+            str(output),
+            "--codec",
+            ",".join(CODECS),
+        ],
         capture_output=True,
         text=True,
         timeout=600,  # Three stages; decoding two 35.84 s segments dominates on CPU.
@@ -75,9 +87,19 @@ def test_demo_runs_end_to_end(tmp_path):
     surround = [s for s in samples if s.meta["source"].endswith("surround.m4a")]
     assert [s.meta["source_channels"] for s in surround] == [6]
 
-    # The other two stages: every segment tokenized, two of them decoded into the report.
-    tokens = json.loads((output / "tokens" / "mucodec" / "summary.json").read_text())
-    assert (tokens["segments"], tokens["rejects"]) == (expected, 0)
+    # The other two stages: every segment tokenized by every codec, two of them decoded by
+    # each into the report.
+    for codec in CODECS:
+        tokens = json.loads((output / "tokens" / codec / "summary.json").read_text())
+        assert (tokens["segments"], tokens["rejects"]) == (expected, 0), codec
     spotcheck = json.loads((output / "spotcheck" / "summary.json").read_text())
     assert (spotcheck["sampled"], spotcheck["missing"]) == (2, [])
-    assert (output / "spotcheck" / "report.html").exists()
+    assert sorted(spotcheck["codecs"]) == sorted(CODECS)
+    errors, images, audios = open_in_chromium(
+        output / "spotcheck" / "report.html", tmp_path / "report.png"
+    )
+    assert errors == []
+    for codec in CODECS:
+        assert len([i for i in images if i[0].endswith(f"{codec}/spectrogram.png")]) == 2
+        assert len([a for a in audios if a.endswith(f"{codec}/reconstruction.wav")]) == 2
+    assert all(complete and width > 100 for _, complete, width in images), images

@@ -11,6 +11,7 @@ import glob
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -162,3 +163,41 @@ def mounted_tmpfs(path: Path, size: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def open_in_chromium(page_path: Path, screenshot_path: Path):
+    """Console errors, `[src, complete, naturalWidth]` of every image, and audio sources."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is installed by scripts/install.sh dev"
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
+        page.goto(page_path.as_uri())
+        page.wait_for_load_state("load")
+        images = page.eval_on_selector_all(
+            "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])"
+        )
+        audios = page.eval_on_selector_all("audio", "els => els.map(e => e.getAttribute('src'))")
+        screenshot = page.screenshot(full_page=True)
+        browser.close()
+    picture = np.asarray(png_pixels(screenshot))
+    assert picture.std() > 10  # Not a blank page: spectrograms and text are drawn.
+    screenshot_path.write_bytes(screenshot)
+    return errors, images, audios
+
+
+def png_pixels(data: bytes) -> np.ndarray:
+    """A PNG's pixels, 0..255."""
+    import matplotlib.image
+
+    return matplotlib.image.imread(io.BytesIO(data), format="png") * 255

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
@@ -42,6 +41,7 @@ from pipeline.spotcheck.stage import (
 from pipeline.tokenize.stage import TokenizeConfig, tokenize_shards
 from schemas.metrics import METRICS_SCHEMA, METRICS_SCHEMA_VERSION
 from testing.synth import synth_song, write_audio
+from tests.pipeline.helpers import open_in_chromium
 
 TINY_DECODER = DecoderSpec(preset="tiny", steps=2, seed=0)
 
@@ -166,7 +166,7 @@ def _tiny_decoder_for_tokens():
 @pytest.mark.integration
 def test_the_report_renders_in_headless_chromium_without_errors(spotchecked, tmp_path):
     output, _ = spotchecked
-    errors, images, audios = _open_in_chromium(output / "report.html", tmp_path / "report.png")
+    errors, images, audios = open_in_chromium(output / "report.html", tmp_path / "report.png")
     assert errors == []
     spectrograms = [i for i in images if i[0].endswith("mucodec/spectrogram.png")]
     assert len(spectrograms) == 2
@@ -201,50 +201,13 @@ def test_the_report_shows_three_codecs_side_by_side_in_chromium(tmp_path):
     (tmp_path / "report.html").write_text(page)
     assert page.count("<tr><th>") >= 4  # One comparison row per codec (and the run fact).
 
-    errors, images, audios = _open_in_chromium(tmp_path / "report.html", tmp_path / "shot.png")
+    errors, images, audios = open_in_chromium(tmp_path / "report.html", tmp_path / "shot.png")
     assert errors == []
     for codec in codecs:
         assert len([i for i in images if i[0].endswith(f"{codec}/spectrogram.png")]) == 2
         assert len([a for a in audios if a.endswith(f"{codec}/reconstruction.wav")]) == 2
     assert len([i for i in images if i[0].startswith("data:image/png")]) == 3  # The plots.
     assert all(complete and width > 100 for _, complete, width in images)
-
-
-def _open_in_chromium(page_path: Path, screenshot_path: Path):
-    """Console errors, `[src, complete, naturalWidth]` of every image, and audio sources."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is installed by scripts/install.sh dev"
-    from playwright.sync_api import sync_playwright
-
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"],
-        )  # fmt: skip
-        page = browser.new_page(viewport={"width": 1100, "height": 1400})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url}"))
-        page.goto(page_path.as_uri())
-        page.wait_for_load_state("load")
-        images = page.eval_on_selector_all(
-            "img", "els => els.map(e => [e.getAttribute('src'), e.complete, e.naturalWidth])"
-        )
-        audios = page.eval_on_selector_all("audio", "els => els.map(e => e.getAttribute('src'))")
-        screenshot = page.screenshot(full_page=True)
-        browser.close()
-    picture = np.asarray(_png_pixels(screenshot))
-    assert picture.std() > 10  # Not a blank page: spectrograms and text are drawn.
-    screenshot_path.write_bytes(screenshot)
-    return errors, images, audios
-
-
-def _png_pixels(data: bytes):
-    import matplotlib.image
-
-    return matplotlib.image.imread(io.BytesIO(data), format="png") * 255
 
 
 @pytest.mark.integration
