@@ -1,7 +1,10 @@
 """Tokenize stage throughput against the bare tokenizer on the same segments, in one run.
 
-The bare figure is `MuCodecTokenizer.encode_segments` on segments already in memory, with the
-stage's batch size, dtype and device: the ceiling the stage can reach. The stage figure is
+    python -m jobs.bench tokenize --codec dac --config tiny --scale 1 --pairs 3
+
+The bare figure is the codec's `encode` (--codec, default mucodec) on segments already in
+memory, through the stage's own actor, with the stage's batch size, dtype and device: the
+ceiling the stage can reach. The stage figure is
 the real `tokenize_shards` run (shard reading, FLAC decoding, Ray Data actors, Parquet
 writing), timed from call to return on a warm local Ray. The two alternate in --pairs
 pairs (jobs/benchmarks/paired.py) and the median of the per-pair ratios stage / bare
@@ -22,8 +25,8 @@ import ray
 import torch
 
 from audio_codecs.base import CodecSpec
+from audio_codecs.registry import CODECS, codec_presets
 from jobs.benchmarks.paired import measure_pairs, warn_if_noisy
-from mucodec.encoder.config import PRESETS
 from pipeline.execution import start_ray
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
@@ -32,12 +35,16 @@ from pipeline.tokenize.actor import TokenizeBatch
 from pipeline.tokenize.stage import TokenizeConfig, actor_pool_shape, tokenize_shards
 from testing.demo_corpus import make_demo_corpus
 
+ALL_PRESETS = {preset for name in CODECS for preset in codec_presets(name)}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the tokenize benchmark's options to its subcommand's `parser`."""
-    # An unknown name is refused by argparse here, not by the actors' preset() mid-run.
-    parser.add_argument("--config", default="tiny", choices=sorted(PRESETS),
-                        help="tokenizer preset (random weights)")  # fmt: skip
+    parser.add_argument("--codec", default="mucodec", choices=sorted(CODECS),
+                        help="the codec whose stage is timed (default mucodec)")  # fmt: skip
+    # An unknown name is refused here, before Ray starts, not by an actor mid-run.
+    parser.add_argument("--config", default="tiny", choices=sorted(ALL_PRESETS),
+                        help="the codec's preset (random weights)")  # fmt: skip
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--scale", type=float, default=2.0, help="demo corpus duration scale")
@@ -65,7 +72,9 @@ def run(args: argparse.Namespace) -> dict:
     make_demo_corpus(corpus, args.scale)
     start_ray()
     prepare_corpus(corpus, prepared, PrepareConfig(), force=True)
-    spec = CodecSpec("mucodec", preset=args.config, precision=args.dtype)
+    if args.config not in codec_presets(args.codec):
+        raise SystemExit(f"error: {args.codec} has no preset {args.config!r}")
+    spec = CodecSpec(args.codec, preset=args.config, precision=args.dtype)
     config = TokenizeConfig(codecs=(spec,), batch_size=args.batch_size, actors=args.actors)
 
     rows = [
@@ -88,13 +97,14 @@ def run(args: argparse.Namespace) -> dict:
         summaries.append(tokenize_shards(prepared, output, config, force=True))
 
     paired = measure_pairs(lambda: _encode_all(actor, rows, args.batch_size), stage, args.pairs)
-    summary = summaries[-1]["mucodec"]
+    summary = summaries[-1][args.codec]
     assert summary.segments == len(rows), summary
     bare = statistics.median(paired.seconds("baseline"))
     stage_s = statistics.median(paired.seconds("ours"))
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result = {
+        "codec": args.codec,
         "config": args.config,
         "dtype": args.dtype,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
