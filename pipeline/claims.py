@@ -15,6 +15,7 @@ from typing import Any
 import fsspec
 
 from pipeline.io import atomic_write, exists, is_local, join, read_json, write_json
+from schemas.run import CLAIM_VERSION, check_claim
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,12 @@ def claim_output(
     two forced runs at once can replace each other's claim.
     """
     run_path = join(root, run_file)
+    claim = {**claim, "version": CLAIM_VERSION}
     if _create(fs, run_path, json.dumps(claim, indent=2, sort_keys=True).encode() + b"\n"):
         return
     # The claim may have been listed as absent a moment ago; s3fs would trust that listing.
     fs.invalidate_cache(run_path)
-    previous = read_json(fs, run_path)
+    previous = check_claim(read_json(fs, run_path), run_path)
     if previous == claim:
         return
     if not force:

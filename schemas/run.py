@@ -13,6 +13,7 @@ from schemas.version import json_version
 
 UNIT_MARKER_VERSION = 1  # prepare: `_prepare/units/<n>.json`
 PART_MARKER_VERSION = 1  # tokenize: `_tokenize/parts/<n>.json`
+CLAIM_VERSION = 1  # every stage: `<output>/_<stage>/run.json`
 SUMMARY_VERSIONS = {"prepare": 1, "tokenize": 1, "spotcheck": 2}  # `<output>/summary.json`
 
 
@@ -59,4 +60,18 @@ def check_summary(stage: str, data: dict[str, Any], where: str) -> dict[str, Any
         UnsupportedVersion: The summary's version is not the one this code writes.
     """
     json_version(data, SUMMARY_VERSIONS[stage], f"{stage} summary", where)
+    return data
+
+
+def check_claim(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Return a run claim read back after checking its version.
+
+    A claim without a version was written before claims had one: it is returned as it is,
+    and, differing from any claim made now, it is refused as another run's unless --force.
+
+    Raises:
+        UnsupportedVersion: The claim carries a version other than `CLAIM_VERSION`.
+    """
+    if isinstance(data, dict) and "version" in data:
+        json_version(data, CLAIM_VERSION, "run claim", where)
     return data

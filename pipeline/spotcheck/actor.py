@@ -38,6 +38,7 @@ from pipeline.spotcheck.metrics import SAMPLE_RATE, reconstruction_metrics
 from pipeline.spotcheck.rows import DecodeRow, SampleMetrics
 from pipeline.spotcheck.spectrogram import log_mel, mel_png
 from pipeline.tokenize.encoded import encoded_segment
+from schemas.metrics import METRICS_SCHEMA_VERSION
 
 SAMPLES_DIR = "samples"
 _PCM16_SCALE = 32768.0
@@ -174,5 +175,6 @@ class SpotcheckDecode:
             guidance_scale=self.spec.guidance if sampler else 0.0,
         )
         with atomic_write(fs, join(folder, "metrics.json")) as handle:
-            handle.write(json.dumps(record.to_dict(), sort_keys=True).encode())
+            data = {**record.to_dict(), "version": METRICS_SCHEMA_VERSION}
+            handle.write(json.dumps(data, sort_keys=True).encode())
         return record

@@ -75,9 +75,10 @@ from pipeline.spotcheck.rows import (
 )
 from pipeline.spotcheck.spectrogram import mel_png
 from schemas.codebook_stats import check_codebook_stats
-from schemas.metrics import METRICS_SCHEMA, check_metrics_schema
+from schemas.metrics import METRICS_SCHEMA, METRICS_SCHEMA_VERSION, check_metrics_schema
 from schemas.run import versioned_summary
 from schemas.tokens import check_tokens_schema_version
+from schemas.version import json_version
 
 RUN_FILE = "_spotcheck/run.json"
 # Everything a run writes under its output (a `--force` claim deletes these; version 1
@@ -307,8 +308,7 @@ def spotcheck(
 
     finished = [(k, t.codec) for k in keys for t in tables if done(k, t.codec)]
     records = [
-        SampleMetrics.from_dict(read_json(fs, join(root, SAMPLES_DIR, k, c, "metrics.json")))
-        for k, c in finished
+        read_sample_metrics(fs, join(root, SAMPLES_DIR, k, c, "metrics.json")) for k, c in finished
     ]
     _write_outputs(fs, root, records, tokens_url, shards_url, tables, config)
     summary = SpotcheckSummary(
@@ -461,3 +461,14 @@ def _codebook_stats(tokens_url: str, codec: str, storage: StorageOptions) -> dic
     url = join(tokens_url, codec, "codebook_stats.json")
     fs, path = filesystem(url, storage)
     return check_codebook_stats(read_json(fs, path), url) if exists(fs, path) else None
+
+
+def read_sample_metrics(fs, path: str) -> SampleMetrics:
+    """One sample's `metrics.json`, after checking its version.
+
+    Raises:
+        UnsupportedVersion: The file carries a version other than `METRICS_SCHEMA_VERSION`.
+    """
+    data = read_json(fs, path)
+    json_version(data, METRICS_SCHEMA_VERSION, "sample metrics", path)
+    return SampleMetrics.from_dict({k: v for k, v in data.items() if k != "version"})

@@ -21,6 +21,8 @@ import pytest
 import s3fs
 
 from pipeline.claims import OutputInUse, claim_output
+from schemas.run import CLAIM_VERSION
+from schemas.version import UnsupportedVersion
 
 RUN_FILE = "_stage/run.json"
 OWNED = ("data", "_stage", "summary.json")
@@ -57,8 +59,11 @@ def put(fs, path: str, data: bytes) -> None:
 
 
 def read_claim(fs, root: str) -> dict[str, Any]:
+    """The claim as the stage made it; the file also carries the claim format's version."""
     fs.invalidate_cache()
-    return json.loads(fs.cat_file(f"{root}/{RUN_FILE}"))
+    data = json.loads(fs.cat_file(f"{root}/{RUN_FILE}"))
+    assert data.pop("version") == CLAIM_VERSION
+    return data
 
 
 def assert_one_winner(fs, root: str, outcomes: dict[str, str]) -> None:
@@ -147,6 +152,22 @@ def test_a_rerun_with_the_same_claim_resumes_and_keeps_the_output(output):
     put(fs, f"{root}/data/done.bin", b"finished work")
     claim(fs, root, {"run": "A"})
     assert fs.cat_file(f"{root}/data/done.bin") == b"finished work"
+    assert read_claim(fs, root) == {"run": "A"}
+
+
+def test_a_claim_of_an_unknown_version_is_refused_even_with_force(output):
+    fs, root = output
+    put(fs, f"{root}/{RUN_FILE}", json.dumps({"run": "A", "version": 99}).encode())
+    with pytest.raises(UnsupportedVersion, match="run claim version 99"):
+        claim(fs, root, {"run": "A"}, force=True)
+
+
+def test_a_claim_from_before_claims_had_a_version_is_another_run(output):
+    fs, root = output
+    put(fs, f"{root}/{RUN_FILE}", json.dumps({"run": "A"}).encode())
+    with pytest.raises(OutputInUse, match="--force"):
+        claim(fs, root, {"run": "A"})
+    claim(fs, root, {"run": "A"}, force=True)
     assert read_claim(fs, root) == {"run": "A"}
 
 

@@ -20,7 +20,12 @@ from pipeline.io import StorageOptions
 from pipeline.prepare.stage import PrepareSummary
 from pipeline.prepare.unit import UnitResult
 from pipeline.shard_reader import ShardRef, find_shards
-from pipeline.spotcheck.stage import SpotcheckSummary, _read_index, read_metrics
+from pipeline.spotcheck.stage import (
+    SpotcheckSummary,
+    _read_index,
+    read_metrics,
+    read_sample_metrics,
+)
 from pipeline.tokenize.codebook_stats import CodebookHistogram, codebook_report
 from pipeline.tokenize.dataset import TokenDataset
 from pipeline.tokenize.parts import PartResult, load_part_markers, part_marker_path, plan_parts
@@ -134,3 +139,11 @@ def test_token_table_readers_refuse_an_unknown_version(tmp_path):
         _read_index([str(path)], STORAGE)  # The spot-check.
     with refused(path):
         list(TokenDataset(str(tmp_path)))  # The training reader.
+
+
+def test_a_samples_metrics_json_of_an_unknown_version_is_refused(tmp_path):
+    fs = fsspec.filesystem("file")
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"key": "a_00000", "version": FUTURE}))
+    with refused(path):
+        read_sample_metrics(fs, str(path))
