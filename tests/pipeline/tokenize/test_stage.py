@@ -228,38 +228,47 @@ def test_s3_in_and_out_through_a_loopback_s3_server(prepared, s3_endpoint):
 
 
 def test_resume_after_the_job_is_killed_midway(tmp_path, ray_local):
+    """Three codecs in one pass, SIGKILLed once parts exist: a rerun finishes every codec's
+    table, each segment once per codec, and leaves the parts finished before untouched."""
     make_corpus(tmp_path / "corpus", songs=6)
     prepared = str(tmp_path / "prepared")
     prepare_corpus(
         str(tmp_path / "corpus"), prepared, PrepareConfig(segment=SEGMENT, songs_per_unit=1)
     )
     root = tmp_path / "tokens"
-    output = root / "mucodec"
+    codecs = ("mucodec", "dac", "encodec")
     command = [
         sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", str(root),
-        "--codec", "mucodec", "--config", "tiny", "--shards-per-part", "1", "--batch-size", "1",
-        "--num-cpus", "2",
+        "--codec", ",".join(codecs), "--config", "tiny", "--shards-per-part", "1",
+        "--batch-size", "1", "--num-cpus", "2",
     ]  # fmt: skip
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)  # fmt: skip
-    markers = output / "_tokenize" / "parts"
+    markers = {codec: root / codec / "_tokenize" / "parts" for codec in codecs}
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list(markers.glob("*.json"))) < 1:
+    while time.monotonic() < deadline and len(list(markers["mucodec"].glob("*.json"))) < 1:
         assert job.poll() is None, "the job finished before it could be interrupted"
         time.sleep(0.2)
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
-    finished_before = {p.name: p.stat().st_mtime_ns for p in markers.glob("*.json")}
-    assert 0 < len(finished_before) < 6
+    finished_before = {
+        codec: {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
+        for codec, folder in markers.items()
+    }
+    assert 0 < len(finished_before["mucodec"]) < 6
 
-    config = TokenizeConfig(codecs=(TINY,), batch_size=4, shards_per_part=1)
-    summary = tokenize_shards(prepared, str(root), config)["mucodec"]
-    assert summary.parts == 6 and summary.parts_already_done >= len(finished_before)
-    assert Counter(r["key"] for r in token_rows(output)) == Counter(shard_samples(prepared).keys())
-    for name, mtime in finished_before.items():
-        assert (markers / name).stat().st_mtime_ns == mtime
-    leftovers = [p for p in (output / "tokens").iterdir() if ".partial" in p.name]
-    assert leftovers == [] or all(not p.name.endswith(".parquet") for p in leftovers)
+    specs = tuple(CodecSpec(codec, preset="tiny") for codec in codecs)
+    config = TokenizeConfig(codecs=specs, batch_size=4, shards_per_part=1)
+    summaries = tokenize_shards(prepared, str(root), config)
+    expected = Counter(shard_samples(prepared).keys())
+    for codec in codecs:
+        summary, output = summaries[codec], root / codec
+        assert summary.parts == 6 and summary.parts_already_done >= len(finished_before[codec])
+        assert Counter(r["key"] for r in token_rows(output)) == expected, codec
+        for name, mtime in finished_before[codec].items():
+            assert (markers[codec] / name).stat().st_mtime_ns == mtime, (codec, name)
+        leftovers = [p for p in (output / "tokens").iterdir() if ".partial" in p.name]
+        assert leftovers == [] or all(not p.name.endswith(".parquet") for p in leftovers)
 
 
 def test_audit_passes_a_clean_run_and_catches_duplicates_and_losses(prepared, tokenized, tmp_path):
