@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from audio_codecs.base import CodecSpec
 from audio_codecs.registry import codec_presets, load_codec
 from mucodec.decoder.builders import build_decoder
-from mucodec.decoder.config import decoder_preset, with_codebooks
+from mucodec.decoder.config import WindowConfig, decoder_preset, with_codebooks
 from mucodec.encoder.config import tiny
 from mucodec.encoder.tokenizer import MuCodecTokenizer
 
@@ -45,6 +47,9 @@ def test_decode_needs_a_decoder_and_gives_48khz_stereo() -> None:
         codec.decode(encoded)
 
     config = with_codebooks(decoder_preset("tiny"), codec.num_codebooks, codec.codebook_size)
+    # A short window (the default spans 40.96 s): the interface is under test, not the
+    # windowing, which tests/mucodec/decoder covers.
+    config = replace(config, window=WindowConfig(window_codes=64, hop_codes=48))
     decoder = build_decoder(config, seed=0, device=CPU).eval()
     audio = codec.with_decoder(decoder).decode(encoded[1:])
 
