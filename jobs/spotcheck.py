@@ -182,7 +182,7 @@ def spotcheck_outcome(summary: SpotcheckSummary, status: int, output: str) -> St
     return StageOutcome(
         "spotcheck", status,
         f"{decoded:,}/{summary.sampled:,} segments of {summary.songs_sampled:,} songs, "
-        f"{len(summary.codecs)} codecs{quality}",
+        f"{len(summary.codecs)} codec{'s' * (len(summary.codecs) != 1)}{quality}",
         len(summary.missing), summary.wall_seconds, join(output, "report.html"),
     )  # fmt: skip
 
