@@ -73,7 +73,8 @@ class TableCodec:
         Raises:
             InvalidSetting: The tables were made from a checkpoint and none was named.
         """
-        # merge: check these options against the DAC/EnCodec codecs' own (mode, bandwidth).
+        # Only the mode changes how codes decode (DAC compress). EnCodec's bandwidth does not:
+        # its decoder sums the codebooks the codes have, whatever the model's default.
         options = () if self.mode in ("", "encode") else (("mode", self.mode),)
         if self.checkpoint is not None:
             return CodecSpec(self.codec, checkpoint=self.checkpoint, options=options)
