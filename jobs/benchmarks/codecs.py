@@ -21,10 +21,10 @@ import torch
 
 from audio_codecs.base import CodecSpec
 from audio_codecs.registry import CODECS, load_codec
+from jobs.benchmarks.encoder import SEGMENT_SAMPLES, bench_music
 from jobs.benchmarks.paired import Clocks, Load, load_json, warn_if_noisy
 
 SEGMENT_SECONDS = 35.84
-SAMPLE_RATE = 48_000
 # The preset of each codec at the size of its released model.
 FULL_SIZE = {"mucodec": "official", "dac": "44khz_8kbps", "encodec": "48khz"}
 
@@ -49,17 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def segments(count: int, seed: int = 0) -> list[torch.Tensor]:
-    """`count` stereo 48 kHz segments of 35.84 s: tones under noise, peak about 0.5."""
-    generator = torch.Generator().manual_seed(seed)
-    samples = round(SEGMENT_SECONDS * SAMPLE_RATE)
-    time = torch.arange(samples) / SAMPLE_RATE
-    result = []
-    for _ in range(count):
-        pitch = 110.0 * 2 ** (torch.rand(3, generator=generator) * 4)
-        tones = torch.sin(2 * torch.pi * pitch[:, None] * time).sum(0) / 6
-        noise = torch.randn(2, samples, generator=generator) * 0.05
-        result.append((tones + noise).clamp(-1, 1))
-    return result
+    """`count` stereo 48 kHz segments of 35.84 s of the encoder benchmark's test music."""
+    audio = bench_music(count, seed)  # [2, count x 35.84 s]
+    return list(audio.reshape(2, count, SEGMENT_SAMPLES).transpose(0, 1))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

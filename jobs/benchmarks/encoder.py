@@ -114,7 +114,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _audio(segments: int, seed: int) -> torch.Tensor:
+def bench_music(segments: int, seed: int) -> torch.Tensor:
     """Stereo test music: decaying tones on a beat plus noise, [2, segments x 35.84 s]."""
     generator = torch.Generator().manual_seed(seed)
     samples = segments * SEGMENT_SAMPLES
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = MuCodecTokenizer.from_config(config, seed=args.seed, precision=args.dtype)
     tokenizer = tokenizer.to(device)
 
-    audio = _audio(args.segments, args.seed)  # [2, N x 35.84 s]
+    audio = bench_music(args.segments, args.seed)  # [2, N x 35.84 s]
     segments = audio.reshape(2, args.segments, SEGMENT_SAMPLES).transpose(0, 1)
     batches = list(segments.split(args.batch_size))
     codes: list[torch.Tensor] = []
