@@ -7,16 +7,19 @@ Both sides use the full-size `official` config with random weights, on the same 
 one run, on the same audio (N segments of 35.84 s of noise-like music, back to back):
 
 * ours: `MuCodecTokenizer.encode_padded` on the N segments (front end, subsampling, the 6
-  blocks layer_results[6] needs, RVQ), in batches of --batch-size, in --dtype;
+  blocks layer_results[6] needs, RVQ), in batches of --batch-size, in --dtype; on the CPU
+  in float32 its subsampling takes the Winograd road (mucodec/encoder/subsampling.py);
 * naive: what the official script computes for that audio as one song: its 40.96 s window
   tiling (repeated audio included), the whole 12-block stack plus the final LayerNorm,
-  float32, batches of 3 windows.
+  float32, batches of 3 windows, the subsampling's direct convolutions and BatchNorms.
 
 The two alternate in --pairs pairs (jobs/benchmarks/paired.py). Reported: each side's
 median wall and CPU seconds, the median of the per-pair ratios naive / ours on the same
 audio (wall and CPU time) and per audio second (which ignores the tiling's repeated audio)
 with their spread and the load average, segments/second, and model FLOP/s (counted
-analytically) as a fraction of --peak-tflops (auto for H100/H200).
+analytically, direct-convolution FLOPs on both sides) as a fraction of --peak-tflops (auto
+for H100/H200). On the CPU in float32, ours is run once more with the direct convolutions
+and the fraction of equal codes is reported (`codes_equal_to_direct_convolution`).
 """
 
 from __future__ import annotations
@@ -214,9 +217,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             quantizer=tokenizer.quantizer,
         )
         reference = [float32.encode_padded(b.to(device)).codes.cpu() for b in batches]
-        same = sum(int((a == b).sum()) for a, b in zip(codes, reference, strict=True))
-        total = sum(a.numel() for a in codes)
-        result["ours"]["token_agreement_vs_float32"] = round(same / total, 5)
+        result["ours"]["token_agreement_vs_float32"] = _agreement(codes, reference)
+    if device.type == "cpu" and args.dtype == "float32":
+        # Our CPU float32 road convolves by Winograd, a different rounding of the same sums:
+        # count the codes it moves against the direct convolutions.
+        tokenizer.encoder.subsampling.use_winograd = False
+        reference = [tokenizer.encode_padded(b.to(device)).codes.cpu() for b in batches]
+        tokenizer.encoder.subsampling.use_winograd = True
+        result["ours"]["codes_equal_to_direct_convolution"] = _agreement(codes, reference)
 
     if naive is None:
         result["load"] = load_json(loads)
@@ -228,6 +236,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["speedup_per_audio_second"] = spread([r * computed_share for r in paired.ratios])
     warn_if_noisy(loads)
     return result
+
+
+def _agreement(codes: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """Fraction of equal codes between two runs over the same batches."""
+    same = sum(int((a == b).sum()) for a, b in zip(codes, reference, strict=True))
+    return round(same / sum(a.numel() for a in codes), 5)
 
 
 class _Naive:
@@ -243,6 +257,7 @@ class _Naive:
         encoder = dataclasses.replace(config.encoder, output_layer=config.encoder.depth)
         self.config = dataclasses.replace(config, encoder=encoder)
         self.model = MuCodecTokenizer.from_config(self.config, seed=seed).to(device)
+        self.model.encoder.subsampling.use_winograd = False  # the official arithmetic
         song = normalise_song(audio, config.frontend.song_peak_threshold)
         self.windows = sound2code_windows(song)  # [W, 2, 1,966,560]
         self.device = device

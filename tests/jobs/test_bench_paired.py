@@ -158,6 +158,8 @@ def test_encoder_bench_pairs_ours_with_the_naive_tiling(capsys):
                     "--batch-size", "1", "--pairs", "2")  # fmt: skip
     _check_paired(result["speedup_same_audio"], 2)
     assert len(result["speedup_same_audio"]["cpu_time_ratio"]["per_pair"]) == 2
+    # Winograd against the direct convolutions: a wrong transform would move most codes.
+    assert result["ours"]["codes_equal_to_direct_convolution"] >= 0.99
     # Per audio second: the same ratios scaled by audio / computed audio (repeats included).
     share = result["audio_seconds"] / result["naive_official_tiling"]["computed_audio_seconds"]
     assert result["speedup_per_audio_second"]["median"] == pytest.approx(

@@ -55,15 +55,23 @@ def test_front_end_matches(tiny_tokenizer: MuCodecTokenizer, golden_inputs, gold
     assert out.frame_lengths.tolist() == [600]
 
 
-def test_every_hidden_state_matches(encoder_golden: Path, golden_inputs, golden_outputs) -> None:
+@pytest.mark.parametrize("winograd", [True, False], ids=["winograd", "reference"])
+def test_every_hidden_state_matches(
+    encoder_golden: Path, golden_inputs, golden_outputs, winograd: bool
+) -> None:
     # output_layer 3 = the last hidden state: all 3 blocks plus the final LayerNorm.
     config = dataclasses.replace(
         tiny(), encoder=dataclasses.replace(tiny().encoder, output_layer=3)
     )
     tokenizer = golden_tokenizer(encoder_golden, config)
     assert tokenizer.encoder.final_norm is not None
+    subsampling = tokenizer.encoder.subsampling
+    subsampling.use_winograd = winograd
+    features = golden_outputs["mel_norm"]
 
-    out = tokenizer.encoder(golden_outputs["mel_norm"], return_all=True)
+    with torch.inference_mode():  # inference: the road the tokenizer takes
+        assert subsampling._takes_fast_road(features) == winograd
+        out = tokenizer.encoder(features, return_all=True)
 
     assert len(out.layer_results) == 4
     _close(out.layer_results[0], golden_outputs["conv_out"], HIDDEN_ATOL)
