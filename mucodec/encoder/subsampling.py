@@ -201,6 +201,8 @@ class Conv2dSubsampling(nn.Module):
         blocks = [block.folded() for block in self.blocks]
         for item in range(batch):
             valid = frames if lengths is None else int(lengths[item])
+            if not valid:
+                continue
             x = features[item : item + 1, :, :valid, None]  # [1, M, F_i, 1]
             for block in blocks:
                 x = block(x)  # [1, M/2, F_i/2, C]

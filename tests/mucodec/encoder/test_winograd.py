@@ -69,9 +69,9 @@ def _subsampling_with_statistics(seed: int) -> Conv2dSubsampling:
 
 def test_fast_road_equals_reference_road_in_a_padded_batch() -> None:
     subsampling = _subsampling_with_statistics(seed=5)
-    features = torch.randn(3, 128, 96)
+    features = torch.randn(4, 128, 96)
     features[1, :, 40:] = 0.7  # padding content must not matter on either road
-    lengths = torch.tensor([96, 40, 68])
+    lengths = torch.tensor([96, 40, 68, 0])
 
     with torch.inference_mode():
         assert subsampling._takes_fast_road(features)
@@ -80,10 +80,11 @@ def test_fast_road_equals_reference_road_in_a_padded_batch() -> None:
         assert not subsampling._takes_fast_road(features)
         reference = subsampling(features, lengths)
 
-    assert fast.shape == reference.shape == (3, 24, 256)
+    assert fast.shape == reference.shape == (4, 24, 256)
     torch.testing.assert_close(fast, reference, atol=1e-4, rtol=0)
-    # Past an item's end both roads hold the projection of zeros.
+    # Past an item's end (an empty item: everywhere) both roads hold the projection of zeros.
     torch.testing.assert_close(fast[1, 10:], subsampling.proj.bias.expand(14, -1))
+    torch.testing.assert_close(fast[3], subsampling.proj.bias.expand(24, -1))
 
 
 def test_training_gradients_and_autocast_keep_the_reference_road() -> None:
