@@ -1,19 +1,25 @@
 """Codec names -> their implementations: the one place the pipeline learns which exist.
 
 Each codec module provides `PRESETS` (its preset names) and `load(spec, device) -> Codec`.
+A codec's module is imported when it is first asked for: DAC and EnCodec bring in
+`transformers` (over 2 s of import), which a MuCodec-only actor never needs.
 """
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 import torch
 
-from audio_codecs import encodec, mucodec
 from audio_codecs.base import Codec, CodecSpec
-from audio_codecs.dac import codec as dac
 
-CODECS: dict[str, ModuleType] = {"mucodec": mucodec, "dac": dac, "encodec": encodec}
+# Name -> the module that implements it.
+CODECS: dict[str, str] = {
+    "mucodec": "audio_codecs.mucodec",
+    "dac": "audio_codecs.dac.codec",
+    "encodec": "audio_codecs.encodec",
+}
 
 
 def codec_presets(name: str) -> tuple[str, ...]:
@@ -40,4 +46,4 @@ def load_codec(spec: CodecSpec, device: torch.device) -> Codec:
 def _module(name: str) -> ModuleType:
     if name not in CODECS:
         raise KeyError(f"unknown codec {name!r}; known: {sorted(CODECS)}")
-    return CODECS[name]
+    return importlib.import_module(CODECS[name])

@@ -3,8 +3,9 @@
     python -m jobs.bench tokenize --codec dac --config tiny --scale 1 --pairs 3
 
 The bare figure is the codec's `encode` (--codec, default mucodec) on segments already in
-memory, through the stage's own actor, with the stage's batch size, dtype and device: the
-ceiling the stage can reach. The stage figure is
+memory, through the stage's own actor, with the stage's batch size, dtype and device, on as
+many model threads as the stage's pool (fixed at its planned size here): the ceiling the
+stage can reach. The stage figure is
 the real `tokenize_shards` run (shard reading, FLAC decoding, Ray Data actors, Parquet
 writing), timed from call to return on a warm local Ray. The two alternate in --pairs
 pairs (jobs/benchmarks/paired.py) and the median of the per-pair ratios stage / bare
@@ -15,6 +16,7 @@ per device-hour, come from each side's median time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import shutil
@@ -87,6 +89,9 @@ def run(args: argparse.Namespace) -> dict:
     resources = ray.cluster_resources()
     shape = actor_pool_shape(config, int(resources.get("GPU", 0)), int(resources.get("CPU", 1)))
     threads = shape.actors * shape.torch_threads
+    # The stage's pool is fixed at the planned size: left to autoscale, Ray Data adds actors
+    # when a backlog builds, and the stage would run on more threads than the bare side.
+    config = dataclasses.replace(config, actors=shape.actors)
     actor = TokenizeBatch(spec, torch_threads=threads)
     actor._encode(rows[: args.batch_size])  # Warm-up: kernels, allocator.
     summaries = []

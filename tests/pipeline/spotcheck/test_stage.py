@@ -243,7 +243,7 @@ def test_a_rerun_with_another_set_of_codecs_is_refused_unless_forced(
 ):
     """A second codec's tables appear (here: a copy of MuCodec's under another registered
     name); the claim names the codec set, so the rerun is refused before anything runs."""
-    from audio_codecs import mucodec, registry
+    from audio_codecs import registry
 
     tokens = tmp_path / "tokens"
     shutil.copytree(Path(tokenized["tokens"], "mucodec"), tokens / "mucodec")
@@ -253,6 +253,6 @@ def test_a_rerun_with_another_set_of_codecs_is_refused_unless_forced(
     run = json.loads((output / "_spotcheck" / "run.json").read_text())
     run["tokens_url"] = str(tokens)  # Only the codec set differs.
     (output / "_spotcheck" / "run.json").write_text(json.dumps(run))
-    monkeypatch.setitem(registry.CODECS, "other", mucodec)
+    monkeypatch.setitem(registry.CODECS, "other", "audio_codecs.mucodec")
     with pytest.raises(OutputInUse, match=r"codecs: \['mucodec'\] -> \['mucodec', 'other'\]"):
         spotcheck(str(tokens), tokenized["prepared"], str(output), SPOTCHECK)
