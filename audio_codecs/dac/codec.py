@@ -1,6 +1,6 @@
 """DAC behind the codec interface: 48 kHz stereo segments in, folded-channel codes out.
 
-Each segment is resampled from 48 kHz to the model rate (`resample`), its two channels are
+Each segment is resampled from 48 kHz to the model rate (`RESAMPLER`), its two channels are
 folded into the batch as the official tool does (codes of channel c in rows c*K..c*K+K-1),
 and it is encoded in one of two modes (`CodecSpec` option "mode"):
 
@@ -30,7 +30,7 @@ from audio_codecs.dac.config import PRESETS as CONFIG_PRESETS
 from audio_codecs.dac.config import DacCodecConfig, preset
 from audio_codecs.dac.dac_file import DacFile
 from audio_codecs.dac.model import build_model, decode_codes, encode, preprocess
-from audio_codecs.dac.resample import to_model_rate, to_pipeline_rate
+from audio_codecs.dac.resample import RESAMPLER
 from audio_codecs.dac.weights import load_checkpoint_dir
 from mucodec.precision import autocast_dtype
 
@@ -96,7 +96,7 @@ class DacCodec(Codec):
             x = segment.float().to(self._device)
             if gains is not None:
                 x = x / gains[index]
-            audio.append(to_model_rate(x, rate))  # [2, L']
+            audio.append(RESAMPLER.to_model_rate(x, rate))  # [2, L']
         if self.info.mode == "compress":
             out = []
             for x in audio:
@@ -147,7 +147,7 @@ class DacCodec(Codec):
             if len(segment.chunk_frames) <= 1:  # On the hop grid: whole frames, 8 short at 16k.
                 short = segment.codes.shape[-1] * self.config.hop - audio.shape[-1]
                 audio = torch.nn.functional.pad(audio, (0, max(0, short)))
-            audio = to_pipeline_rate(audio, self.config.sample_rate)
+            audio = RESAMPLER.to_pipeline_rate(audio, self.config.sample_rate)
             out.append(audio.float().cpu())
         return out
 

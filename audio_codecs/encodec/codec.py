@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from transformers import EncodecModel
 
-from audio_codecs.base import PIPELINE_SAMPLE_RATE, Codec, CodecInfo, CodecSpec, EncodedSegment
+from audio_codecs.base import Codec, CodecInfo, CodecSpec, EncodedSegment
 from audio_codecs.encodec.checkpoint import load_directory
 from audio_codecs.encodec.coding import Frame, decode_frames, encode_frames
 from audio_codecs.encodec.config import (
@@ -31,7 +31,7 @@ from audio_codecs.encodec.config import (
     preset,
 )
 from audio_codecs.encodec.model import random_model
-from audio_codecs.encodec.signal import resample, to_mono
+from audio_codecs.encodec.signal import RESAMPLER, to_mono
 from mucodec.precision import autocast_dtype
 
 __all__ = ["PRESETS", "EncodecCodec", "load"]
@@ -85,7 +85,7 @@ class EncodecCodec(Codec):
             raise ValueError(
                 f"encodec: expected {self.config.channels} channels, got {audio.shape}"
             )
-        return resample(audio, PIPELINE_SAMPLE_RATE, self.config.sample_rate)
+        return RESAMPLER.to_model_rate(audio, self.config.sample_rate)
 
     def encode(
         self,
@@ -138,7 +138,7 @@ class EncodecCodec(Codec):
         for segment in encoded:
             frames = _frames(segment, self.config, self.device)
             audio = decode_frames(self.model, self.config, frames, self.precision)[0]  # [C, n]
-            audio = resample(audio.cpu(), self.config.sample_rate, PIPELINE_SAMPLE_RATE)
+            audio = RESAMPLER.to_pipeline_rate(audio.cpu(), self.config.sample_rate)
             outputs.append(audio.expand(2, -1).contiguous() if audio.shape[0] == 1 else audio)
         return outputs
 

@@ -7,25 +7,21 @@ written out, so that the model code can read top to bottom.
 from __future__ import annotations
 
 import torch
-import torchaudio.functional as taf
 from torch import Tensor
 
+from audio_codecs.resampling import SincResampler
+
 __all__ = [
-    "RESAMPLE_KWARGS",
+    "RESAMPLER",
     "chunk_offsets",
     "chunk_scale",
     "linear_overlap_add",
-    "resample",
     "to_mono",
 ]
 
 # torchaudio's windowed-sinc resampler with julius' defaults (the official CLI's
 # `convert_audio` uses `julius.resample_frac`: 24 zero crossings, roll-off 0.945).
-RESAMPLE_KWARGS = {
-    "lowpass_filter_width": 24,
-    "rolloff": 0.945,
-    "resampling_method": "sinc_interp_hann",
-}
+RESAMPLER = SincResampler(lowpass_filter_width=24, rolloff=0.945)
 
 SCALE_FLOOR = 1e-8  # Added to every chunk's RMS, as the official `_encode_frame` does.
 
@@ -92,19 +88,3 @@ def linear_overlap_add(frames: list[Tensor], stride: int) -> Tensor:
 def to_mono(audio: Tensor) -> Tensor:
     """Averages the channels (`[..., C, n]` -> `[..., 1, n]`), as the official `convert_audio`."""
     return audio.mean(dim=-2, keepdim=True)
-
-
-def resample(audio: Tensor, from_rate: int, to_rate: int) -> Tensor:
-    """Windowed-sinc resampling along the last axis (`RESAMPLE_KWARGS`); a no-op at equal rates.
-
-    Args:
-        audio: `[..., n]` float.
-        from_rate: Its rate (Hz).
-        to_rate: The rate wanted (Hz).
-
-    Returns:
-        `[..., ceil(n * to_rate / from_rate)]`.
-    """
-    if from_rate == to_rate:
-        return audio
-    return taf.resample(audio, from_rate, to_rate, **RESAMPLE_KWARGS)

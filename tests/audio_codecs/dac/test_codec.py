@@ -13,7 +13,7 @@ from audio_codecs.dac import codec as dac_codec
 from audio_codecs.dac.codec import PRESETS, load
 from audio_codecs.dac.config import DacCodecConfig, preset
 from audio_codecs.dac.model import encode, preprocess
-from audio_codecs.dac.resample import to_model_rate
+from audio_codecs.dac.resample import RESAMPLER
 
 CPU = torch.device("cpu")
 # 81920 samples at 48 kHz are 75264 at 44.1 kHz = 147 frames of 512 (and 85 frames at 16 kHz).
@@ -83,7 +83,7 @@ def test_encode_folds_channels_and_decode_gives_48khz_stereo(name: str, length: 
     assert all(math.isnan(e.input_db) for e in encoded)
     # Rows c*K..c*K+K-1 are channel c encoded alone, mono, at the model rate.
     for c in range(2):
-        alone = to_model_rate(segments[0][c : c + 1][None], codec.sample_rate)
+        alone = RESAMPLER.to_model_rate(segments[0][c : c + 1][None], codec.sample_rate)
         codes = encode(codec.model, preprocess(alone, codec.config.hop)).codes[0]
         assert np.array_equal(encoded[0].codes[c * 4 : c * 4 + 4], codes.numpy())
 
