@@ -14,7 +14,8 @@ runs over contiguous runs of channels.
 
 Arithmetic: float32 rounding differs from a direct convolution's by about 1e-5 of the
 output's scale (the transforms' weights reach 5; G holds 1/6 and 1/24); the encoder's
-golden vectors hold to 7e-6 on the tiny model (tests/mucodec/encoder/test_golden.py).
+golden vectors hold within their 1e-4 tolerance on the tiny model
+(tests/mucodec/encoder/test_golden.py; 7e-6 when measured once by hand).
 
 Memory: the image is processed in strips of `strip_tiles` tile columns, so the padded
 input and the transformed tiles (2.25x the strip's input) stay in cache instead of 2.25x
