@@ -6,14 +6,19 @@ import pyarrow as pa
 
 from schemas.version import check_version
 
-REJECTS_SCHEMA_VERSION = 1
+# 2: `path_bytes`. Version 1 tables (without it) are still read.
+REJECTS_SCHEMA_VERSION = 2
+READABLE_VERSIONS = ("1", "2")
 
 REJECTS_SCHEMA = pa.schema(
     [
+        # `path` is text; a name that is not UTF-8 shows each such byte as `\xNN` there and
+        # has its exact bytes in `path_bytes` (null for every other path).
         pa.field("path", pa.string(), nullable=False),
         pa.field("stage", pa.string(), nullable=False),
         pa.field("reason", pa.string(), nullable=False),
         pa.field("song_id", pa.string()),
+        pa.field("path_bytes", pa.binary()),
     ],
     metadata={"schema": "rejects", "schema_version": str(REJECTS_SCHEMA_VERSION)},
 )
@@ -27,7 +32,9 @@ def check_rejects_schema(schema: pa.Schema, where: str) -> None:
         where: The file's path or URL, for the error.
 
     Raises:
-        UnsupportedVersion: The schema metadata's version is not `REJECTS_SCHEMA_VERSION`.
+        UnsupportedVersion: The schema metadata's version is not one of `READABLE_VERSIONS`.
     """
     found = (schema.metadata or {}).get(b"schema_version")
-    check_version(found.decode() if found else None, REJECTS_SCHEMA_VERSION, "rejects table", where)
+    version = found.decode() if found else None
+    if version not in READABLE_VERSIONS:
+        check_version(version, REJECTS_SCHEMA_VERSION, "rejects table", where)

@@ -115,7 +115,7 @@ def open_audio(local_path: str, extension: str) -> Iterator[DecodedStream]:
         raise DecodeError("empty: the file has 0 bytes")
     if extension in SOUNDFILE_EXTENSIONS:
         try:
-            sound = sf.SoundFile(local_path)
+            sound = sf.SoundFile(os.fsencode(local_path))  # Bytes: any name opens.
         except (sf.LibsndfileError, RuntimeError, ValueError) as error:
             soundfile_reason = str(error)
         else:

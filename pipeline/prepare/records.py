@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mucodec.config import JsonConfig
+from pipeline.path_text import path_bytes, path_text
 
 
 @dataclass(frozen=True)
@@ -35,3 +37,13 @@ class Reject(JsonConfig):
     stage: str
     reason: str
     song_id: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        """The rejects-table row: text columns valid UTF-8, an undecodable path kept as bytes."""
+        return {
+            "path": path_text(self.path),
+            "stage": self.stage,
+            "reason": path_text(self.reason),  # Reasons may quote the path.
+            "song_id": self.song_id,
+            "path_bytes": path_bytes(self.path),
+        }

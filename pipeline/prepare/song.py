@@ -26,8 +26,10 @@ import soundfile as sf
 
 from pipeline.errors import EnvironmentFailure, describe, with_retries
 from pipeline.io import StorageOptions, filesystem
+from pipeline.path_text import json_bytes
 from pipeline.prepare.audio import AudioInfo, DecodeError, local_copy, open_audio
 from pipeline.prepare.dsp import PCM16_MAX_FLOAT, TARGET_RATE, stereo_48k, to_pcm16
+from pipeline.prepare.entries import open_regular
 from pipeline.prepare.lyrics import NO_LYRICS, Lyrics, decode_text, lines_in_window, parse_lyrics
 from pipeline.prepare.records import Reject, SongSource
 from pipeline.prepare.segment import SegmentSpan
@@ -127,7 +129,7 @@ def read_lyrics(
 def _read_head(url: str, storage: StorageOptions, max_bytes: int) -> bytes:
     """The first `max_bytes` + 1 bytes: enough to tell an oversized file."""
     fs, path = filesystem(url, storage)
-    with fs.open(path, "rb") as handle:
+    with open_regular(fs, path) as handle:
         return handle.read(max_bytes + 1)
 
 
@@ -229,7 +231,7 @@ def _encode_span(
         key=key,
         members=(
             ("flac", _flac_bytes(pcm, flac_level)),
-            ("json", json.dumps(metadata, ensure_ascii=False, sort_keys=True).encode()),
+            ("json", json_bytes(json.dumps(metadata, ensure_ascii=False, sort_keys=True))),
             ("txt", _segment_text(decoded.lyrics, metadata["lyrics"]).encode()),
         ),
     )

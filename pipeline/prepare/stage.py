@@ -239,7 +239,7 @@ def _output_shaping(config: PrepareConfig) -> dict[str, Any]:
 
 
 def _write_rejects(fs, path: str, rejects: list[Reject]) -> None:
-    table = pa.Table.from_pylist([r.to_dict() for r in rejects], schema=REJECTS_SCHEMA)
+    table = pa.Table.from_pylist([r.to_row() for r in rejects], schema=REJECTS_SCHEMA)
     write_parquet(fs, path, table)
 
 

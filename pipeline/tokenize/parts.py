@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from mucodec.config import JsonConfig
 from pipeline.io import atomic_write, completed_markers, join, marker_name, write_json
+from pipeline.path_text import path_text
 from pipeline.prepare.records import Reject
 from pipeline.shard_reader import SHARD_END, SHARD_FAILED, ShardRef
 from pipeline.tokenize.codebook_stats import CodebookHistogram
@@ -239,7 +240,7 @@ def tokens_table(rows: list[TokenizedRow]) -> pa.Table:
         "lyrics_aligned": pa.array([r.lyrics_aligned for r in rows], pa.bool_()),
         "lyrics": lyrics,
         "lyrics_text": pa.array([r.lyrics_text for r in rows], pa.string()),
-        "source": pa.array([r.source for r in rows], pa.string()),
+        "source": pa.array([path_text(r.source) for r in rows], pa.string()),
         "source_sha256": pa.array([r.source_sha256 for r in rows], pa.string()),
         "shard": pa.array([r.shard for r in rows], pa.string()),
         "scales": pa.array([r.scales for r in rows], pa.list_(pa.float32())),

@@ -372,7 +372,7 @@ def _claim_output(
 
 
 def _write_run_artifacts(fs, root: str, results: list[PartResult]) -> None:
-    rejects = [r.to_dict() for result in results for r in result.rejects]
+    rejects = [r.to_row() for result in results for r in result.rejects]
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA), buffer)
     with atomic_write(fs, join(root, "rejects.parquet")) as handle:
