@@ -16,7 +16,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import posixpath
 import re
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import fsspec
 
 from pipeline.errors import InvalidManifest
 from pipeline.io import StorageOptions, filesystem, is_local, read_parquet, to_url
+from pipeline.prepare.entries import TreeListing, Unread, walk_local_tree
 from pipeline.prepare.input_policy import InputPolicy, normalise
 from pipeline.prepare.records import Reject, SongSource
 
@@ -62,7 +62,9 @@ def derive_song_id(relative_path: str) -> str:
     """A key-safe, unique id from a path relative to the corpus root."""
     stem = posixpath.splitext(relative_path)[0]
     readable = _UNSAFE_RUN.sub("-", stem).strip("-_")[:MAX_ID_STEM].strip("-_")
-    digest = hashlib.sha1(relative_path.encode("utf-8")).hexdigest()[:_HASH_CHARS]
+    # The name's own bytes: a name that is not UTF-8 still has a stable id.
+    digest = hashlib.sha1(relative_path.encode("utf-8", "surrogateescape")).hexdigest()
+    digest = digest[:_HASH_CHARS]
     return f"{readable}-{digest}" if readable else f"song-{digest}"
 
 
@@ -99,30 +101,30 @@ def discover(
 
 def _from_tree(fs: fsspec.AbstractFileSystem, root: str, policy: InputPolicy) -> Discovery:
     # An object store has no links: everything listed under the prefix is inside it.
-    files, refused = _local_tree(root, policy) if is_local(fs) else (fs.find(root), {})
-    present = set(files)
+    tree = walk_local_tree(root, policy.refusal) if is_local(fs) else _object_listing(fs, root)
+    present = {*tree.files, *tree.unread}
     songs: list[SongSource] = []
     rejects: list[Reject] = []
     for path in sorted(present):
         relative = path[len(root) + 1 :]
         if any(part.startswith(".") for part in relative.split("/")):
             continue  # Hidden files, AppleDouble `._x.mp3` resource forks, `.partial` files.
+        unread = tree.unread.get(path)
         if _extension(path) not in AUDIO_EXTENSIONS:
-            if path in refused and _extension(path) not in LYRICS_SIDECARS:
+            if unread and unread.may_hold_songs and _extension(path) not in LYRICS_SIDECARS:
                 # Perhaps a directory of songs: telling would mean probing outside.
-                reason = f"{refused[path]}; not followed"
-                rejects.append(Reject(path, "discover", reason))
+                rejects.append(Reject(path, "discover", f"{unread.reason}; not followed"))
             continue
         song_id = derive_song_id(relative)
-        if path in refused:
-            rejects.append(Reject(path, "discover", refused[path], song_id))
+        if unread:
+            rejects.append(Reject(path, "discover", unread.reason, song_id))
             continue
         stem = path.rsplit(".", 1)[0]
         sidecar = next(
             (f"{stem}.{ext}" for ext in LYRICS_SIDECARS if f"{stem}.{ext}" in present), None
         )
-        if sidecar in refused:
-            rejects.append(_lyrics_refused(sidecar, refused[sidecar], song_id))
+        if sidecar in tree.unread:
+            rejects.append(_lyrics_refused(sidecar, tree.unread[sidecar].reason, song_id))
             sidecar = None
         songs.append(
             SongSource(
@@ -134,37 +136,25 @@ def _from_tree(fs: fsspec.AbstractFileSystem, root: str, policy: InputPolicy) ->
     return _deduplicated(songs, rejects)
 
 
-def _local_tree(root: str, policy: InputPolicy) -> tuple[list[str], dict[str, str]]:
-    """The files under a local `root`, and the symlinks the policy refused (path -> reason).
+def _object_listing(fs: fsspec.AbstractFileSystem, root: str) -> TreeListing:
+    """The objects under a prefix; keys that cannot name a song's file are left unread.
 
-    Hidden entries are never looked at. A symlink is decided before anything follows it.
-    Real directories are walked first and each real directory once, so a directory link
-    into the tree adds nothing (its files keep the ids of their real paths), a link into an
-    --allow-root is walked through the link, and a link cycle ends.
+    A key ending in '/' is a "directory" marker: ignored when empty, reported when it holds
+    data (no file name reaches it). S3 keys are UTF-8; a store that holds other bytes lists
+    them (URL-encoded) as U+FFFD, and no request by that name reaches the object.
     """
-    files: list[str] = []
-    refused: dict[str, str] = {}
-    walked: set[str] = set()
-    real_dirs, linked_dirs = [root], []
-    while real_dirs or linked_dirs:
-        directory = real_dirs.pop() if real_dirs else linked_dirs.pop(0)
-        real = os.path.realpath(directory)
-        if real in walked:
-            continue
-        walked.add(real)
-        with os.scandir(directory) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                if entry.name.startswith("."):
-                    continue
-                if not entry.is_symlink():
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                    (real_dirs if is_dir else files).append(entry.path)
-                elif reason := policy.refusal(entry.path):
-                    refused[entry.path] = reason
-                    files.append(entry.path)
-                else:
-                    (linked_dirs if entry.is_dir() else files).append(entry.path)
-    return files, refused
+    listing = TreeListing()
+    for path, info in sorted(fs.find(root, detail=True).items()):
+        if path.endswith("/"):
+            if info.get("size"):
+                reason = f"object key ends in '/' yet holds {info['size']:,} bytes"
+                listing.unread[path] = Unread(reason, may_hold_songs=True)
+        elif "\ufffd" in path:
+            reason = "name is not valid UTF-8: the store lists its bytes as U+FFFD"
+            listing.unread[path] = Unread(reason, may_hold_songs=False)
+        else:
+            listing.files.append(path)
+    return listing
 
 
 def _read_manifest_rows(fs: fsspec.AbstractFileSystem, path: str) -> list[dict]:

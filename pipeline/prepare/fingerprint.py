@@ -3,11 +3,24 @@
 A catalog can hold one recording under two paths (a symlink, a copy), and each would yield
 every segment again under another song id. Between discovery and unit planning, a Ray Data
 pass streams every source file through sha256 on the workers (the driver reads none of
-them); the driver then keeps, of each set of songs with equal bytes, the first in sorted
-source order and rejects the others as `duplicate of <song_id>`. The decision is taken once,
-over the whole catalog, before songs are cut into units, so it cannot depend on units,
-workers or scheduling. Local paths are resolved first: paths with the same real path are
-one file, hashed once.
+them); the driver then keeps one song of each set of songs with equal bytes and rejects the
+others as `duplicate of <song_id>`. The decision is taken once, over the whole catalog,
+before songs are cut into units, so it cannot depend on units, workers or scheduling. Local
+paths are resolved first: paths with the same real path are one file, hashed once.
+
+Which song keeps the bytes (and its id), in this order, so that adding a link or a copy never
+renames a song that an earlier run prepared:
+1. a song read at its real path beats one reached through a symlink (a link is the duplicate
+   of its target, and a link to a file outside the tree keeps the song when it is the only
+   way in);
+2. among those, the song whose file kept these bytes in the last run at this output (the
+   cache remembers it), so a copy or a hard link added later is the duplicate, wherever it
+   sorts;
+3. else the first in sorted source order (a fresh output, or the keeper has gone).
+A hard link is a file of its own here (another real path): rules 2 and 3 decide.
+
+Only regular files are read (`open_regular`), so a FIFO, a socket or a device that took a
+song's name is a reject and never blocks or streams without end.
 
 The hashes are cached in `_prepare/fingerprints.parquet` under the output, keyed by the file
 hashed (real path or URL) with its size and version (mtime and inode, or the object store's
@@ -36,13 +49,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import EnvironmentFailure, describe, is_environment_failure, with_retries
-from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet, write_parquet
+from pipeline.io import (
+    StorageOptions,
+    exists,
+    filesystem,
+    join,
+    read_parquet,
+    write_parquet,
+)
+from pipeline.path_text import path_text
+from pipeline.prepare.entries import NotARegularFile, entry_error_reason, open_regular
 from pipeline.prepare.records import Reject, SongSource
 
 log = logging.getLogger(__name__)
 
 FINGERPRINTS_FILE = "_prepare/fingerprints.parquet"
-FINGERPRINTS_VERSION = 1
+FINGERPRINTS_VERSION = 2  # 2: `kept`, the files whose songs kept their bytes.
 STAGE = "fingerprint"  # The rejects' stage: turned away for their bytes, not their names.
 # Empty files are all "the same bytes", but each is its own defect: decoding rejects it as
 # empty, naming that file, rather than as a duplicate of another empty one.
@@ -59,10 +81,12 @@ CACHE_SCHEMA = pa.schema(
         pa.field("size", pa.int64(), nullable=False),
         pa.field("version", pa.string(), nullable=False),
         pa.field("sha256", pa.string(), nullable=False),
+        pa.field("kept", pa.bool_(), nullable=False),
     ],
     metadata={"schema": "prepare-fingerprints", "schema_version": str(FINGERPRINTS_VERSION)},
 )
-# One row per file back from the workers; `error` set means no hash.
+# One row per file back from the workers; `error` set means no hash. `target` is the file's
+# name as text (pipeline/path_text.py): the key of the cache and of the results.
 RESULT_SCHEMA = pa.schema(
     [
         pa.field("target", pa.string()),
@@ -98,6 +122,13 @@ def hash_target(source: str) -> str:
     return os.path.realpath(fsspec.core.strip_protocol(source))
 
 
+def through_link(source: str) -> bool:
+    """Whether a local `source` reaches its file through a symlink (its real path differs)."""
+    if fsspec.utils.get_protocol(source) != "file":
+        return False
+    return hash_target(source) != os.path.abspath(fsspec.core.strip_protocol(source))
+
+
 def file_version(info: dict[str, Any]) -> str:
     """What the filesystem says changes with the file's content; "" when it says nothing."""
     return " ".join(f"{name}={info[name]}" for name in VERSION_FIELDS if info.get(name))
@@ -109,12 +140,15 @@ def fingerprint_file(
     """Identifies one source file by its bytes, reusing a cached hash while the file is unchanged.
 
     Args:
-        target: The file's URL.
+        target: The file's URL (a local name may hold surrogate escapes).
         cached: (size in bytes, version, hex sha256) from the output's cache, or None.
         storage: How to reach the file.
 
     Returns:
         (size in bytes, version, hex sha256, whether the file was read and hashed now).
+
+    Raises:
+        NotARegularFile: if a local `target` is a directory, FIFO, socket or device.
     """
     fs, path = filesystem(target, storage)
     fs.invalidate_cache(path)  # A worker's cached listing must not hide a rewritten file.
@@ -122,7 +156,7 @@ def fingerprint_file(
     size, version = int(info["size"]), file_version(info)
     if version and cached is not None and cached[:2] == (size, version):
         return size, version, cached[2], False
-    with fs.open(path, "rb", block_size=READ_BLOCK_BYTES) as handle:
+    with open_regular(fs, path, block_size=READ_BLOCK_BYTES) as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     return size, version, digest, True
 
@@ -135,28 +169,26 @@ def fingerprint_batch(batch: pa.Table, storage: StorageOptions) -> pa.Table:
 
 def _fingerprint_row(row: dict[str, Any], storage: StorageOptions) -> dict[str, Any]:
     """One file's result; failures come back as data (one raised error fails the Ray job)."""
-    target = row["target"]
+    target = os.fsdecode(row["location"])
     cached = None
     if row["cached_sha256"] is not None:
         cached = (row["cached_size"], row["cached_version"], row["cached_sha256"])
     result: dict[str, Any] = {
-        "target": target,
+        "target": row["target"],
         "error": None,
         "environment": False,
         "hashed": False,
     }
     try:
         size, version, digest, hashed = with_retries(
-            lambda: fingerprint_file(target, cached, storage), target
+            lambda: fingerprint_file(target, cached, storage), path_text(target)
         )
     except EnvironmentFailure as error:
         return {**result, "error": str(error), "environment": True}
-    except FileNotFoundError as error:
-        return {**result, "error": f"unreadable: file not found: {error}"}
-    except PermissionError as error:
-        return {**result, "error": f"unreadable: permission denied: {error}"}
-    except OSError as error:  # A directory, a special file: nothing to read as audio.
-        return {**result, "error": f"unreadable: {describe(error)}"}
+    except NotARegularFile as error:
+        return {**result, "error": str(error)}
+    except OSError as error:  # Missing, permission, a symlink loop: nothing to read as audio.
+        return {**result, "error": path_text(entry_error_reason(error, target))}
     return {**result, "size": size, "version": version, "sha256": digest, "hashed": hashed}
 
 
@@ -186,8 +218,10 @@ def fingerprint_songs(
     started = time.perf_counter()
     fs, root = filesystem(output_url, storage)
     cache_path = join(root, FINGERPRINTS_FILE)
-    targets = {song.song_id: hash_target(song.source) for song in songs}
-    files = sorted(set(targets.values()))
+    locations = {song.song_id: hash_target(song.source) for song in songs}
+    targets = {song_id: path_text(location) for song_id, location in locations.items()}
+    files = sorted({path_text(location): location for location in locations.values()}.items())
+    texts = [text for text, _ in files]
     cache = _read_cache(fs, cache_path)
     if progress:
         progress(0, len(files))
@@ -212,12 +246,15 @@ def fingerprint_songs(
                 done += batch.num_rows
                 if progress:
                     progress(done, len(files))
-    finally:
+    except BaseException:
         # Even a pass cut short keeps what it hashed: a rerun must not read it all again.
-        fresh = pa.concat_tables(results) if results else RESULT_SCHEMA.empty_table()
-        _write_cache(fs, cache_path, cache, fresh, files)
+        _write_cache(fs, cache_path, cache, _concatenated(results), texts, keepers=None)
+        raise
+    fresh = _concatenated(results)
     by_target = {row["target"]: row for row in fresh.to_pylist()}
-    kept, rejects, unhashed = resolve_duplicates(songs, targets, by_target)
+    kept, rejects, unhashed = resolve_duplicates(songs, targets, by_target, _kept(cache))
+    keepers = {targets[song.song_id] for song in kept}
+    _write_cache(fs, cache_path, cache, fresh, texts, keepers)
     hashed = sum(1 for row in by_target.values() if row["hashed"])
     seconds = time.perf_counter() - started
     log.info("fingerprints: %d files, %d hashed (the rest cached), %d rejects, %.1f s",
@@ -226,19 +263,28 @@ def fingerprint_songs(
 
 
 def resolve_duplicates(
-    songs: tuple[SongSource, ...], targets: dict[str, str], results: dict[str, dict[str, Any]]
+    songs: tuple[SongSource, ...],
+    targets: dict[str, str],
+    results: dict[str, dict[str, Any]],
+    kept_before: frozenset[str] = frozenset(),
 ) -> tuple[tuple[SongSource, ...], tuple[Reject, ...], dict[str, str]]:
-    """Keep the first song of each sha256 in sorted source order; reject the others.
+    """Keep one song of each sha256 by the rules in this module's docstring; reject the others.
 
-    `targets` maps song_id -> file hashed, `results` file -> its RESULT_SCHEMA row. Returns
-    the kept songs in their given order with `source_sha256` set (none for unhashed songs),
-    the rejects in source order, and the unhashed songs with the environment's error.
+    `targets` maps song_id -> file hashed, `results` file -> its RESULT_SCHEMA row,
+    `kept_before` the files whose songs kept their bytes in the last run. Returns the kept
+    songs in their given order with `source_sha256` set (none for unhashed songs), the
+    rejects in the order decided, and the unhashed songs with the environment's error.
     """
+
+    def precedence(song: SongSource) -> tuple[bool, bool, str, str]:
+        kept_last_time = targets[song.song_id] in kept_before
+        return through_link(song.source), not kept_last_time, song.source, song.song_id
+
     first_of: dict[str, str] = {}  # sha256 -> song_id that keeps it.
     kept: dict[str, SongSource] = {}
     rejects: list[Reject] = []
     unhashed: dict[str, str] = {}
-    for song in sorted(songs, key=lambda s: (s.source, s.song_id)):
+    for song in sorted(songs, key=precedence):
         result = results[targets[song.song_id]]
         if result["environment"]:
             unhashed[song.song_id] = result["error"]
@@ -255,15 +301,34 @@ def resolve_duplicates(
     return ordered, tuple(rejects), unhashed
 
 
-def _with_cached(files: list[str], cache: pa.Table) -> pa.Table:
-    """The files to fingerprint, each with its cache row's columns (null when none)."""
-    cached = cache.rename_columns(["target", "cached_size", "cached_version", "cached_sha256"])
-    wanted = pa.table({"target": pa.array(files, pa.string())})
+def _with_cached(files: list[tuple[str, str]], cache: pa.Table) -> pa.Table:
+    """The files to fingerprint (text, exact name), each with its cache row (null when none)."""
+    cached = cache.select(["target", "size", "version", "sha256"]).rename_columns(
+        ["target", "cached_size", "cached_version", "cached_sha256"]
+    )
+    wanted = pa.table(
+        {
+            "target": pa.array([text for text, _ in files], pa.string()),
+            "location": pa.array([os.fsencode(name) for _, name in files], pa.binary()),
+        }
+    )
     return wanted.join(cached, "target", join_type="left outer").sort_by("target")
 
 
+def _concatenated(results: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(results) if results else RESULT_SCHEMA.empty_table()
+
+
+def _kept(cache: pa.Table) -> frozenset[str]:
+    """The files whose songs kept their bytes in the last run."""
+    return frozenset(cache.filter(cache.column("kept")).column("target").to_pylist())
+
+
 def _read_cache(fs: fsspec.AbstractFileSystem, path: str) -> pa.Table:
-    """The cache, or an empty one when it is absent, unreadable or of another version."""
+    """The cache, or an empty one when it is absent, unreadable or of an unknown version.
+
+    A version 1 cache (before `kept`) still gives its hashes; it knows no keepers.
+    """
     if not exists(fs, path):
         return CACHE_SCHEMA.empty_table()
     try:
@@ -273,21 +338,37 @@ def _read_cache(fs: fsspec.AbstractFileSystem, path: str) -> pa.Table:
             raise  # Not the cache's fault: reading the whole catalog again is no answer.
         log.warning("ignoring the fingerprint cache %s: %s", path, describe(error))
         return CACHE_SCHEMA.empty_table()
-    if (table.schema.metadata or {}).get(b"schema_version") != str(FINGERPRINTS_VERSION).encode():
+    version = (table.schema.metadata or {}).get(b"schema_version")
+    if version == b"1":
+        table = table.append_column("kept", pa.array([False] * table.num_rows, pa.bool_()))
+    elif version != str(FINGERPRINTS_VERSION).encode():
         log.warning("ignoring the fingerprint cache %s: another version", path)
         return CACHE_SCHEMA.empty_table()
-    return table.cast(CACHE_SCHEMA)
+    return table.select(CACHE_SCHEMA.names).cast(CACHE_SCHEMA)
 
 
 def _write_cache(
-    fs: fsspec.AbstractFileSystem, path: str, cache: pa.Table, fresh: pa.Table, files: list[str]
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    cache: pa.Table,
+    fresh: pa.Table,
+    files: list[str],
+    keepers: set[str] | None,
 ) -> None:
-    """This run's hashes, plus the old entries of current files it did not confirm."""
+    """This run's hashes, plus the old entries of current files it did not confirm.
+
+    `keepers` are the files whose songs kept their bytes this run; None when the run did
+    not get to decide (its pass was cut short): the last run's keepers stay.
+    """
     confirmed = fresh.filter(pc.is_valid(fresh.column("sha256")))
     current = pc.is_in(cache.column("target"), value_set=pa.array(files, pa.string()))
     replaced = pc.is_in(
         cache.column("target"), value_set=confirmed.column("target").combine_chunks()
     )
     old = cache.filter(pc.and_(current, pc.invert(replaced)))
-    new = confirmed.select(CACHE_SCHEMA.names).cast(CACHE_SCHEMA)
-    write_parquet(fs, path, pa.concat_tables([old, new]).sort_by("target"))
+    targets = confirmed.column("target").to_pylist()
+    kept = _kept(cache) if keepers is None else keepers
+    new = confirmed.select(["target", "size", "version", "sha256"]).append_column(
+        "kept", pa.array([target in kept for target in targets], pa.bool_())
+    )
+    write_parquet(fs, path, pa.concat_tables([old, new.cast(CACHE_SCHEMA)]).sort_by("target"))

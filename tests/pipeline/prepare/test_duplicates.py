@@ -1,9 +1,10 @@
 """Exact duplicates: one file's bytes enter a run once, whatever paths reach them.
 
-A symlink to another file of the catalog and a byte copy under another name are rejected as
-`duplicate of <song_id>` of the first song in sorted source order, the same whichever units
-and workers the songs land in; every segment carries the sha256 of its source, through to the
-token table; a rerun takes the hashes from the cache and hashes only changed files.
+A symlink to another file of the catalog is rejected as `duplicate of <song_id>` of its
+target wherever it sorts, and a byte copy under another name as the duplicate of the first
+song in sorted source order, the same whichever units and workers the songs land in; every
+segment carries the sha256 of its source, through to the token table; a rerun takes the
+hashes from the cache and hashes only changed files.
 """
 
 from __future__ import annotations
@@ -89,19 +90,19 @@ def runs(ray_local, corpus, tmp_path_factory) -> dict:
 
 
 @pytest.mark.integration
-def test_a_symlink_and_a_copy_are_rejected_once_as_duplicates_of_the_first(runs, corpus):
+def test_a_symlink_and_a_copy_are_rejected_once_as_duplicates(runs, corpus):
     ids = _ids(corpus)
     output, summary = runs[3]
     assert [
         (os.path.relpath(r["path"], corpus), r["stage"], r["reason"]) for r in _rejects(output)
     ] == [
+        ("0/first.wav", "fingerprint", f"duplicate of {ids['Z/target.wav']}"),
         ("B/link.wav", "fingerprint", f"duplicate of {ids['A/original.wav']}"),
         ("C/copy.wav", "fingerprint", f"duplicate of {ids['A/original.wav']}"),
-        ("Z/target.wav", "fingerprint", f"duplicate of {ids['0/first.wav']}"),
     ]
     samples = read_samples(shard_files(str(output)))
     assert len({s.key for s in samples}) == len(samples) == summary.segments
-    kept = {ids["0/first.wav"], ids["A/original.wav"], ids["A/other.flac"]}
+    kept = {ids["Z/target.wav"], ids["A/original.wav"], ids["A/other.flac"]}
     assert {s.meta["song_id"] for s in samples} == kept
     for song_id in kept:
         parts = [s for s in samples if s.meta["song_id"] == song_id]
@@ -220,8 +221,8 @@ def test_the_worker_reuses_an_unchanged_cache_row_and_reports_unreadable_files(t
 
     def run(cached: dict | None) -> list[dict]:
         none = {"cached_size": None, "cached_version": None, "cached_sha256": None}
-        rows = [{"target": str(tmp_path / n), **none} for n in ("dir.wav", "gone.wav")]
-        rows.append({"target": str(song), **(cached or none)})
+        rows = [_request(str(tmp_path / n), none) for n in ("dir.wav", "gone.wav")]
+        rows.append(_request(str(song), cached or none))
         out = fingerprint_batch(pa.Table.from_pylist(rows), STORAGE)
         assert out.schema.equals(RESULT_SCHEMA)
         return out.to_pylist()
@@ -229,7 +230,7 @@ def test_the_worker_reuses_an_unchanged_cache_row_and_reports_unreadable_files(t
     directory, gone, first = run(None)
     assert first["hashed"] and first["sha256"] == _sha256(song) and not first["error"]
     assert gone["error"].startswith("unreadable: file not found") and not gone["environment"]
-    assert directory["error"].startswith("unreadable: ") and directory["sha256"] is None
+    assert directory["error"] == "not a regular file (directory)" and directory["sha256"] is None
     cached = {"cached_size": first["size"], "cached_version": first["version"]}
     assert run({**cached, "cached_sha256": "c" * 64})[2] == {
         **first,
@@ -238,3 +239,8 @@ def test_the_worker_reuses_an_unchanged_cache_row_and_reports_unreadable_files(t
     }
     os.utime(song, ns=(1, 1))  # Same size, another version: the cache row is stale.
     assert run({**cached, "cached_sha256": "c" * 64})[2]["sha256"] == _sha256(song)
+
+
+def _request(target: str, cached: dict) -> dict:
+    """A fingerprint request row: the file's text, its exact name, its cache row."""
+    return {"target": target, "location": os.fsencode(target), **cached}
