@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
+
+from pipeline.execution import job_stdout
 
 BENCHMARKS = ("prepare", "encoder", "decoder", "tokenize", "codecs", "faults", "gpu")
 
@@ -43,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         sub.set_defaults(run=module.run)
     args = parser.parse_args(argv)
     result = args.run(args)
-    json.dump(result, sys.stdout, indent=2)
-    print()
+    # The benchmarks that start Ray leave it running: job_stdout, not sys.stdout, is stdout.
+    json.dump(result, job_stdout(), indent=2)
+    print(file=job_stdout(), flush=True)
     return 0
 
 

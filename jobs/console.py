@@ -11,6 +11,7 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from jobs.cli import USAGE_ERRORS
+from pipeline.execution import job_stdout
 
 T = TypeVar("T")
 
@@ -105,8 +106,8 @@ def format_outcomes(outcomes: list[StageOutcome]) -> str:
 
 
 def print_outcomes(outcomes: list[StageOutcome]) -> None:
-    """Prints the summary table of `outcomes`, one row per stage, at once (flushed)."""
-    print(format_outcomes(outcomes), flush=True)
+    """Prints the summary table of `outcomes` on the job's stdout, at once (flushed)."""
+    print(format_outcomes(outcomes), file=job_stdout(), flush=True)
 
 
 def _duration(seconds: float) -> str:

@@ -18,12 +18,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TextIO
 
 from pipeline.ray_output import (
     CONNECT_RETRY_LINES,
     StderrFilter,
+    StdoutGuard,
     quiet_ray_logs,
     quiet_ray_progress,
+    show_forwarded_output,
 )
 
 # How long a named cluster gets to answer: the TCP probe, then Ray's own connection.
@@ -32,6 +35,7 @@ CONNECT_SECONDS = 45.0
 
 
 _stderr_filter = StderrFilter()
+_stdout_guard = StdoutGuard()
 _connected_here = False  # Whether start_ray made this process's Ray connection.
 
 
@@ -122,6 +126,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None,
         probe(target)
     log_level = logging.INFO if verbose else logging.WARNING
     quiet_ray_logs(verbose)
+    show_forwarded_output(verbose)
+    _stdout_guard.install()  # Before ray.init: the Ray processes it starts inherit fd 1.
     # ray.init replaces the SIGTERM handler with a bare sys.exit; the job keeps its own.
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -129,9 +135,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None,
             # address="local" never reads the temp dir's record of an earlier `ray start`.
             # The filter comes after: the Ray processes started here must not inherit it.
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                     logging_level=log_level)  # fmt: skip
+                     logging_level=log_level, log_to_driver=verbose)  # fmt: skip
             if not verbose:
-                _stderr_filter.install()
+                _filter_stderr()
         else:
             _join(target, log_level, verbose)
     except SystemExit as exit_:
@@ -147,6 +153,21 @@ def start_ray(address: str | None = None, num_cpus: int | None = None,
     quiet_ray_progress(verbose)  # Ray Data's context exists only now.
 
 
+def job_stdout() -> TextIO:
+    """Where a job prints what scripts read (its summary table, its JSON): its stdout.
+
+    Between start_ray and stop_ray the process's fd 1 goes to stderr, so that nothing Ray
+    prints can reach the job's stdout; this stream still does.
+    """
+    return _stdout_guard.results
+
+
+def _filter_stderr() -> None:
+    """Drop Ray's harmless native lines from fd 2, and from fd 1, which follows it."""
+    _stderr_filter.install()
+    _stdout_guard.install()
+
+
 def set_stall_timeout(seconds: float) -> None:
     """After start_ray: Ray Data ends a dataset's execution that makes no progress this long."""
     import ray.data
@@ -159,17 +180,17 @@ def _join(target: RayTarget, log_level: int, verbose: bool) -> None:
     import ray
 
     if not verbose:
-        _stderr_filter.install()
+        _filter_stderr()
     with _deadline(CONNECT_SECONDS, target), _stderr_filter.holding(CONNECT_RETRY_LINES) as held:
         try:
-            ray.init(address=target.address, logging_level=log_level)
+            ray.init(address=target.address, logging_level=log_level, log_to_driver=verbose)
         except Exception as error:  # Ray raises several kinds here (auth, GCS, timeouts).
             _stderr_filter.sync()
             raise ClusterUnreachable(_describe_refusal(target, error, held)) from None
 
 
 def stop_ray() -> None:
-    """Undo start_ray: disconnect (a private local Ray stops with it) and restore stderr.
+    """Undo start_ray: disconnect (a private local Ray stops with it), restore stdout and stderr.
 
     A Ray that the caller had started before (a notebook, a test session) is left running.
     """
@@ -179,6 +200,8 @@ def stop_ray() -> None:
     if _connected_here and ray.is_initialized():
         ray.shutdown()
     _connected_here = False
+    show_forwarded_output(True)  # Ray's default, for a Ray started later in this process.
+    _stdout_guard.remove()  # Before the filter: fd 1 may hold the filter's pipe.
     _stderr_filter.remove()
 
 

@@ -3,6 +3,7 @@
 Each stage draws one progress bar of its own; Ray Data's per-operator bars (and the status
 block it logs every few seconds when stdout is not a terminal) would interleave with it.
 Some Ray lines are known to be harmless and would print on every run; they are dropped.
+Nothing of Ray's reaches the job's stdout, which scripts parse: see `StdoutGuard`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
+from typing import TextIO
 
 # Lines written straight to the stderr file descriptor by Ray's C++ core, not through Python
 # logging. Ray Data's actor pools pass their function through the object store, and every
@@ -57,6 +59,60 @@ def quiet_ray_progress(verbose: bool) -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = verbose
     context.print_on_execution_start = verbose
+
+
+def show_forwarded_output(shown: bool) -> None:
+    """Whether this driver prints what Ray forwards to it from the cluster.
+
+    That is the workers' stdout and stderr (which `ray.init(log_to_driver=False)` stops at
+    the source), and the errors Ray pushes to every driver: a worker died, a node was lost, a
+    task will be retried. Those come whatever `log_to_driver` says, and print through the
+    same function, which this flag (Ray's own, for its debugger) turns off. Both stay in the
+    session's logs (worker-*.out/err, gcs_server.out, python-core-driver-*.log).
+    """
+    import ray._private.worker
+
+    ray._private.worker._worker_logs_enabled = shown
+
+
+class StdoutGuard:
+    """Keeps the job's stdout for what scripts read; anything else written to it goes to stderr.
+
+    Ray prints to `sys.stdout` from threads of its own (see `show_forwarded_output`), at
+    any time, and native code or a Ray process started here may write to fd 1. So fd 1
+    itself goes to stderr, for every holder of `sys.stdout` alike, and only `results`
+    writes to a copy of the job's stdout.
+    """
+
+    def __init__(self) -> None:
+        self._results: TextIO | None = None
+
+    @property
+    def results(self) -> TextIO:
+        """The job's stdout: for its summary table or JSON, and nothing else."""
+        return self._results or sys.stdout
+
+    def install(self) -> None:
+        """Points fd 1 at fd 2 as it is now; the first call keeps the job's stdout first.
+
+        Call it again after fd 2 changes (`StderrFilter.install`) for fd 1 to follow.
+        """
+        sys.stdout.flush()  # Buffered text goes where fd 1 pointed when it was printed.
+        if self._results is None:
+            # os.dup's copy is not inherited: no Ray process holds the job's stdout open.
+            self._results = os.fdopen(os.dup(1), "w", buffering=1, encoding=sys.stdout.encoding,
+                                      errors=sys.stdout.errors)  # fmt: skip
+        os.dup2(2, 1)
+
+    def remove(self) -> None:
+        """Gives fd 1 back to the job's stdout; a second call does nothing."""
+        if self._results is None:
+            return
+        sys.stdout.flush()  # What Ray printed so far still goes to stderr.
+        self._results.flush()
+        os.dup2(self._results.fileno(), 1)
+        self._results.close()
+        self._results = None
 
 
 class StderrFilter:

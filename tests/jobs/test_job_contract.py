@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -358,3 +359,56 @@ def test_sigterm_stops_a_job_promptly_and_a_rerun_resumes(tmp_path):
     assert (summary["songs_ok"], summary["segments"]) == (8, 32)
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["complete"] and manifest["samples"] == 32
+
+
+# --- What reaches stdout ---------------------------------------------------------------------
+
+# A job whose Ray task prints on both streams, then crashes its worker once: Ray retries it
+# and says so to the driver ("(raylet) A worker died ...", "... will be retried"), from a
+# thread of its own, around the summary table. The lines come late: the job waits for them.
+CRASHING_JOB = textwrap.dedent(
+    """
+    import os, sys, time
+    import ray
+    from jobs.cli import JobParser, add_ray_arguments, main_entry, start_job
+    from jobs.console import StageOutcome, print_outcomes
+
+    @ray.remote(max_retries=1)
+    def crash_once(marker):
+        print("worker stdout line", flush=True)
+        print("worker stderr line", file=sys.stderr, flush=True)
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return 1
+
+    def main(argv):
+        parser = JobParser("crashing-job", None)
+        parser.add_argument("marker")
+        add_ray_arguments(parser)
+        args = parser.parse_args(argv)
+        start_job(args)
+        ray.get(crash_once.remote(args.marker))
+        print_outcomes([StageOutcome("crash", 0, "1 task retried")])
+        time.sleep(1)
+        return 0
+
+    main_entry(main)
+    """
+)
+RAY_LINES = ("worker stdout line", "worker stderr line", "(raylet)")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_stdout_is_the_summary_alone_whatever_ray_prints(tmp_path, verbose):
+    command = [sys.executable, "-c", CRASHING_JOB, str(tmp_path / "crashed"), "--num-cpus", "1"]
+    completed = subprocess.run(command + ["--verbose"] * verbose, capture_output=True,
+                               text=True, env=_job_env(), timeout=180)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert (tmp_path / "crashed").exists()  # The worker did crash and its task was retried.
+    table = format_outcomes([StageOutcome("crash", 0, "1 task retried")])
+    assert completed.stdout == table + "\n", completed.stdout
+    # Quiet, Ray's lines stay in its session logs; with --verbose they are shown, on stderr.
+    shown = [line for line in RAY_LINES if line in completed.stderr]
+    assert shown == (list(RAY_LINES) if verbose else []), completed.stderr[-3000:]

@@ -13,6 +13,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.console import STATUS_WORDS
 from pipeline.audit import audit_run, read_shard_keys
 from pipeline.io import StorageOptions
 from pipeline.prepare.stage import prepare_corpus
@@ -47,11 +48,12 @@ SCRIPT = textwrap.dedent(
             time.sleep(0.2)
         cluster.remove_node(worker)
         killed = time.monotonic()
-        _, stderr = job.communicate(timeout=240)
+        stdout, stderr = job.communicate(timeout=240)
         stopped = time.monotonic() - killed
         rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-        print(json.dumps({"first": job.returncode, "first_stderr": stderr[-3000:],
-                          "stopped_after_s": stopped, "rerun": rerun.returncode,
+        print(json.dumps({"first": job.returncode, "first_stdout": stdout,
+                          "first_stderr": stderr[-3000:], "stopped_after_s": stopped,
+                          "rerun": rerun.returncode, "rerun_stdout": rerun.stdout,
                           "rerun_stderr": rerun.stderr[-3000:]}))
     finally:
         cluster.shutdown()
@@ -59,7 +61,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _lose_a_node(markers: str, command: list[str]) -> dict:
+def _lose_a_node(stage: str, markers: str, command: list[str]) -> dict:
     """Run `command` on a two-node cluster, remove the worker node mid-stage, then rerun."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_AUTH_MODE="disabled", PYTHONPATH=str(REPO_ROOT))
@@ -75,7 +77,16 @@ def _lose_a_node(markers: str, command: list[str]) -> dict:
         assert "rerun the same command" in outcome["first_stderr"]
     assert outcome["stopped_after_s"] < 150
     assert outcome["rerun"] == 0, outcome["rerun_stderr"]
+    # What Ray says of the lost node (raylet and worker lines) never reaches stdout.
+    _assert_only_the_summary(outcome["first_stdout"], stage, outcome["first"])
+    _assert_only_the_summary(outcome["rerun_stdout"], stage, outcome["rerun"])
     return outcome
+
+
+def _assert_only_the_summary(stdout: str, stage: str, exit_status: int) -> None:
+    """`stdout` is the summary table alone: its header, then the stage's row."""
+    rows = [line.split()[:2] for line in stdout.splitlines()]
+    assert rows == [["stage", "status"], [stage, STATUS_WORDS[exit_status]]], stdout
 
 
 def _write_corpus(root: str) -> str:
@@ -89,6 +100,7 @@ def test_prepare_survives_losing_a_node_and_a_rerun_completes(tmp_path):
     corpus = _write_corpus(str(tmp_path))
     prepared = str(tmp_path / "prepared")
     _lose_a_node(
+        "prepare",
         os.path.join(prepared, "_prepare", "units"),
         [sys.executable, "-m", "jobs.prepare", "--input", corpus, "--output", prepared,
          "--segment-seconds", "1", "--min-tail-seconds", "0.25", "--songs-per-unit", "1",
@@ -111,6 +123,7 @@ def test_tokenize_survives_losing_a_node_and_a_rerun_completes(tmp_path, ray_loc
     assert prepare_corpus(corpus, prepared, config).segments == SEGMENTS
     tokens = str(tmp_path / "tokens")
     _lose_a_node(
+        "tokenize",
         os.path.join(tokens, "mucodec", "_tokenize", "parts"),
         [sys.executable, "-m", "jobs.tokenize", "--shards", prepared, "--output", tokens,
          "--config", "tiny", "--shards-per-part", "1", "--batch-size", "1",
