@@ -24,7 +24,13 @@ from typing import NoReturn
 
 from mucodec.key_map import CheckpointError
 from pipeline.claims import OutputInUse
-from pipeline.errors import InvalidManifest, InvalidSetting, describe, is_environment_failure
+from pipeline.errors import (
+    InvalidManifest,
+    InvalidSetting,
+    describe,
+    is_environment_failure,
+    retry_delay_scale,
+)
 from pipeline.execution import (
     ClusterUnreachable,
     JobInterrupted,
@@ -193,6 +199,7 @@ def start_job(args: argparse.Namespace) -> None:
     """Log to stderr and start (or join) Ray as `--address` / `--num-cpus` say."""
     if args.num_cpus and (args.address or os.environ.get("RAY_ADDRESS")):
         raise UsageError("--num-cpus sizes a private local Ray; a cluster has its own CPUs")
+    retry_delay_scale()  # A bad MUCODEC_RETRY_DELAY_SCALE is a usage error, not a failed retry.
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     start_ray(args.address, args.num_cpus, args.verbose)

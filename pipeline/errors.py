@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
+import os
+import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -48,9 +51,28 @@ THROTTLING = frozenset(
 # the unit's failure.
 NOT_WORTH_RETRYING = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
-# Waits before the second and third try of work that failed for environment reasons. Each
-# object-store request has been retried by its client already (pipeline.io.StorageOptions).
-RETRY_DELAYS_SECONDS = (2.0, 10.0)
+# The longest waits before the second and third try of work that failed for environment
+# reasons. Each wait is drawn uniformly below its cap (full jitter: the workers that failed
+# together do not retry together), and the caps double.
+RETRY_DELAYS_SECONDS = (4.0, 8.0)
+
+# Multiplies those waits (a number >= 0; default 1). Read from each process's environment, so
+# for Ray's workers it must be set before Ray starts; tests set it to shorten the waits.
+RETRY_DELAY_SCALE_VARIABLE = "MUCODEC_RETRY_DELAY_SCALE"
+
+# Object-store client errors raised while sending a request (no answer came): botocore
+# retries these itself (pipeline.io.StorageOptions). Errors raised later, while reading an
+# answer's body, are not among them: no layer below retried those. Matched by exact class
+# name: aiobotocore's AioReadTimeoutError, a body that stopped arriving, subclasses one.
+CLIENT_RETRIED_REQUEST_ERRORS = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ProxyConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+    }
+)
 
 
 class EnvironmentFailure(RuntimeError):
@@ -92,8 +114,10 @@ def _environment_kind(error: BaseException) -> bool:
     if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
         return True
     # botocore and aiohttp errors, by name: the object-store clients are optional imports.
+    # (ClientPayloadError: an answer's body ended before its announced length.)
     names = {cls.__name__ for cls in type(error).__mro__}
-    if names & {"BotoCoreError", "ClientConnectionError", "ServerTimeoutError"}:
+    if names & {"BotoCoreError", "ClientConnectionError", "ServerTimeoutError",
+                "ClientPayloadError"}:  # fmt: skip
         return True
     response = getattr(error, "response", None)
     if "ClientError" not in names or not isinstance(response, dict):
@@ -110,24 +134,70 @@ def describe(error: BaseException) -> str:
 
 def with_retries(work: Callable[[], T], what: str,
                  delays: tuple[float, ...] = RETRY_DELAYS_SECONDS) -> T:  # fmt: skip
-    """`work()`, tried again after each of `delays` while it fails for environment reasons.
+    """`work()`, tried again while it fails for environment reasons that no layer below retried.
+
+    Before each further try it waits a random time below the next of `delays`, scaled by
+    `retry_delay_scale()`. A full or read-only disk, and an object store's failure that its
+    client already retried as often as it would (`retried_by_client`), are not tried again:
+    those retries would multiply the client's.
 
     Raises:
-        EnvironmentFailure: naming `what`, when the environment failed every try.
+        EnvironmentFailure: naming `what`, when the environment failed the last try.
     """
-    for tries, delay in enumerate((*delays, None), start=1):
+    for tries, cap in enumerate((*delays, None), start=1):
         try:
             return work()
         except Exception as error:
             if not is_environment_failure(error):
                 raise
-            if delay is None or _chain_has_errno(error, NOT_WORTH_RETRYING):
+            if cap is None or not _worth_retrying(error):
                 raise EnvironmentFailure(
                     f"{what}: {describe(error)} (tried {tries} times)"
                 ) from error
-            log.warning("%s: %s; trying again in %.0f s", what, describe(error), delay)
+            delay = random.uniform(0, cap) * retry_delay_scale()
+            log.warning("%s: %s; trying again in %.1f s", what, describe(error), delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def retry_delay_scale() -> float:
+    """The factor on `with_retries`'s waits: `$MUCODEC_RETRY_DELAY_SCALE`, 1 when unset.
+
+    Raises:
+        InvalidSetting: when the variable is not a finite number >= 0.
+    """
+    text = os.environ.get(RETRY_DELAY_SCALE_VARIABLE, "1")
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = math.nan
+    if not (math.isfinite(scale) and scale >= 0):
+        raise InvalidSetting(f"{RETRY_DELAY_SCALE_VARIABLE}={text!r}: expected a number >= 0")
+    return scale
+
+
+def retried_by_client(error: BaseException) -> bool:
+    """True when `error`, or one it was raised from, is a failure botocore already retried.
+
+    That is an answer after which botocore stopped retrying (its attempts or its retry quota
+    spent), or a request that got no answer, which botocore retries the same way.
+    """
+    current: BaseException | None = error
+    for _ in range(16):  # Exception chains are short; a cycle must not loop forever.
+        if current is None:
+            return False
+        if type(current).__name__ in CLIENT_RETRIED_REQUEST_ERRORS:
+            return True
+        response = getattr(current, "response", None)
+        metadata = response.get("ResponseMetadata", {}) if isinstance(response, dict) else {}
+        if metadata.get("MaxAttemptsReached") or metadata.get("RetryQuotaReached"):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    return not _chain_has_errno(error, NOT_WORTH_RETRYING) and not retried_by_client(error)
 
 
 def _chain_has_errno(error: BaseException, numbers: frozenset[int]) -> bool:

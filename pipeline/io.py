@@ -26,11 +26,16 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import s3fs
 from fsspec.implementations.local import LocalFileSystem
 
 from mucodec.config import JsonConfig
 
 PARTIAL = ".partial-"  # `<name>.partial-<pid>`: a local file being written, not yet renamed.
+S3_PROTOCOLS = ("s3", "s3a")
+
+# Tries of each S3 request, all made by botocore (docs/reliability.md, "Retried first").
+S3_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -48,27 +53,39 @@ class StorageOptions(JsonConfig):
         """The fsspec options for a filesystem of `protocol` ("s3", "file", ...).
 
         Returns:
-            `extra`, plus for S3 the endpoint and botocore's bounded "standard" retries.
+            `extra`, plus for S3 the endpoint and botocore's bounded "adaptive" retries.
         """
         options = dict(self.extra)
-        if protocol in ("s3", "s3a") and self.endpoint_url:
+        if protocol in S3_PROTOCOLS and self.endpoint_url:
             options.setdefault("endpoint_url", self.endpoint_url)
-        if protocol in ("s3", "s3a"):
-            # Transient S3 errors (throttling, 5xx, dropped connections) are retried by
-            # botocore's "standard" mode, bounded and with backoff; s3fs adds its own few
-            # retries on top. (s3fs takes no `retries` argument: it would reach aiobotocore's
-            # session and fail.)
-            options.setdefault(
-                "config_kwargs", {"retries": {"max_attempts": 5, "mode": "standard"}}
-            )
+        if protocol in S3_PROTOCOLS:
+            # Transient S3 errors (throttling, 5xx, no answer) are retried by botocore alone:
+            # S3_ATTEMPTS tries, with exponential backoff and full jitter; "adaptive" also
+            # lowers this client's request rate after a throttling answer.
+            retries = {"total_max_attempts": S3_ATTEMPTS, "mode": "adaptive"}
+            options.setdefault("config_kwargs", {"retries": retries})
         return options
 
 
+class BotocoreRetriedS3FileSystem(s3fs.S3FileSystem):
+    """s3fs without its own retry loops, so that they do not multiply botocore's tries.
+
+    s3fs would repeat a request that botocore gave up on (throttling, a connection error) and
+    a failed body read, up to `retries` tries each, nested. A failed body read is left to
+    `pipeline.errors.with_retries`. (A class attribute: s3fs takes no `retries` argument.)
+    """
+
+    retries = 1
+
+
 def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem for `url` and the path within it."""
+    """The filesystem for `url` (for S3, a `BotocoreRetriedS3FileSystem`) and the path in it."""
     protocol = fsspec.utils.get_protocol(url)
-    fs, path = fsspec.core.url_to_fs(url, **storage.for_protocol(protocol))
-    return fs, path
+    options = storage.for_protocol(protocol)
+    if protocol in S3_PROTOCOLS:
+        fs = BotocoreRetriedS3FileSystem(**options)
+        return fs, fs._strip_protocol(url)
+    return fsspec.core.url_to_fs(url, **options)
 
 
 def join(url: str, *parts: str) -> str:

@@ -260,7 +260,7 @@ def shard_rows(task: ShardTask, storage: StorageOptions) -> Iterator[ShardSample
         reason = f"shard {task.name} unreadable: {type(error).__name__}: {error}"
         yield ShardSampleRow(SHARD_DAMAGED, task.name, error=reason)
     except OSError as error:
-        # Storage failed (after s3fs's own retries): the shard is not finished, so its part
+        # Storage failed (after botocore's retries): the shard is not finished, so its part
         # must not be written; a rerun retries.
         reason = f"shard {task.name}: reading failed: {type(error).__name__}: {error}"
         yield ShardSampleRow(SHARD_FAILED, task.name, error=reason)

@@ -67,6 +67,10 @@ TEST_AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
+# The pipeline's own waits between tries (pipeline.errors.with_retries) at a hundredth, so
+# that fault tests do not sleep for seconds; set before Ray starts for the same reason.
+TEST_RETRY_ENV = {"MUCODEC_RETRY_DELAY_SCALE": "0.01"}
+
 
 @pytest.fixture(scope="session")
 def ray_local():
@@ -75,8 +79,9 @@ def ray_local():
 
     import ray
 
-    saved = {name: os.environ.get(name) for name in TEST_AWS_ENV}
-    os.environ.update(TEST_AWS_ENV)
+    test_env = {**TEST_AWS_ENV, **TEST_RETRY_ENV}
+    saved = {name: os.environ.get(name) for name in test_env}
+    os.environ.update(test_env)
     started = not ray.is_initialized()
     if started:
         # Always a new local Ray: never a cluster some other process left running here.
