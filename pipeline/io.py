@@ -103,57 +103,77 @@ def to_url(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
+def unfenced() -> None:
+    """The `fence` of a write that no run's claim guards."""
+
+
 @contextlib.contextmanager
-def atomic_write(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[BinaryIO]:
-    """Open `path` for binary writing; it appears complete or not at all."""
+def atomic_write(
+    fs: fsspec.AbstractFileSystem, path: str, fence: Callable[[], None] = unfenced
+) -> Iterator[BinaryIO]:
+    """Open `path` for binary writing; it appears complete or not at all.
+
+    `fence()` is called once the data is staged, right before it takes the name `path` (the
+    rename, the upload); raising keeps it from appearing (`pipeline.claims.Fence`).
+    """
     if is_local(fs):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with _renamed_into_place(path) as partial, open(partial, "wb") as handle:
+        with _renamed_into_place(path, fence) as partial, open(partial, "wb") as handle:
             yield handle
         return
     with tempfile.NamedTemporaryFile(suffix=".upload") as staged:
         yield staged
         staged.flush()
+        fence()
         fs.put_file(staged.name, path)
 
 
-def upload_file(fs: fsspec.AbstractFileSystem, local_path: str, path: str) -> None:
-    """Move a finished local file to `path` atomically (rename locally, one upload remotely)."""
+def upload_file(
+    fs: fsspec.AbstractFileSystem, local_path: str, path: str, fence: Callable[[], None] = unfenced
+) -> None:
+    """Move a finished local file to `path` atomically (rename locally, one upload remotely).
+
+    `fence()` is called right before the file takes the name `path`, as in `atomic_write`.
+    """
     if is_local(fs):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        _move_local(local_path, path)
+        _move_local(local_path, path, fence)
     else:
+        fence()
         fs.put_file(local_path, path)
         os.remove(local_path)
 
 
-def _move_local(source: str, path: str) -> None:
+def _move_local(source: str, path: str, fence: Callable[[], None]) -> None:
     """Rename `source` to `path`; across filesystems, copy it beside `path` and rename that.
 
     A rename cannot cross filesystems (EXDEV: scratch on one disk, output on another), and a
     plain copy would show readers a half file under the final name.
     """
+    fence()
     try:
         os.replace(source, path)
         return
     except OSError as error:
         if error.errno != errno.EXDEV:
             raise
-    with _renamed_into_place(path) as partial:
+    # The copy takes time: the fence is checked again right before its rename.
+    with _renamed_into_place(path, fence) as partial:
         shutil.copyfile(source, partial)
     os.remove(source)
 
 
 @contextlib.contextmanager
-def _renamed_into_place(path: str) -> Iterator[str]:
+def _renamed_into_place(path: str, fence: Callable[[], None]) -> Iterator[str]:
     """Yields a partial name beside `path`, renamed to `path` when the body succeeds.
 
-    Beside `path` means on its filesystem; the partial file is removed when the body fails,
-    so `path` appears complete or not at all.
+    Beside `path` means on its filesystem; the partial file is removed when the body (or
+    `fence()`, called right before the rename) fails, so `path` appears complete or not at all.
     """
     partial = f"{path}{PARTIAL}{os.getpid()}"
     try:
         yield partial
+        fence()
         os.replace(partial, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -174,9 +194,14 @@ def remove_partials(fs: fsspec.AbstractFileSystem, root: str, names: Iterable[st
             partial.unlink(missing_ok=True)
 
 
-def write_json(fs: fsspec.AbstractFileSystem, path: str, data: Any) -> None:
-    """Writes `data` to `path` atomically as sorted-key, 2-space-indented JSON and a newline."""
-    with atomic_write(fs, path) as handle:
+def write_json(
+    fs: fsspec.AbstractFileSystem, path: str, data: Any, fence: Callable[[], None] = unfenced
+) -> None:
+    """Writes `data` to `path` atomically as sorted-key, 2-space-indented JSON and a newline.
+
+    `fence()` is called right before the file takes the name `path` (`atomic_write`).
+    """
+    with atomic_write(fs, path, fence) as handle:
         handle.write(json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
 
 
@@ -230,11 +255,13 @@ def completed_markers(
     return done
 
 
-def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
-    """Write `table` as one Parquet file at `path`, atomically."""
+def write_parquet(
+    fs: fsspec.AbstractFileSystem, path: str, table: pa.Table, fence: Callable[[], None] = unfenced
+) -> None:
+    """Write `table` as one Parquet file at `path`, atomically; `fence` as in `atomic_write`."""
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    with atomic_write(fs, path) as handle:
+    with atomic_write(fs, path, fence) as handle:
         handle.write(buffer.getvalue())
 
 

@@ -68,6 +68,8 @@ def check_claim(data: dict[str, Any], where: str) -> dict[str, Any]:
 
     A claim without a version was written before claims had one: it is returned as it is,
     and, differing from any claim made now, it is refused as another run's unless --force.
+    A claim's `run_id` (`pipeline.claims`) names the run that holds the output; one written
+    before claims had ids has none, and is resumed as it is.
 
     Raises:
         UnsupportedVersion: The claim carries a version other than `CLAIM_VERSION`.

@@ -24,15 +24,16 @@ import soundfile as sf
 import soxr
 
 from jobs.benchmarks.paired import measure_pairs, warn_if_noisy
+from pipeline.claims import claim_output
 from pipeline.execution import start_ray
-from pipeline.io import StorageOptions
+from pipeline.io import StorageOptions, filesystem
 from pipeline.prepare.audio import open_audio
 from pipeline.prepare.corpus import discover
 from pipeline.prepare.dsp import TARGET_RATE, to_pcm16, to_stereo
 from pipeline.prepare.isolation import run_unit_isolated
 from pipeline.prepare.records import SongSource
 from pipeline.prepare.segment import SegmentConfig
-from pipeline.prepare.stage import prepare_corpus
+from pipeline.prepare.stage import RUN_FILE, prepare_corpus
 from pipeline.prepare.unit import PrepareConfig, Unit
 from testing.demo_corpus import make_demo_corpus
 from testing.synth import synth_song, write_audio
@@ -96,7 +97,10 @@ def _peak_memory(workdir: str, minutes: float) -> dict:
     del chunks
     song = SongSource(song_id="long", source=path)
     output = os.path.join(workdir, "long-out")
-    result = run_unit_isolated(Unit(0, (song,)), PrepareConfig(), output)
+    fs, root = filesystem(output, StorageOptions())
+    # A unit writes only into an output claimed for its run.
+    fence = claim_output(fs, root, RUN_FILE, {"benchmark": "peak memory"}, (), False, str)
+    result = run_unit_isolated(Unit(0, (song,)), PrepareConfig(), output, fence)
     return {
         "input_minutes": minutes,
         "segments": result.segments,

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 
+from pipeline.claims import Fence
 from pipeline.errors import EnvironmentFailure
 from pipeline.prepare.records import Reject
 from pipeline.prepare.unit import PrepareConfig, Unit, UnitResult, prepare_unit
@@ -36,8 +37,13 @@ class UnitFailed(RuntimeError):
     """The unit could not complete for a reason other than one song crashing the child."""
 
 
-def run_unit_isolated(unit: Unit, config: PrepareConfig, output_url: str) -> UnitResult:
-    """Prepare `unit` in child processes, skipping each song that crashes one."""
+def run_unit_isolated(
+    unit: Unit, config: PrepareConfig, output_url: str, fence: Fence
+) -> UnitResult:
+    """Prepare `unit` in child processes, skipping each song that crashes one.
+
+    The children publish only while the output's claim carries `fence`'s run.
+    """
     crashed: dict[str, Reject] = {}
     by_id = {song.song_id: song for song in unit.songs}
     with owned_scratch(config.scratch_dir) as tmp:
@@ -51,6 +57,7 @@ def run_unit_isolated(unit: Unit, config: PrepareConfig, output_url: str) -> Uni
                 "unit": unit.to_dict(),
                 "config": child_config.to_dict(),
                 "output_url": output_url,
+                "fence": fence.to_dict(),
                 "skip": {song_id: r.to_dict() for song_id, r in crashed.items()},
             }
             completed = subprocess.run(
@@ -125,6 +132,7 @@ def _child_main(journal_path: str, result_path: str, parent_pid: int) -> None:
     job = json.loads(sys.stdin.buffer.read())
     unit = Unit.from_dict(job["unit"])
     config = PrepareConfig.from_dict(job["config"])
+    fence = Fence.from_dict(job["fence"])
     skip = {song_id: Reject.from_dict(r) for song_id, r in job["skip"].items()}
     with open(journal_path, "w") as journal:
 
@@ -133,7 +141,7 @@ def _child_main(journal_path: str, result_path: str, parent_pid: int) -> None:
             journal.flush()  # Must be in the kernel before native code gets a chance to crash.
 
         try:
-            result = prepare_unit(unit, config, job["output_url"], skip=skip, on_song=on_song)
+            result = prepare_unit(unit, config, job["output_url"], fence, skip, on_song)
         except EnvironmentFailure as error:
             print(error, file=sys.stderr)
             sys.exit(ENVIRONMENT_EXIT)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import fsspec
@@ -64,7 +65,10 @@ def _member(name: str, data: bytes) -> bytes:
 
 
 class ShardWriter:
-    """Writes one unit's samples into shards named `<unit>-<part>.tar` under `shards_url`."""
+    """Writes one unit's samples into shards named `<unit>-<part>.tar` under `shards_url`.
+
+    `fence()` is called right before each finished shard takes its name (`pipeline.io`).
+    """
 
     def __init__(
         self,
@@ -73,8 +77,10 @@ class ShardWriter:
         unit_index: int,
         limits: ShardLimits,
         scratch_dir: str,
+        fence: Callable[[], None],
     ) -> None:
         self._fs = fs
+        self._fence = fence
         self._dir = shards_dir
         self._unit = unit_index
         self._limits = limits
@@ -123,7 +129,7 @@ class ShardWriter:
         self._handle = None
         name = shard_name(self._unit, len(self.finished))
         size = os.path.getsize(self._local_path)
-        upload_file(self._fs, self._local_path, join(self._dir, name))
+        upload_file(self._fs, self._local_path, join(self._dir, name), self._fence)
         self.finished.append(ShardInfo(name=name, samples=self._samples, bytes=size))
         self._samples = 0
         self._bytes = 0

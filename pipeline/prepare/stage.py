@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from mucodec.config import JsonConfig
-from pipeline.claims import claim_output
+from pipeline.claims import Fence, claim_output
 from pipeline.io import filesystem, join, remove_partials, write_json, write_parquet
 from pipeline.prepare.corpus import discover
 from pipeline.prepare.fingerprint import fingerprint_songs
@@ -78,11 +78,13 @@ class PrepareSummary(JsonConfig):
         return versioned_summary("prepare", super().to_dict())
 
 
-def run_unit_row(row: dict[str, Any], config: PrepareConfig, output_url: str) -> dict[str, Any]:
+def run_unit_row(
+    row: dict[str, Any], config: PrepareConfig, output_url: str, fence: Fence
+) -> dict[str, Any]:
     """Ray Data map function: one unit per row; errors come back as data, never raised."""
     unit = Unit.from_json(row["unit"])
     try:
-        result = run_unit_isolated(unit, config, output_url)
+        result = run_unit_isolated(unit, config, output_url, fence)
     except Exception as error:  # Ray Data fails the whole job on one raised row.
         return {"index": unit.index, "result": "", "error": f"{type(error).__name__}: {error}"}
     return {"index": unit.index, "result": result.to_json(), "error": ""}
@@ -125,7 +127,8 @@ def prepare_corpus(
 
     started = time.perf_counter()
     fs, root = filesystem(output_url, config.storage)
-    _claim_output(fs, root, input_url, config, force)
+    fence = _claim_output(fs, root, input_url, config, force)
+    guard = fence.guard(fs)
 
     discovery = discover(input_url, config.storage, config.allowed_roots)
     fingerprints = fingerprint_songs(
@@ -154,7 +157,7 @@ def prepare_corpus(
         rows = [{"unit": u.to_json()} for u in runnable]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
             run_unit_row,
-            fn_kwargs={"config": config, "output_url": output_url},
+            fn_kwargs={"config": config, "output_url": output_url, "fence": fence},
             num_cpus=1,
             concurrency=concurrency,
         )
@@ -174,10 +177,11 @@ def prepare_corpus(
     results = [done[u.index] for u in units if u.index in done]
     rejects = [*discovery.rejects, *fingerprints.rejects]
     rejects += [r for result in results for r in result.rejects]
-    _write_rejects(fs, join(root, "rejects.parquet"), rejects)
+    # A run replaced meanwhile (--force) stops at its first fenced write, before it deletes.
+    _write_rejects(fs, join(root, "rejects.parquet"), rejects, guard)
     shards = [shard for result in results for shard in result.shards]
     complete = len(results) == len(units)
-    _write_manifest(fs, root, input_url, config, shards, complete)
+    _write_manifest(fs, root, input_url, config, shards, complete, guard)
     if complete:
         _remove_orphan_shards(fs, join(root, SHARDS_DIR), {s.name for s in shards})
         # Every unit has finished: a partial file still here lost its writer to a kill.
@@ -212,17 +216,17 @@ def prepare_corpus(
         peak_worker_rss_bytes=max((r.peak_rss_bytes for r in results), default=0),
         failures=failures,
     )
-    write_json(fs, join(root, "summary.json"), summary.to_dict())
+    write_json(fs, join(root, "summary.json"), summary.to_dict(), guard)
     return summary
 
 
-def _claim_output(fs, root: str, input_url: str, config: PrepareConfig, force: bool) -> None:
+def _claim_output(fs, root: str, input_url: str, config: PrepareConfig, force: bool) -> Fence:
     shaping = _output_shaping(config)
     # Allowed roots decide which songs are admitted, as the catalog's contents do, not how
     # they are written: a rerun that allows what the last one refused resumes (its units
     # with new songs are redone), it is not another run.
     del shaping["allowed_roots"]
-    claim_output(
+    return claim_output(
         fs, root, RUN_FILE, {"input_url": input_url, "config": shaping},
         owned=OUTPUTS,
         force=force,
@@ -238,14 +242,15 @@ def _output_shaping(config: PrepareConfig) -> dict[str, Any]:
     return data
 
 
-def _write_rejects(fs, path: str, rejects: list[Reject]) -> None:
+def _write_rejects(fs, path: str, rejects: list[Reject], fence: Callable[[], None]) -> None:
     table = pa.Table.from_pylist([r.to_row() for r in rejects], schema=REJECTS_SCHEMA)
-    write_parquet(fs, path, table)
+    write_parquet(fs, path, table, fence)
 
 
 def _write_manifest(
-    fs, root: str, input_url: str, config: PrepareConfig, shards: list[ShardInfo], complete: bool
-) -> None:
+    fs, root: str, input_url: str, config: PrepareConfig, shards: list[ShardInfo], complete: bool,
+    fence: Callable[[], None],
+) -> None:  # fmt: skip
     write_json(
         fs,
         join(root, "manifest.json"),
@@ -257,6 +262,7 @@ def _write_manifest(
             "shards": [s.to_dict() for s in shards],
             "samples": sum(s.samples for s in shards),
         },
+        fence,
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from mucodec.config import JsonConfig
+from pipeline.claims import Fence
 from pipeline.errors import EnvironmentFailure, describe, with_retries
 from pipeline.io import StorageOptions, completed_markers, filesystem, join, marker_name, write_json
 from pipeline.prepare.audio import DecodeError
@@ -173,20 +174,25 @@ def prepare_unit(
     unit: Unit,
     config: PrepareConfig,
     output_url: str,
+    fence: Fence,
     skip: dict[str, Reject] | None = None,
     on_song: Callable[[str, str], None] = lambda event, song_id: None,
 ) -> UnitResult:
     """Prepare every song of the unit into its shards; per-song problems become rejects.
 
-    `skip` holds songs already known to be unusable (a decoder that crashed the process on
-    them); they are rejected without being touched. `on_song("start" | "done", song_id)`
-    lets a supervisor know which song is in flight.
+    Each shard, the removal of shards an earlier attempt left and the marker happen only
+    while the output's claim carries `fence`'s run (else Superseded is raised). `skip`
+    holds songs already known to be unusable (a decoder that crashed the process on them);
+    they are rejected without being touched. `on_song("start" | "done", song_id)` lets a
+    supervisor know which song is in flight.
     """
     started = time.perf_counter()
     skip = skip or {}
     fs, root = filesystem(output_url, config.storage)
+    guard = fence.guard(fs)
     scratch = tempfile.mkdtemp(prefix=f"prepare-unit-{unit.index:06d}-", dir=config.scratch_dir)
-    writer = ShardWriter(fs, join(root, SHARDS_DIR), unit.index, config.shard_limits, scratch)
+    writer = ShardWriter(fs, join(root, SHARDS_DIR), unit.index, config.shard_limits, scratch,
+                         guard)  # fmt: skip
     rejects: list[Reject] = []
     songs_ok = segments = 0
     audio_seconds = 0.0
@@ -209,6 +215,7 @@ def prepare_unit(
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    guard()  # A superseded unit must not delete the shards of the run that replaced it.
     _remove_stale_shards(fs, join(root, SHARDS_DIR), unit.index, {s.name for s in shards})
     result = UnitResult(
         index=unit.index,
@@ -222,7 +229,7 @@ def prepare_unit(
         wall_seconds=time.perf_counter() - started,
         peak_rss_bytes=peak_rss_bytes(),
     )
-    write_json(fs, marker_path(root, unit.index), result.to_dict())
+    write_json(fs, marker_path(root, unit.index), result.to_dict(), guard)
     return result
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -128,11 +129,18 @@ class _PartBuffer:
 
 
 class PartAssembler:
-    """Collects tokenized rows per part and writes each part as soon as it is complete."""
+    """Collects tokenized rows per part and writes each part as soon as it is complete.
 
-    def __init__(self, fs, root: str, parts: list[Part], row_group_size: int) -> None:
+    `fence()` is called right before a part's file and its marker take their names; it
+    raises (pipeline.claims.Superseded) once another run has claimed the output.
+    """
+
+    def __init__(
+        self, fs, root: str, parts: list[Part], row_group_size: int, fence: Callable[[], None]
+    ) -> None:
         self._fs = fs
         self._root = root
+        self._fence = fence
         self._row_group_size = row_group_size
         self._buffers = {p.index: _PartBuffer(p) for p in parts}
         self._part_of_shard = {s.name: p.index for p in parts for s in p.shards}
@@ -186,7 +194,7 @@ class PartAssembler:
         data = io.BytesIO()
         pq.write_table(table, data, row_group_size=self._row_group_size, compression="zstd")
         path = join(self._root, TOKENS_DIR, part.name)
-        with atomic_write(self._fs, path) as handle:
+        with atomic_write(self._fs, path, self._fence) as handle:
             handle.write(data.getvalue())
         histogram = None
         for row in good:
@@ -206,7 +214,9 @@ class PartAssembler:
             rejects=rejects,
             histogram=histogram.to_dict() if histogram is not None else {},
         )
-        write_json(self._fs, part_marker_path(self._root, part.index), result.to_dict())
+        write_json(
+            self._fs, part_marker_path(self._root, part.index), result.to_dict(), self._fence
+        )
         return result
 
 

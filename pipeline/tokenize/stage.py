@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from audio_codecs.base import CodecSpec
 from mucodec.config import JsonConfig
-from pipeline.claims import claim_output
+from pipeline.claims import Fence, claim_output
 from pipeline.errors import InvalidSetting, describe, is_environment_failure
 from pipeline.io import (
     StorageOptions,
@@ -157,8 +157,10 @@ def tokenize_shards(
     fs, root = filesystem(output_url, config.storage)
     names = [spec.codec for spec in config.codecs]
     roots = {name: join(root, name) for name in names}
-    for spec in config.codecs:
-        _claim_output(fs, roots[spec.codec], shards_url, spec, config, force)
+    fences = {
+        spec.codec: _claim_output(fs, roots[spec.codec], shards_url, spec, config, force).guard(fs)
+        for spec in config.codecs
+    }
     parts = plan_parts(find_shards(shards_url, config.storage), config.shards_per_part)
     done = {name: load_part_markers(fs, roots[name], parts) for name in names}
     todo = {name: [p for p in parts if p.index not in done[name]] for name in names}
@@ -175,7 +177,7 @@ def tokenize_shards(
     if pending:
         assemblers = {
             spec.codec: PartAssembler(fs, roots[spec.codec], todo[spec.codec],
-                                      config.row_group_size)
+                                      config.row_group_size, fences[spec.codec])
             for spec in chain
         }  # fmt: skip
         skip = {
@@ -215,7 +217,7 @@ def tokenize_shards(
     return {
         name: _finish_codec(
             fs, roots[name], name, parts, todo[name], done[name], unfinished[name],
-            failures[name], wall, shape.actors, device,
+            failures[name], wall, shape.actors, device, fences[name],
         )
         for name in names
     }  # fmt: skip
@@ -224,11 +226,14 @@ def tokenize_shards(
 def _finish_codec(
     fs, root: str, codec: str, parts: list[Part], todo: list[Part],
     done: dict[int, PartResult], unfinished: list[int], failures: list[str],
-    wall: float, actors: int, device: str,
+    wall: float, actors: int, device: str, fence: Callable[[], None],
 ) -> TokenizeSummary:  # fmt: skip
-    """Write one codec's run artifacts and summary; return the summary."""
+    """Write one codec's run artifacts and summary; return the summary.
+
+    A run replaced meanwhile (--force) stops at its first fenced write, before it deletes.
+    """
     results = [done[p.index] for p in parts if p.index in done]
-    _write_run_artifacts(fs, root, results)
+    _write_run_artifacts(fs, root, results, fence)
     if len(results) == len(parts):
         # Every part is written and this driver is their only writer: a partial file still
         # here lost its writer to a kill.
@@ -253,7 +258,7 @@ def _finish_codec(
         actors=actors,
         device=device,
     )
-    write_json(fs, join(root, "summary.json"), summary.to_dict())
+    write_json(fs, join(root, "summary.json"), summary.to_dict(), fence)
     return summary
 
 
@@ -357,13 +362,13 @@ def _actor_pool(config: TokenizeConfig, shape: PoolShape):
 
 def _claim_output(
     fs, root: str, shards_url: str, spec: CodecSpec, config: TokenizeConfig, force: bool
-) -> None:
+) -> Fence:
     claim = {
         "shards_url": shards_url,
         "tokenizer": spec_identity(spec),
         "shards_per_part": config.shards_per_part,
     }
-    claim_output(
+    return claim_output(
         fs, root, RUN_FILE, claim, OUTPUTS, force,
         describe=lambda previous: (
             f"tokens of {previous['shards_url']!r} made by {previous['tokenizer']}"
@@ -371,11 +376,13 @@ def _claim_output(
     )  # fmt: skip
 
 
-def _write_run_artifacts(fs, root: str, results: list[PartResult]) -> None:
+def _write_run_artifacts(
+    fs, root: str, results: list[PartResult], fence: Callable[[], None]
+) -> None:
     rejects = [r.to_row() for result in results for r in result.rejects]
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA), buffer)
-    with atomic_write(fs, join(root, "rejects.parquet")) as handle:
+    with atomic_write(fs, join(root, "rejects.parquet"), fence) as handle:
         handle.write(buffer.getvalue())
     histograms = [CodebookHistogram.from_dict(r.histogram) for r in results if r.histogram]
     if not histograms:
@@ -384,6 +391,6 @@ def _write_run_artifacts(fs, root: str, results: list[PartResult]) -> None:
     for other in histograms[1:]:
         total.merge(other)
     report = codebook_report(total, results[0].token_rate)
-    write_json(fs, join(root, "codebook_stats.json"), report)
-    with atomic_write(fs, join(root, "codebook_stats.png")) as handle:
+    write_json(fs, join(root, "codebook_stats.json"), report, fence)
+    with atomic_write(fs, join(root, "codebook_stats.png"), fence) as handle:
         handle.write(plot_codebook_usage(total, report))

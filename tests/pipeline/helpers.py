@@ -17,19 +17,27 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import fsspec
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 
+from pipeline.claims import Fence, claim_output
+from pipeline.io import StorageOptions, filesystem
 from pipeline.prepare.records import SongSource
 from pipeline.prepare.segment import SegmentConfig
 from pipeline.prepare.shards import ShardLimits
 from pipeline.prepare.unit import PrepareConfig, Unit, UnitResult, prepare_unit
 from testing.synth import synth_song, write_audio
 
+if TYPE_CHECKING:
+    from pipeline.tokenize.parts import Part, PartAssembler
+
 TARGET_RATE = 48_000
+TEST_RUN_FILE = "_tests/run.json"  # The tests' claim on an output that no stage claimed.
 
 
 def write_song(
@@ -85,11 +93,29 @@ def limits(max_samples: int = 100_000, max_bytes: int = 1_000_000_000) -> ShardL
     return ShardLimits(max_samples=max_samples, max_bytes=max_bytes)
 
 
+def claimed(output: str) -> Fence:
+    """The fence of the tests' claim on `output` (the same claim each time: a resume).
+
+    A unit or part writes only into an output its run has claimed; a test that runs one
+    outside its stage claims the output this way first.
+    """
+    fs, root = filesystem(output, StorageOptions())
+    return claim_output(fs, root, TEST_RUN_FILE, {"claimed by": "tests"}, (), False, str)
+
+
+def part_assembler(root: str, parts: list[Part], row_group_size: int = 64) -> PartAssembler:
+    """Tokenize's part writer for `parts` into `root`, fenced by the tests' claim."""
+    from pipeline.tokenize.parts import PartAssembler  # Loads torch: not for every test.
+
+    fs = fsspec.filesystem("file")
+    return PartAssembler(fs, root, parts, row_group_size, claimed(root).guard(fs))
+
+
 def run_unit(
     songs: list[SongSource], output: str, config: PrepareConfig, index: int = 0
 ) -> UnitResult:
     """Prepare one unit of `songs` with the plain function (no Ray, no child process)."""
-    return prepare_unit(Unit(index, tuple(songs)), config, output)
+    return prepare_unit(Unit(index, tuple(songs)), config, output, claimed(output))
 
 
 def tar_members(path: str) -> list[tuple[str, bytes]]:

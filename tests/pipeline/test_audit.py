@@ -13,7 +13,6 @@ import tarfile
 from dataclasses import asdict
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,11 +23,11 @@ from pipeline.audit import AuditReport, audit_codec
 from pipeline.io import StorageOptions
 from pipeline.prepare.records import SongSource
 from pipeline.shard_reader import ShardSampleRow, ShardTask, find_shards, shard_rows
-from pipeline.tokenize.parts import PartAssembler, PartResult, plan_parts
+from pipeline.tokenize.parts import PartResult, plan_parts
 from pipeline.tokenize.rows import Provenance, TokenizedRow
 from schemas.manifest import MANIFEST_VERSION
 from schemas.rejects import REJECTS_SCHEMA
-from tests.pipeline.helpers import run_unit, small_config, write_song
+from tests.pipeline.helpers import part_assembler, run_unit, small_config, write_song
 
 STORAGE = StorageOptions()
 SAMPLES_PER_SHARD = 4  # A 3.5 s song in 1 s segments, its 0.5 s tail kept.
@@ -78,9 +77,8 @@ def fake_actor(row: ShardSampleRow) -> TokenizedRow:
 
 def tokenize(prepared: Path, output: Path) -> list[PartResult]:
     """Tokenize's reading and writing (one shard per part): parts, markers, rejects table."""
-    fs = fsspec.filesystem("file")
     parts = plan_parts(find_shards(str(prepared), STORAGE), shards_per_part=1)
-    assembler = PartAssembler(fs, str(output), parts, row_group_size=64)
+    assembler = part_assembler(str(output), parts)
     results = []
     for shard in (s for part in parts for s in part.shards):
         for row in shard_rows(ShardTask(shard.name, shard.url), STORAGE):

@@ -1,4 +1,5 @@
-"""Output claims: of two runs started together exactly one takes an output, on disk and on S3.
+"""Output claims: of two runs started together exactly one takes an output, on disk and on S3;
+a run whose claim was replaced (--force) publishes nothing more to it.
 
 The S3 tests use moto's S3 API on loopback, served one request at a time: real S3 applies a
 conditional put atomically, while moto checks and then stores, so two requests handled in
@@ -20,7 +21,8 @@ import fsspec
 import pytest
 import s3fs
 
-from pipeline.claims import OutputInUse, claim_output
+from pipeline.claims import RUN_ID, Fence, OutputInUse, Superseded, claim_output
+from pipeline.io import upload_file, write_json
 from schemas.run import CLAIM_VERSION
 from schemas.version import UnsupportedVersion
 
@@ -29,8 +31,8 @@ OWNED = ("data", "_stage", "summary.json")
 ROUNDS = 20
 
 
-def claim(fs, root: str, value: dict[str, Any], force: bool = False) -> None:
-    claim_output(
+def claim(fs, root: str, value: dict[str, Any], force: bool = False) -> Fence:
+    return claim_output(
         fs, root, RUN_FILE, value, OWNED, force,
         describe=lambda previous: f"run {previous['run']}",
     )  # fmt: skip
@@ -59,10 +61,12 @@ def put(fs, path: str, data: bytes) -> None:
 
 
 def read_claim(fs, root: str) -> dict[str, Any]:
-    """The claim as the stage made it; the file also carries the claim format's version."""
+    """The claim as the stage made it; the file also carries the claim format's version and
+    the id of the run that holds it."""
     fs.invalidate_cache()
     data = json.loads(fs.cat_file(f"{root}/{RUN_FILE}"))
     assert data.pop("version") == CLAIM_VERSION
+    assert len(data.pop(RUN_ID)) == 32
     return data
 
 
@@ -137,22 +141,25 @@ def test_two_attempts_of_the_same_run_both_proceed(output):
     fs, root = output
     barrier = threading.Barrier(2)
 
-    def attempt() -> None:
+    def attempt() -> Fence:
         barrier.wait()
-        claim(fs, root, {"run": "A"})
+        return claim(fs, root, {"run": "A"})
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(lambda _: attempt(), range(2)))  # Neither raises.
+        first, second = pool.map(lambda _: attempt(), range(2))  # Neither raises.
     assert read_claim(fs, root) == {"run": "A"}
+    assert first == second  # One run: neither attempt's writers refuse the other's.
 
 
 def test_a_rerun_with_the_same_claim_resumes_and_keeps_the_output(output):
     fs, root = output
-    claim(fs, root, {"run": "A"})
+    first = claim(fs, root, {"run": "A"})
     put(fs, f"{root}/data/done.bin", b"finished work")
-    claim(fs, root, {"run": "A"})
+    # Even forced: the same inputs and config are a resume, with the same run id.
+    assert claim(fs, root, {"run": "A"}, force=True) == first
     assert fs.cat_file(f"{root}/data/done.bin") == b"finished work"
     assert read_claim(fs, root) == {"run": "A"}
+    first.check(fs)  # The first attempt's leftover writers may still publish.
 
 
 def test_a_claim_of_an_unknown_version_is_refused_even_with_force(output):
@@ -181,17 +188,57 @@ def test_another_run_is_refused_and_nothing_is_touched(output):
     assert read_claim(fs, root) == {"run": "A"}
 
 
-def test_force_replaces_another_runs_claim_and_output(output):
+def test_force_replaces_another_runs_claim_then_deletes_its_output(output, monkeypatch):
     fs, root = output
     claim(fs, root, {"run": "A"})
     put(fs, f"{root}/data/done.bin", b"A's work")
+    put(fs, f"{root}/_stage/parts/000000.json", b"{}")
     put(fs, f"{root}/summary.json", b"{}")
     put(fs, f"{root}/keep.txt", b"not the stage's")
+    claims_when_deleting = []
+
+    def rm(path, *args, **kwargs):
+        claims_when_deleting.append(read_claim(fs, root))
+        return type(fs).rm(fs, path, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "rm", rm)
     claim(fs, root, {"run": "B"}, force=True)
     fs.invalidate_cache()
     assert not fs.exists(f"{root}/data") and not fs.exists(f"{root}/summary.json")
+    assert not fs.exists(f"{root}/_stage/parts")
     assert fs.cat_file(f"{root}/keep.txt") == b"not the stage's"
     assert read_claim(fs, root) == {"run": "B"}
+    # B's claim was in place before A's outputs went: A's writers were refused by then.
+    assert claims_when_deleting and all(c == {"run": "B"} for c in claims_when_deleting)
+
+
+def test_a_replaced_runs_writers_publish_nothing(output, tmp_path):
+    fs, root = output
+    first_a = claim(fs, root, {"run": "A"})
+    b = claim(fs, root, {"run": "B"}, force=True)
+    # Forced back to A's claim: another run all the same, with another id.
+    second_a = claim(fs, root, {"run": "A"}, force=True)
+    staged = tmp_path / "staged.tar"
+    for fence in (first_a, b):
+        staged.write_bytes(b"shard")
+        with pytest.raises(Superseded, match="another run has claimed this output"):
+            upload_file(fs, str(staged), f"{root}/data/0.tar", fence.guard(fs))
+        with pytest.raises(Superseded):
+            write_json(fs, f"{root}/_stage/parts/0.json", {"by": "old"}, fence.guard(fs))
+    fs.invalidate_cache()
+    assert fs.find(root) == [f"{root}/{RUN_FILE}"]  # Not even a partial file.
+    write_json(fs, f"{root}/_stage/parts/0.json", {"by": "holder"}, second_a.guard(fs))
+    assert json.loads(fs.cat_file(f"{root}/_stage/parts/0.json")) == {"by": "holder"}
+
+
+def test_a_claim_from_before_run_ids_is_resumed_and_fences_too(output):
+    fs, root = output
+    put(fs, f"{root}/{RUN_FILE}", json.dumps({"run": "A", "version": CLAIM_VERSION}).encode())
+    old = claim(fs, root, {"run": "A"})
+    old.check(fs)
+    claim(fs, root, {"run": "B"}, force=True)
+    with pytest.raises(Superseded):
+        old.check(fs)
 
 
 def test_without_an_atomic_create_the_claim_still_works_and_warns(caplog, tmp_path):

@@ -2,11 +2,13 @@
 
 Scratch directories are named after their owner process; one whose owner is gone (or whose
 pid now belongs to another process) is removed when the next unit creates its own. Partial
-files in an output are removed once a run of that output is complete.
+files in an output are removed once a run of that output is complete. The workers of a run
+whose output a forced run of another config has claimed publish nothing more.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,15 +20,16 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from audio_codecs.base import CodecSpec
+from jobs.benchmarks.fault_sessions import kill_session
 from pipeline.io import PARTIAL, remove_partials
 from pipeline.prepare.isolation import run_unit_isolated
 from pipeline.prepare.records import SongSource
 from pipeline.prepare.stage import prepare_corpus
-from pipeline.prepare.unit import Unit
+from pipeline.prepare.unit import UNITS_DIR, Unit
 from pipeline.scratch import SCRATCH_DIR, owned_scratch, owner_tag
 from pipeline.tokenize.stage import TokenizeConfig, tokenize_shards
 from tests.conftest import REPO_ROOT
-from tests.pipeline.helpers import small_config, write_song
+from tests.pipeline.helpers import claimed, read_samples, small_config, write_song
 
 
 def _dead_owner_tag() -> str:
@@ -89,10 +92,11 @@ import sys
 from pipeline.prepare.isolation import run_unit_isolated
 from pipeline.prepare.records import SongSource
 from pipeline.prepare.unit import Unit
-from tests.pipeline.helpers import small_config
+from tests.pipeline.helpers import claimed, small_config
 
 song, scratch, output = sys.argv[1:]
-run_unit_isolated(Unit(0, (SongSource("long", song),)), small_config(scratch), output)
+unit = Unit(0, (SongSource("long", song),))
+run_unit_isolated(unit, small_config(scratch), output, claimed(output))
 """
 
 
@@ -135,9 +139,9 @@ def test_the_next_unit_removes_the_scratch_of_a_killed_one(tmp_path):
 
     songs = [SongSource("short", str(tmp_path / "short.flac"))]
     write_song(songs[0].source, seconds=1.0)
-    result = run_unit_isolated(
-        Unit(1, tuple(songs)), small_config(str(scratch)), str(tmp_path / "out")
-    )
+    output = str(tmp_path / "out")
+    result = run_unit_isolated(Unit(1, tuple(songs)), small_config(str(scratch)), output,
+                               claimed(output))  # fmt: skip
     assert result.segments == 1
     assert not left.exists() and os.listdir(scratch / SCRATCH_DIR) == []
 
@@ -204,3 +208,51 @@ def test_a_tokenize_rerun_removes_partials_a_killed_run_left(prepared_over_lefto
     assert rerun.parts_run == 0 and rerun.parts_already_done == 2
     assert _partials(output) == []
     assert (output / "codebook_stats.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.integration
+def test_a_run_replaced_by_a_forced_run_publishes_nothing_more(ray_local, tmp_path):
+    """A job whose output a forced run of another config claims while its units are at work:
+    its workers (like those a killed job leaves running) publish nothing more, and the
+    forced run ends with its own shards and markers only."""
+    corpus, output, scratch = tmp_path / "corpus", tmp_path / "out", tmp_path / "scratch"
+    scratch.mkdir()
+    for seed in range(4):
+        write_song(str(corpus / f"song{seed}.flac"), seconds=4.0, seed=seed)
+    replaced = subprocess.Popen(
+        [sys.executable, "-m", "jobs.prepare", "--input", str(corpus), "--output", str(output),
+         "--segment-seconds", "1", "--songs-per-unit", "1", "--num-cpus", "2",
+         "--scratch-dir", str(scratch)],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: replaced.poll() is None and any((output / UNITS_DIR).glob("*.json")),
+                  180, "the first run's units to be at work")  # fmt: skip
+        stderr: list[str] = []
+
+        def once_the_replaced_run_ends(done: int, files: int) -> None:
+            # The forced run has claimed the output; it reads no marker before this returns.
+            if not stderr:
+                stderr.append(replaced.communicate(timeout=180)[1])
+
+        # Same units (one song each): a marker of the replaced run would pass for the new one's.
+        config = small_config(str(scratch), segment_seconds=2.0, songs_per_unit=1)
+        summary = prepare_corpus(str(corpus), str(output), config, force=True,
+                                 fingerprint_progress=once_the_replaced_run_ends)  # fmt: skip
+    finally:
+        kill_session(replaced.pid)  # What is left of its Ray, or all of it if the test failed.
+
+    assert replaced.returncode == 2 and "another run has claimed this output" in stderr[0]
+    assert summary.failures == [] and summary.units_already_done == 0 and summary.segments == 8
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["config"]["segment"]["segment_seconds"] == 2.0
+    listed = {s["name"]: s for s in manifest["shards"]}
+    assert sorted(listed) == sorted(p.name for p in (output / "shards").iterdir())
+    samples = read_samples([str(output / "shards" / name) for name in sorted(listed)])
+    assert len(samples) == 8 and {s.meta["duration_s"] for s in samples} == {2.0}
+    markers = sorted((output / UNITS_DIR).iterdir())
+    assert [p.name for p in markers] == [f"{index:06d}.json" for index in range(4)]
+    for marker in markers:
+        for shard in json.loads(marker.read_text())["shards"]:
+            assert shard == listed[shard["name"]] and shard["samples"] == 2

@@ -20,7 +20,7 @@ from pipeline.prepare.isolation import UnitFailed, run_unit_isolated
 from pipeline.prepare.records import SongSource
 from pipeline.prepare.unit import Unit, load_marker
 from tests.conftest import REPO_ROOT
-from tests.pipeline.helpers import read_samples, shard_files, small_config, write_song
+from tests.pipeline.helpers import claimed, read_samples, shard_files, small_config, write_song
 
 CRASHING_SITECUSTOMIZE = textwrap.dedent(
     """
@@ -83,7 +83,7 @@ def test_a_song_that_crashes_the_decoder_is_rejected_and_the_rest_complete(
     output = str(tmp_path / "out")
     config = small_config(scratch)
 
-    result = run_unit_isolated(unit, config, output)
+    result = run_unit_isolated(unit, config, output, claimed(output))
 
     crashed = {r.song_id: r for r in result.rejects}
     assert set(crashed) == {"beta-crashme", "delta-crashme"}
@@ -102,9 +102,10 @@ def test_a_crash_outside_any_song_fails_the_unit_with_the_exit_status(
     tmp_path, scratch, crashing_decoder, monkeypatch
 ):
     monkeypatch.setenv("CRASH_AT_STARTUP", "1")
+    output = str(tmp_path / "out")
     unit = Unit(0, tuple(_songs(tmp_path, ["fine"])))
     with pytest.raises(UnitFailed, match="unit 0 failed with exit status -6"):
-        run_unit_isolated(unit, small_config(scratch), str(tmp_path / "out"))
+        run_unit_isolated(unit, small_config(scratch), output, claimed(output))
 
 
 def test_a_python_failure_during_a_song_fails_the_unit_without_blaming_the_song(
@@ -112,9 +113,10 @@ def test_a_python_failure_during_a_song_fails_the_unit_without_blaming_the_song(
 ):
     """Only a signal is a decoder crash; an exit status means the unit failed (storage...)."""
     monkeypatch.setenv("EXIT_IN_SONG", "1")
+    output = str(tmp_path / "out")
     unit = Unit(0, tuple(_songs(tmp_path, ["fine", "song-exitme"])))
     with pytest.raises(UnitFailed, match="exit status 3"):
-        run_unit_isolated(unit, small_config(scratch), str(tmp_path / "out"))
+        run_unit_isolated(unit, small_config(scratch), output, claimed(output))
 
 
 def test_without_crashes_the_isolated_result_equals_the_in_process_one(tmp_path, scratch):
@@ -122,8 +124,9 @@ def test_without_crashes_the_isolated_result_equals_the_in_process_one(tmp_path,
 
     unit = Unit(0, tuple(_songs(tmp_path, ["one", "two"])))
     config = small_config(scratch)
-    isolated = run_unit_isolated(unit, config, str(tmp_path / "isolated"))
-    direct = prepare_unit(unit, config, str(tmp_path / "direct"))
+    outputs = [str(tmp_path / "isolated"), str(tmp_path / "direct")]
+    isolated = run_unit_isolated(unit, config, outputs[0], claimed(outputs[0]))
+    direct = prepare_unit(unit, config, outputs[1], claimed(outputs[1]))
     assert isolated.shards == direct.shards
     assert (isolated.songs_ok, isolated.segments, isolated.rejects) == (2, 4, [])
 

@@ -12,11 +12,15 @@ import numpy as np
 import pytest
 import webdataset as wds
 
+from pipeline.claims import Superseded, claim_output
+from pipeline.io import StorageOptions, filesystem
 from pipeline.prepare.dsp import to_stereo
 from pipeline.prepare.records import SongSource
-from pipeline.prepare.unit import Unit, UnitResult, load_marker, marker_path
+from pipeline.prepare.unit import Unit, UnitResult, load_marker, marker_path, prepare_unit
 from schemas.shard_sample import validate_sample_metadata
 from tests.pipeline.helpers import (
+    TEST_RUN_FILE,
+    claimed,
     limits,
     read_samples,
     reference_48k,
@@ -452,3 +456,22 @@ def test_shards_get_the_same_permissions_as_the_other_outputs(corpus, tmp_path, 
     expected = 0o666 & ~umask
     assert os.stat(marker_path(output, 0)).st_mode & 0o777 == expected
     assert {os.stat(p).st_mode & 0o777 for p in shard_files(output)} == {expected}
+
+
+def test_a_unit_whose_run_is_replaced_midway_publishes_nothing_more(corpus, tmp_path, scratch):
+    songs = [_song(corpus, f"r{i}.flac", seconds=2.0, seed=i)[0] for i in range(2)]
+    output = str(tmp_path / "out")
+    fs, root = filesystem(output, StorageOptions())
+    fence = claimed(output)
+
+    def replace_the_run(event: str, song_id: str) -> None:
+        if (event, song_id) == ("start", "r1"):
+            assert len(shard_files(output)) == 1  # Published while the run held the output.
+            claim_output(fs, root, TEST_RUN_FILE, {"claimed by": "another run"},
+                         ("shards", "_prepare"), True, str)  # fmt: skip
+
+    config = small_config(scratch, shard_limits=limits(max_samples=1))
+    with pytest.raises(Superseded):
+        prepare_unit(Unit(0, tuple(songs)), config, output, fence, on_song=replace_the_run)
+    files = [p for p in Path(output).rglob("*") if p.is_file()]
+    assert files == [Path(output, TEST_RUN_FILE)]  # No shard, marker or partial of the unit.

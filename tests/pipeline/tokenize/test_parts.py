@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.claims import Superseded, claim_output
 from pipeline.io import StorageOptions
 from pipeline.shard_reader import (
     SAMPLE,
@@ -24,18 +25,14 @@ from pipeline.shard_reader import (
     shard_rows,
 )
 from pipeline.tokenize.codebook_stats import CodebookHistogram, codebook_report, plot_codebook_usage
-from pipeline.tokenize.parts import (
-    PartAssembler,
-    load_part_marker,
-    plan_parts,
-    tokens_table,
-)
+from pipeline.tokenize.parts import load_part_marker, plan_parts, tokens_table
 from pipeline.tokenize.rows import Provenance, TokenizedRow
 from schemas.tokens import (
     TOKENS_SCHEMA,
     check_tokens_schema_version,
     validate_tokens_table,
 )
+from tests.pipeline.helpers import TEST_RUN_FILE, part_assembler
 
 PROVENANCE = Provenance(
     tokenizer="mucodec",
@@ -84,7 +81,7 @@ def test_assembler_writes_a_part_only_when_every_row_of_every_shard_arrived(tmp_
     fs = fsspec.filesystem("file")
     shards = [ShardRef("a.tar", "/a", 1), ShardRef("b.tar", "/b", 1)]
     (part,) = plan_parts(shards, 2)
-    assembler = PartAssembler(fs, str(tmp_path), [part], row_group_size=2)
+    assembler = part_assembler(str(tmp_path), [part], row_group_size=2)
     rng = np.random.default_rng(0)
     rows = [token_row("a.tar", f"s1_{i:05d}", rng.integers(0, 1024, (1, 50))) for i in range(3)]
     rows.append(token_row("b.tar", "s2_00000", rng.integers(0, 1024, (1, 20))))
@@ -108,15 +105,26 @@ def test_assembler_writes_a_part_only_when_every_row_of_every_shard_arrived(tmp_
 
 
 def test_assembler_turns_error_rows_into_rejects(tmp_path):
-    fs = fsspec.filesystem("file")
     (part,) = plan_parts([ShardRef("a.tar", "/a", 1)], 1)
-    assembler = PartAssembler(fs, str(tmp_path), [part], row_group_size=64)
+    assembler = part_assembler(str(tmp_path), [part])
     assembler.add(token_row("a.tar", "s1_00000", np.ones((1, 5))))
     assembler.add(token_row("a.tar", "s1_00001", error="sample s1_00001 in a.tar: bad flac"))
     result = assembler.add(end_row("a.tar", 2))
     assert result.rows == 1
     assert [(r.path, r.stage) for r in result.rejects] == [("a.tar#s1_00001", "tokenize")]
     assert "bad flac" in result.rejects[0].reason
+
+
+def test_a_part_of_a_replaced_run_is_not_written(tmp_path):
+    parts = plan_parts([ShardRef("a.tar", "/a", 1), ShardRef("b.tar", "/b", 1)], 1)
+    assembler = part_assembler(str(tmp_path), parts)
+    assert assembler.add(end_row("a.tar", 0)) is not None  # While the run holds the output.
+    claim_output(fsspec.filesystem("file"), str(tmp_path), TEST_RUN_FILE,
+                 {"claimed by": "another run"}, ("tokens", "_tokenize"), True, str)  # fmt: skip
+    with pytest.raises(Superseded):
+        assembler.add(end_row("b.tar", 0))
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files == [tmp_path / TEST_RUN_FILE]  # Neither part, marker nor partial file.
 
 
 def test_tokens_table_has_nested_uint16_codes_with_explicit_shape():
@@ -167,7 +175,7 @@ def test_a_shard_that_failed_to_read_leaves_its_part_unwritten_for_a_rerun(tmp_p
 
     fs = fsspec.filesystem("file")
     parts = plan_parts([ShardRef("a.tar", "/a", 1), ShardRef("b.tar", "/b", 1)], 1)
-    assembler = PartAssembler(fs, str(tmp_path), parts, row_group_size=64)
+    assembler = part_assembler(str(tmp_path), parts)
     # As the driver sees it: through the actor, which passes the failure on unchanged.
     assert assembler.add(TokenizedRow.of(failed, PROVENANCE, 1024)) is None
     assert assembler.add(token_row("a.tar", "s1_00000", np.ones((1, 5)))) is None  # Late row.
