@@ -14,8 +14,12 @@ that must land in the rejects table.
 
 from __future__ import annotations
 
-from jobs.cli import JobParser, main_entry, positive_float
+import torch
+
+from jobs.cli import JobParser, main_entry, positive_float, positive_int
 from testing.demo_corpus import make_demo_corpus
+
+CPU_DECODER_WINDOW = 128  # Codes (5.12 s): the spot-check on a CPU in seconds, not minutes.
 
 
 def build_parser() -> JobParser:
@@ -38,6 +42,14 @@ def build_parser() -> JobParser:
         "--checkpoint", help="MuCodec tokenizer checkpoint (default: tiny random weights)"
     )
     parser.add_argument("--decoder-checkpoint", help="decoder checkpoint (with --checkpoint)")
+    parser.add_argument(
+        "--decoder-window",
+        type=positive_int,
+        metavar="CODES",
+        help="decoder window of the spot-check in codes (default: 1024 on a GPU; on a CPU "
+        f"{CPU_DECODER_WINDOW}, as the decoder renders whole windows and a full one takes "
+        "minutes there)",
+    )
     return parser
 
 
@@ -65,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             models += ["--decoder-checkpoint", args.decoder_checkpoint]
     else:
         models += ["--decoder-config", "tiny", "--steps", "8"]
+    window = args.decoder_window or (None if torch.cuda.is_available() else CPU_DECODER_WINDOW)
+    if window:
+        models += ["--decoder-window", str(window)]
     return run.main(["--input", args.corpus, "--output", args.output, "--count", "2", *models])
 
 

@@ -88,6 +88,15 @@ def add_spotcheck_arguments(parser: argparse.ArgumentParser, required: bool = Tr
         help="seed of the decoder's initial noise: the same seed gives the same audio (default: 0)",
     )
     parser.add_argument(
+        "--decoder-window",
+        type=positive_int,
+        metavar="CODES",
+        help="MuCodec decoder window in codes, a multiple of 4 (a quarter overlaps the next "
+        "window): the decoder renders whole windows, so a short window decodes short "
+        "segments faster, as on a CPU; it is still the real decoder, and its audio differs "
+        "(default: the model's, 1024 codes = 40.96 s)",
+    )
+    parser.add_argument(
         "--decode-batch-size",
         type=positive_int,
         default=4,
@@ -106,6 +115,7 @@ def spotcheck_config_from_args(args: argparse.Namespace) -> SpotcheckConfig:
         guidance=args.guidance,
         dtype=args.decoder_dtype,
         noise_seed=args.noise_seed,
+        window_codes=args.decoder_window,
     )
     return SpotcheckConfig(
         decoder=spec,

@@ -142,11 +142,10 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     config = decoder_preset(args.config)
     if args.window_codes or args.hop_codes:
-        window_codes = args.window_codes or config.window.window_codes
-        hop = args.hop_codes or window_codes * 3 // 4
-        config = dataclasses.replace(
-            config, window=WindowConfig(window_codes=window_codes, hop_codes=hop)
-        )
+        window = WindowConfig.of_length(args.window_codes or config.window.window_codes)
+        if args.hop_codes:
+            window = dataclasses.replace(window, hop_codes=args.hop_codes)
+        config = dataclasses.replace(config, window=window)
     device = torch.device(args.device)
     decoder = build_decoder(config, seed=0, device=device, precision=args.dtype)
 

@@ -235,6 +235,22 @@ class WindowConfig(JsonConfig):
         """Codes shared by consecutive windows (256)."""
         return self.window_codes - self.hop_codes
 
+    @classmethod
+    def of_length(cls, window_codes: int, token_rate: int = 25) -> WindowConfig:
+        """A window of `window_codes` in the official proportions: a quarter overlaps.
+
+        A shorter window renders less padding around a short segment: the decoder renders
+        whole windows, so a 2 s segment costs a full 40.96 s window at the default size.
+
+        Raises:
+            ValueError: if `window_codes` is not a positive multiple of 4.
+        """
+        if window_codes < 4 or window_codes % 4:
+            raise ValueError(f"a decoder window must be a positive multiple of 4 codes, "
+                             f"not {window_codes}")  # fmt: skip
+        return cls(window_codes=window_codes, hop_codes=window_codes * 3 // 4,
+                   token_rate=token_rate)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class SamplingConfig(JsonConfig):

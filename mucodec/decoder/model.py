@@ -145,6 +145,15 @@ class MuCodecDecoder(nn.Module):
         """The precision given at construction (read-only)."""
         return self._precision
 
+    def use_window(self, window: WindowConfig) -> MuCodecDecoder:
+        """Decode with `window` from now on; the weights do not depend on it.
+
+        Raises:
+            ValueError: if its overlap is not a whole number of latent frames.
+        """
+        self.config = dataclasses.replace(self.config, window=window)  # Checks the geometry.
+        return self
+
     # --- codec facade -----------------------------------------------------------------
 
     @property

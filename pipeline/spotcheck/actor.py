@@ -24,7 +24,7 @@ import torch
 from audio_codecs.base import Codec
 from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.checkpoint import load_decoder, load_official_decoder
-from mucodec.decoder.config import decoder_preset, with_codebooks
+from mucodec.decoder.config import WindowConfig, decoder_preset, with_codebooks
 from mucodec.decoder.model import MuCodecDecoder
 from mucodec.encoder.config import TokenizerConfig
 from pipeline.errors import InvalidSetting
@@ -57,14 +57,21 @@ class DecoderSpec:
     guidance: float = 1.5
     dtype: str = "float32"
     noise_seed: int = 0
+    window_codes: int | None = None  # None: the decoder's own (1024 codes, 40.96 s).
 
     def __post_init__(self) -> None:
-        """Refuse specs that name no decoder, several, or half of the official pair."""
+        """Refuse specs that name no decoder, several, half of the official pair, or a window
+        that cannot be cut."""
         sources = [self.checkpoint, self.official_mucodec, self.preset]
         if sum(s is not None for s in sources) != 1:
             raise ValueError("give exactly one of a decoder checkpoint, official files, a preset")
         if (self.official_mucodec is None) != (self.official_audioldm is None):
             raise ValueError("official decoding needs both mucodec.pt and audioldm_48k.pth")
+        if self.window_codes is not None:
+            try:
+                WindowConfig.of_length(self.window_codes)
+            except ValueError as error:
+                raise InvalidSetting(str(error)) from None
 
     def load(self, tokenizer_config: TokenizerConfig, device: torch.device) -> MuCodecDecoder:
         """Load the decoder; a random preset is shaped to the tokens' codebooks."""
@@ -90,6 +97,12 @@ class DecoderSpec:
                 f"tokens need {tokenizer_config.quantizer.n_codebooks} x "
                 f"{tokenizer_config.quantizer.codebook_size}"
             )
+        if self.window_codes is not None:
+            token_rate = decoder.config.window.token_rate
+            try:
+                decoder.use_window(WindowConfig.of_length(self.window_codes, token_rate))
+            except ValueError as error:  # Its overlap is no whole number of latent frames.
+                raise InvalidSetting(f"--decoder-window {self.window_codes}: {error}") from None
         return decoder.eval()
 
 

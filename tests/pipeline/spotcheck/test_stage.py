@@ -16,14 +16,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from audio_codecs.base import CodecSpec
 from mucodec.decoder.builders import build_decoder
-from mucodec.decoder.config import decoder_preset, with_codebooks
+from mucodec.decoder.config import WindowConfig, decoder_preset, with_codebooks
 from mucodec.encoder.config import preset
 from pipeline.claims import OutputInUse
-from pipeline.prepare.segment import SegmentConfig
-from pipeline.prepare.stage import prepare_corpus
-from pipeline.prepare.unit import PrepareConfig
 from pipeline.spotcheck.actor import DecoderSpec
 from pipeline.spotcheck.metrics import (
     integrated_loudness,
@@ -38,12 +34,13 @@ from pipeline.spotcheck.stage import (
     sample_keys,
     spotcheck,
 )
-from pipeline.tokenize.stage import TokenizeConfig, tokenize_shards
 from schemas.metrics import METRICS_SCHEMA, METRICS_SCHEMA_VERSION
-from testing.synth import synth_song, write_audio
+from testing.synth import synth_song
 from tests.pipeline.helpers import open_in_chromium
 
-TINY_DECODER = DecoderSpec(preset="tiny", steps=2, seed=0)
+# A 64-code window (2.56 s) holds a 2 s segment: the decoder renders whole windows, and the
+# default 40.96 s one would cost ~20 s per segment on a CPU.
+TINY_DECODER = DecoderSpec(preset="tiny", steps=2, seed=0, window_codes=64)
 
 
 def test_choose_keys_is_seeded_and_covers_songs_before_repeating_one():
@@ -94,16 +91,9 @@ def test_integrated_loudness_matches_the_bs1770_reference_tone():
 
 
 @pytest.fixture(scope="module")
-def tokenized(tmp_path_factory, ray_local) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("spotcheck")
-    for index, (seconds, peak) in enumerate([(4.5, 0.95), (3.2, 1.2), (2.5, 0.5)]):
-        audio = synth_song(seconds, 48_000, 2, index, peak)
-        write_audio(str(root / "corpus" / f"song{index}.wav"), audio, 48_000, "FLOAT")
-    segment = SegmentConfig(segment_seconds=2.0, min_tail_seconds=0.5)
-    prepare_corpus(str(root / "corpus"), str(root / "prepared"), PrepareConfig(segment=segment))
-    config = TokenizeConfig(codecs=(CodecSpec("mucodec", preset="tiny"),), batch_size=4)
-    tokenize_shards(str(root / "prepared"), str(root / "tokens"), config)
-    return {"root": str(root), "prepared": str(root / "prepared"), "tokens": str(root / "tokens")}
+def tokenized(prepared_corpus, tokenized_corpus) -> dict[str, str]:
+    """The session's tokenized corpus, as the spot-check reads it."""
+    return {"prepared": prepared_corpus, "tokens": str(tokenized_corpus[0].parent)}
 
 
 SPOTCHECK = SpotcheckConfig(decoder=TINY_DECODER, count=2, seed=0)
@@ -129,6 +119,7 @@ def test_spotcheck_decodes_the_sample_and_writes_metrics_wavs_and_report(tokeniz
     for part in sorted(Path(tokenized["tokens"], "mucodec", "tokens").glob("*.parquet")):
         tokens.update({r["key"]: r for r in pq.read_table(part).to_pylist()})
     decoder = build_decoder(_tiny_decoder_for_tokens(), seed=TINY_DECODER.seed).eval()
+    decoder.use_window(WindowConfig.of_length(TINY_DECODER.window_codes))
     assert {r["codec"] for r in metrics} == {"mucodec"} and summary.codecs == ["mucodec"]
     for number, record in enumerate(metrics):
         folder = output / "samples" / record["key"] / "mucodec"
