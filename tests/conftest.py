@@ -26,11 +26,37 @@ def golden_dir() -> Path:
     return root
 
 
+# Fixtures whose tests run Ray in this process (or a server beside it): integration tests.
+RAY_FIXTURES = frozenset({"ray_local", "s3_endpoint"})
+# The pytest-xdist groups of the integration tests. Each group runs on one worker, one test
+# after the other, while the other workers take the unit and golden tests: "ray" holds the
+# modules whose tests use the session's Ray (so it starts once, and two never run in one
+# process), "jobs" the modules whose tests only run jobs as subprocesses. A module may name
+# its group itself (`pytestmark = pytest.mark.xdist_group(...)`) to even out the two.
+IN_PROCESS_RAY_GROUP = "ray"
+JOB_GROUP = "jobs"
+
+
+@pytest.hookimpl(tryfirst=True)  # Before xdist reads the groups.
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that reads the golden vectors, directly or through a fixture, is `golden`."""
+    """Tags each test by what it reaches through its fixtures, and groups integration tests.
+
+    A test that reads the golden vectors is `golden`; one that needs the session's Ray is
+    `integration`. A module's integration tests stay in one group, so that its module-scoped
+    set-up is paid once.
+    """
+    with_ray = set()
     for item in items:
-        if "golden_dir" in getattr(item, "fixturenames", ()):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "golden_dir" in fixtures:
             item.add_marker(pytest.mark.golden)
+        if fixtures & RAY_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+            with_ray.add(item.path)
+    for item in items:
+        if item.get_closest_marker("integration") and not item.get_closest_marker("xdist_group"):
+            group = IN_PROCESS_RAY_GROUP if item.path in with_ray else JOB_GROUP
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

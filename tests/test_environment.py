@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -53,7 +55,9 @@ def test_installed_packages_are_the_locked_versions():
         try:
             installed = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            continue  # An extra this install did not ask for.
+            # The tests run under the `dev` install, which takes every extra of the lock.
+            drift[name] = f"not installed, locked {version}"
+            continue
         if re.sub(r"\+.*", "", installed) != version:
             drift[name] = f"installed {installed}, locked {version}"
     assert not drift, f"not the locked versions (reinstall with scripts/install.sh): {drift}"
@@ -65,3 +69,25 @@ def test_pyproject_pins_torch_exactly_as_the_lock(name):
     pinned = re.search(rf'"{name}==([^"]+)"', pyproject)
     assert pinned, f"{name} must be pinned exactly in pyproject.toml"
     assert pinned.group(1) == _locked_versions()[name]
+
+
+def test_xdist_keeps_a_group_on_one_worker(tmp_path):
+    """The suite's integration tests rely on --dist loadgroup keeping each group on one
+    worker (one Ray per process); some pytest and xdist pairs silently stop doing so."""
+    (tmp_path / "test_grouped.py").write_text(
+        "import os, pathlib, pytest\n"
+        + "".join(
+            f"@pytest.mark.xdist_group('one')\ndef test_{i}():\n"
+            f"    pathlib.Path('ran-{i}').write_text(os.environ['PYTEST_XDIST_WORKER'])\n"
+            for i in range(6)
+        )
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-q",
+         "-p", "no:cacheprovider", "test_grouped.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-2000:]
+    workers = [path.read_text() for path in tmp_path.glob("ran-*")]
+    assert len(workers) == 6 and len(set(workers)) == 1, workers

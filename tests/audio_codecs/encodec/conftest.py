@@ -81,6 +81,10 @@ def golden_48k(encodec_golden: Path) -> GoldenModel:
 
 
 @pytest.fixture(scope="session", params=["24k", "48k"])
-def golden_model(request: pytest.FixtureRequest) -> GoldenModel:
-    """Each tiny golden model in turn."""
+def golden_model(request: pytest.FixtureRequest, encodec_golden: Path) -> GoldenModel:
+    """Each tiny golden model in turn.
+
+    Names `encodec_golden` itself, so that its tests are tagged `golden` (the marker hook
+    sees declared fixtures, not the ones reached through `getfixturevalue`).
+    """
     return request.getfixturevalue(f"golden_{request.param}")
