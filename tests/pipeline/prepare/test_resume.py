@@ -1,8 +1,10 @@
-"""Resume after a real crash: SIGKILL the prepare job mid-run, rerun, nothing lost or doubled.
+"""Resume after a stop and after a crash: nothing lost or doubled, finished units kept.
 
 The job runs as `python -m jobs.prepare` in a subprocess with one song per unit. Once some
-unit markers exist, the job and every process it started (Ray's daemons and workers, the
-crash-isolation children) get SIGKILL at once, as if the machine had died.
+unit markers exist it gets SIGTERM (a supervisor stopping it): it must stop promptly with
+status 143 and one line saying a rerun resumes. The rerun, once it has finished a unit of
+its own, and every process it started (Ray's daemons and workers, the crash-isolation
+children) get SIGKILL at once, as if the machine had died. The third run completes.
 """
 
 from __future__ import annotations
@@ -75,22 +77,48 @@ def _expected_keys(corpus: Path) -> set[str]:
     return keys
 
 
-def test_a_killed_run_resumes_without_loss_or_duplicates(tmp_path):
+def _markers(output: Path) -> dict[str, int]:
+    """The unit markers written so far, by name, with their modification times."""
+    return {p.name: p.stat().st_mtime_ns for p in (output / UNITS_DIR).glob("*.json")}
+
+
+def _wait_for_markers(job: subprocess.Popen, output: Path, more_than: int) -> None:
+    deadline = time.monotonic() + 120
+    while len(_markers(output)) <= more_than:
+        assert job.poll() is None, "the job ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no unit finished in time"
+        time.sleep(0.02)
+
+
+def test_a_stopped_then_killed_run_resumes_without_loss_or_duplicates(tmp_path):
     corpus, output, scratch = tmp_path / "corpus", tmp_path / "out", tmp_path / "scratch"
     scratch.mkdir()
     for i, seconds in enumerate(SECONDS):
         write_song(str(corpus / f"song{i:02d}.flac"), seconds, rate=44_100, seed=i)
-    markers = output / UNITS_DIR
-    log = (tmp_path / "first.log").open("wb")
-    job = subprocess.Popen(
-        _prepare_command(corpus, output, scratch), stdout=log, stderr=subprocess.STDOUT
-    )
+    command = _prepare_command(corpus, output, scratch)
+
+    # SIGTERM: a prompt stop with status 143 and one line that says what to do.
+    stopped_job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, start_new_session=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while not (markers.is_dir() and any(markers.glob("*.json"))):
-            assert job.poll() is None, "the job ended before any unit finished"
-            assert time.monotonic() < deadline, "no unit finished in time"
-            time.sleep(0.02)
+        _wait_for_markers(stopped_job, output, more_than=0)
+        stopped_job.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        _, stderr = stopped_job.communicate(timeout=60)
+    finally:
+        if stopped_job.poll() is None:
+            os.killpg(stopped_job.pid, signal.SIGKILL)
+    assert stopped_job.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert time.monotonic() - stopped < 30
+    assert "error: interrupted by SIGTERM" in stderr and "rerun the same command" in stderr
+    after_stop = _markers(output)
+    assert 1 <= len(after_stop) < SONGS, "the job was not stopped midway"
+
+    # SIGKILL of the rerun and everything it started, once it finished a unit of its own.
+    log = (tmp_path / "killed.log").open("wb")
+    job = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_markers(job, output, more_than=len(after_stop))
         victims = [job.pid, *_descendants(job.pid)]
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):  # Already gone.
@@ -105,13 +133,11 @@ def test_a_killed_run_resumes_without_loss_or_duplicates(tmp_path):
             job.kill()
         log.close()
 
-    done_before = {p.name: p.stat().st_mtime_ns for p in markers.glob("*.json")}
-    assert 1 <= len(done_before) < SONGS, "the kill must interrupt the run"
+    done_before = _markers(output)
+    assert len(after_stop) < len(done_before) < SONGS, "the kill must interrupt the run"
     assert not (output / "summary.json").exists()
 
-    rerun = subprocess.run(
-        _prepare_command(corpus, output, scratch), capture_output=True, timeout=300
-    )
+    rerun = subprocess.run(command, capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
 
     summary = json.loads((output / "summary.json").read_text())
@@ -119,8 +145,8 @@ def test_a_killed_run_resumes_without_loss_or_duplicates(tmp_path):
     assert summary["units_already_done"] == len(done_before)
     assert summary["units_run"] == SONGS - len(done_before)
     assert summary["units_failed"] == 0
-    # Units finished before the kill were not redone.
-    assert {name: (markers / name).stat().st_mtime_ns for name in done_before} == done_before
+    # Units finished before the stop and the kill were not redone.
+    assert {name: _markers(output)[name] for name in done_before} == done_before
 
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["complete"] is True
