@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from pipeline.prepare.segment import SegmentConfig, plan_segments
 from testing.synth import synth_song, write_audio
 
 
@@ -75,12 +76,29 @@ def write_lyrics(audio_path: str, seconds: float, flavour: str) -> None:
         handle.write(data)
 
 
+def scaled_seconds(song: DemoSong, scale: float) -> float:
+    """How long `song` is in a corpus made at `scale` (the too-short song keeps its length)."""
+    return song.seconds * scale if song.seconds > 10 else song.seconds
+
+
+def demo_segments(scale: float, config: SegmentConfig | None = None) -> dict[str, int]:
+    """Segments per song (corpus-relative path) of the corpus at `scale`.
+
+    `config` is prepare's segmenting (default: the job's); a song with none is rejected.
+    """
+    config = config or SegmentConfig()
+    return {
+        song.path: len(plan_segments(round(scaled_seconds(song, scale) * 48_000), config))
+        for song in DEMO_SONGS
+    }
+
+
 def make_demo_corpus(root: str, scale: float = 1.0) -> list[str]:
     """Write the demo corpus under `root`; durations are multiplied by `scale`."""
     written = []
     for seed, song in enumerate(DEMO_SONGS):
         path = os.path.join(root, song.path)
-        seconds = song.seconds * scale if song.seconds > 10 else song.seconds
+        seconds = scaled_seconds(song, scale)
         audio = synth_song(seconds, song.sample_rate, song.channels, seed, song.peak)
         write_audio(path, audio, song.sample_rate, song.subtype)
         if song.lyrics:

@@ -18,9 +18,8 @@ import pyarrow.parquet as pq
 from pipeline.audit import AuditReport, read_shard_keys
 from pipeline.errors import ENVIRONMENT_ERRNOS, THROTTLING
 from pipeline.io import StorageOptions
-from pipeline.prepare.segment import SegmentConfig, plan_segments
 from pipeline.shard_reader import find_shards
-from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS
+from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS, demo_segments, scaled_seconds
 
 SPOOL_BYTES_PER_S = 48_000 * 2 * 4  # Prepare spools each song as 48 kHz stereo float32.
 
@@ -39,32 +38,19 @@ ENVIRONMENT_MARKERS = tuple(
 # -- what the corpus must give ----------------------------------------------------------------
 
 
-def _scaled(seconds: float, scale: float) -> float:
-    return seconds * scale if seconds > 10 else seconds  # As make_demo_corpus scales.
-
-
 def expected_segment_count(scale: float) -> int:
     """Segments the demo corpus gives at `scale` under prepare's default segmenting."""
-    config = SegmentConfig()
-    return sum(
-        len(plan_segments(round(_scaled(s.seconds, scale) * 48_000), config)) for s in DEMO_SONGS
-    )
+    return sum(demo_segments(scale).values())
 
 
 def legitimate_rejects(scale: float) -> set[str]:
     """Corpus-relative paths prepare must reject: the broken file and songs too short."""
-    config = SegmentConfig()
-    short = {
-        s.path
-        for s in DEMO_SONGS
-        if not plan_segments(round(_scaled(s.seconds, scale) * 48_000), config)
-    }
-    return {BROKEN_FILE, *short}
+    return {BROKEN_FILE, *(path for path, count in demo_segments(scale).items() if not count)}
 
 
 def scratch_disk_bytes(scale: float) -> int:
     """A scratch disk that holds the median song's spool: the longer songs' units fail."""
-    durations = sorted(_scaled(s.seconds, scale) for s in DEMO_SONGS)
+    durations = sorted(scaled_seconds(s, scale) for s in DEMO_SONGS)
     return int(SPOOL_BYTES_PER_S * durations[len(durations) // 2])
 
 

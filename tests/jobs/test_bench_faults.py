@@ -23,9 +23,10 @@ def test_help_documents_the_options():
         assert option in completed.stdout
 
 
-def test_the_corpus_gives_what_the_demo_test_expects():
-    assert expected_segment_count(1.0) == 12
-    assert legitimate_rejects(1.0) == {"Artist D/broken.mp3", "Artist D/tiny-intro.wav"}
+def test_only_the_broken_file_and_the_tiny_intro_are_rejects_at_the_soaks_scales():
+    for scale in (0.5, 1.0, 2.0):
+        assert legitimate_rejects(scale) == {"Artist D/broken.mp3", "Artist D/tiny-intro.wav"}
+    assert expected_segment_count(0.5) < expected_segment_count(1.0) < expected_segment_count(2)
 
 
 def test_a_seed_draws_the_same_faults_and_every_kind_in_each_run_of_three():

@@ -2,7 +2,9 @@
 shards into a table per codec, and a spot-check report that compares them.
 
 The prepare output is checked in detail; the token tables and the report by their counts
-and in headless Chromium (every codec's spectrograms and players).
+and in headless Chromium (every codec's spectrograms and players). The corpus is the demo's
+at half its length, and the spot-check decodes with the demo's window on a CPU (128 codes):
+the real decoder, in seconds rather than minutes.
 """
 
 from __future__ import annotations
@@ -16,14 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from audio_codecs.registry import CODECS
-from pipeline.prepare.segment import SegmentConfig, plan_segments
-from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS
+from jobs.demo import CPU_DECODER_WINDOW
+from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS, demo_segments
 from tests.pipeline.helpers import open_in_chromium, read_samples
 
-
-def _expected_segments() -> int:
-    config = SegmentConfig()  # The job's defaults: 35.84 s, keep tails of 10 s or more.
-    return sum(len(plan_segments(round(song.seconds * 48_000), config)) for song in DEMO_SONGS)
+SCALE = 0.3  # Every song keeps one segment (a tail of 10 s or more) but the tiny intro.
 
 
 @pytest.mark.integration
@@ -40,10 +39,12 @@ def test_demo_runs_end_to_end(tmp_path):
             str(output),
             "--codec",
             ",".join(CODECS),
+            "--scale",
+            str(SCALE),
         ],
         capture_output=True,
         text=True,
-        timeout=600,  # Three stages; decoding two 35.84 s segments dominates on CPU.
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     # One summary table names every stage's output; Ray's known-harmless lines are gone.
@@ -66,18 +67,23 @@ def test_demo_runs_end_to_end(tmp_path):
         assert noise not in completed.stderr, completed.stderr[-3000:]
     prepared = output / "prepared"
     summary = json.loads((prepared / "summary.json").read_text())
-    expected = _expected_segments()
-    assert expected == 12  # Guards the helper itself against silent drift.
+    segments = demo_segments(SCALE)  # Per song, under the job's default segmenting.
+    expected = sum(segments.values())
+    too_short = {path for path, count in segments.items() if not count}
     assert summary["segments"] == expected
     assert summary["songs_in"] == len(DEMO_SONGS) + 1
-    assert (summary["songs_ok"], summary["songs_rejected"], summary["rejects"]) == (7, 2, 2)
+    assert (summary["songs_ok"], summary["songs_rejected"], summary["rejects"]) == (
+        len(DEMO_SONGS) - len(too_short),
+        len(too_short) + 1,
+        len(too_short) + 1,
+    )
     assert summary["units_failed"] == 0
 
     rejects = pq.read_table(prepared / "rejects.parquet").to_pylist()
     by_path = {os.path.relpath(r["path"], corpus): r for r in rejects}
-    assert set(by_path) == {BROKEN_FILE, "Artist D/tiny-intro.wav"}
+    assert set(by_path) == {BROKEN_FILE, *too_short}
     assert by_path[BROKEN_FILE]["stage"] == "decode"
-    assert by_path["Artist D/tiny-intro.wav"]["reason"].startswith("too short")
+    assert all(by_path[path]["reason"].startswith("too short") for path in too_short)
 
     manifest = json.loads((prepared / "manifest.json").read_text())
     samples = read_samples([str(prepared / "shards" / s["name"]) for s in manifest["shards"]])
@@ -92,6 +98,8 @@ def test_demo_runs_end_to_end(tmp_path):
     for codec in CODECS:
         tokens = json.loads((output / "tokens" / codec / "summary.json").read_text())
         assert (tokens["segments"], tokens["rejects"]) == (expected, 0), codec
+    claim = json.loads((output / "spotcheck" / "_spotcheck" / "run.json").read_text())
+    assert claim["decoder"]["window_codes"] == CPU_DECODER_WINDOW  # The demo's CPU default.
     spotcheck = json.loads((output / "spotcheck" / "summary.json").read_text())
     assert (spotcheck["sampled"], spotcheck["missing"]) == (2, [])
     assert sorted(spotcheck["codecs"]) == sorted(CODECS)
