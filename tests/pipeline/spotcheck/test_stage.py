@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
@@ -34,7 +33,7 @@ from pipeline.spotcheck.stage import (
     sample_keys,
     spotcheck,
 )
-from schemas.metrics import METRICS_SCHEMA, METRICS_SCHEMA_VERSION
+from schemas.metrics import METRICS_SCHEMA
 from testing.synth import synth_song
 from tests.pipeline.helpers import open_in_chromium
 
@@ -61,12 +60,6 @@ def test_every_codec_gets_the_same_keys_chosen_from_those_all_tables_hold():
     assert keys == choose_keys(index[2:-2], 5, seed=3)
     assert sample_keys(dict(reversed(indexes.items())), 5, None, seed=3)[0] == keys
     assert len(sample_keys(indexes, None, 0.5, seed=3)[0]) == 4
-
-
-def test_metrics_schema_v2_names_the_codec_and_its_bitrate():
-    assert METRICS_SCHEMA_VERSION == 2
-    assert METRICS_SCHEMA.field("codec").type == pa.string()
-    assert METRICS_SCHEMA.field("bitrate_kbps").type == pa.float64()
 
 
 def test_metrics_are_zero_for_a_perfect_copy_and_track_gain():
