@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from mucodec.key_map import CheckpointError
+from core.key_map import CheckpointError
 from pipeline.claims import OutputInUse
 from pipeline.errors import (
     InvalidManifest,

@@ -25,12 +25,12 @@ from typing import Any
 from audio_codecs.dac.weights import convert_official as convert_official_dac
 from audio_codecs.encodec.checkpoint import convert_official as convert_official_encodec
 from audio_codecs.registry import CODECS, codec_presets
+from core.checkpoint_dir import CONFIG_FILE, sha256_file
+from core.key_map import CheckpointError
 from jobs.cli import JobParser, UsageError, main_entry
-from mucodec.checkpoint_dir import CONFIG_FILE, sha256_file
 from mucodec.encoder import checkpoint as ckpt
 from mucodec.encoder.config import PRESETS, preset
 from mucodec.encoder.tokenizer import MuCodecTokenizer
-from mucodec.key_map import CheckpointError
 
 ENCODEC_PRESETS = codec_presets("encodec")  # 24khz and 48khz are the released models.
 
@@ -71,7 +71,7 @@ def convert(
 
     Raises:
         FileExistsError: if the output already holds a checkpoint and not `force`.
-        mucodec.key_map.CheckpointError: if the official files do not verify.
+        core.key_map.CheckpointError: if the official files do not verify.
     """
     output = Path(output)
     if (output / CONFIG_FILE).exists() and not force:

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.precision import float32_region
 from mucodec.config import QuantizerConfig
-from mucodec.precision import float32_region
 
 __all__ = [
     "QuantizedResult",

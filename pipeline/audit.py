@@ -35,7 +35,7 @@ import fsspec
 import pyarrow as pa
 
 from audio_codecs.registry import CODECS
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet, to_url
 from pipeline.shard_reader import ShardRef, find_shards, iter_shard_samples
 from pipeline.tokenize.dataset import token_files

@@ -48,7 +48,7 @@ from typing import Any
 
 import fsspec
 
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 from pipeline.io import atomic_write, exists, is_local, join, read_json, write_json
 from schemas.run import CLAIM_VERSION, check_claim
 

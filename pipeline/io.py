@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import s3fs
 from fsspec.implementations.local import LocalFileSystem
 
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 
 PARTIAL = ".partial-"  # `<name>.partial-<pid>`: a local file being written, not yet renamed.
 S3_PROTOCOLS = ("s3", "s3a")

@@ -32,7 +32,7 @@ from audio_codecs.dac.dac_file import DacFile
 from audio_codecs.dac.model import build_model, decode_codes, encode, preprocess
 from audio_codecs.dac.resample import RESAMPLER
 from audio_codecs.dac.weights import load_checkpoint_dir
-from mucodec.precision import autocast_dtype
+from core.precision import autocast_dtype
 
 PRESETS: tuple[str, ...] = tuple(CONFIG_PRESETS)
 MODES = ("encode", "compress")

@@ -20,8 +20,8 @@ from typing import Any
 
 from transformers import DacConfig
 
-from mucodec.config import JsonConfig
-from mucodec.key_map import CheckpointError
+from core.config import JsonConfig
+from core.key_map import CheckpointError
 
 # The parameters of the official `DAC.__init__`; its loader keeps only these kwargs.
 OFFICIAL_KWARGS = (

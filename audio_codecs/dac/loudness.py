@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchaudio.functional import lfilter
 
-from mucodec.precision import float32_region
+from core.precision import float32_region
 
 MIN_LOUDNESS = -70.0  # LUFS; the official clamp, also the absolute gate.
 BLOCK_SECONDS = 0.400

@@ -22,7 +22,7 @@ from transformers import DacModel
 
 from audio_codecs.dac.config import DacCodecConfig
 from audio_codecs.dac.quantize import Quantized, from_codes, quantize
-from mucodec.precision import float32_region
+from core.precision import float32_region
 
 
 def build_model(

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from mucodec.key_map import CheckpointError, KeyMap
+from core.key_map import CheckpointError, KeyMap
 
 # Inside a ResidualUnit: Snake, dilated k7 conv, Snake, k1 conv.
 _RESIDUAL_UNIT = {"block.0": "snake1", "block.1": "conv1", "block.2": "snake2", "block.3": "conv2"}
@@ -37,7 +37,7 @@ def official_key_map(n_strides: int) -> KeyMap:
         n_strides: `len(encoder_rates)`.
 
     Returns:
-        Official path -> `DacModel` path, in the `mucodec.key_map` language (after
+        Official path -> `DacModel` path, in the `core.key_map` language (after
         `fold_weight_norm`, so conv weights are `<path>.weight`).
     """
     n = n_strides

@@ -1,10 +1,10 @@
 """DAC weights from three sources, each loaded strictly into a `DacModel`.
 
 * An official `.pth` (`{"state_dict", "metadata": {"kwargs"}}`, `torch.save` zip), read by
-  `mucodec.safe_load` (nothing in the file is executed), its kwargs giving the config, every
+  `core.safe_load` (nothing in the file is executed), its kwargs giving the config, every
   key going through `official_keys` (weight norm folded, one key map). The official
   `DAC.load` is not strict; this is. `convert_official` turns it into our directory.
-* Our converted directory (`mucodec.checkpoint_dir`, format "dac-codec"), sha256-checked.
+* Our converted directory (`core.checkpoint_dir`, format "dac-codec"), sha256-checked.
 * A local Hugging Face model directory (`config.json` + `model.safetensors`), read with
   `local_files_only=True`; weight-normed convs in it are folded the same way.
 
@@ -26,14 +26,14 @@ from transformers import DacConfig, DacModel
 from audio_codecs.dac.config import DacCodecConfig
 from audio_codecs.dac.model import build_model
 from audio_codecs.dac.official_keys import fold_shapes, fold_weight_norm, official_key_map
-from mucodec.checkpoint_dir import (
+from core.checkpoint_dir import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     read_checkpoint_dir,
     sha256_file,
     write_checkpoint_dir,
 )
-from mucodec.key_map import (
+from core.key_map import (
     CheckpointError,
     as_tensor_dict,
     check_state,
@@ -41,7 +41,7 @@ from mucodec.key_map import (
     load_strict,
     map_state,
 )
-from mucodec.safe_load import load_checkpoint
+from core.safe_load import load_checkpoint
 
 FORMAT = "dac-codec"
 FORMAT_VERSION = 1

@@ -1,15 +1,15 @@
 """EnCodec weights: the official `.th` files, Hugging Face directories, our converted format.
 
-All three load strictly (`mucodec.key_map.load_strict`: every key and shape, or an error
+All three load strictly (`core.key_map.load_strict`: every key and shape, or an error
 naming them):
 
 * Official `encodec_24khz-d7cc33bc.th` / `encodec_48khz-7e698e3e.th`: a flat `torch.save`
-  of the state dict, read by `mucodec.safe_load` (no code from the file runs) and renamed
+  of the state dict, read by `core.safe_load` (no code from the file runs) and renamed
   through `OFFICIAL_KEY_MAP`. The builder arguments are not in the file; the preset says
   them.
 * A local Hugging Face model directory (`config.json` + `model.safetensors`), read with no
   network; its config says the shape.
-* Our converted directory (`mucodec.checkpoint_dir`, format "encodec-codec"), written by
+* Our converted directory (`core.checkpoint_dir`, format "encodec-codec"), written by
   `convert_official`, whose weights' sha256 is checked on every load.
 """
 
@@ -28,14 +28,14 @@ from transformers import EncodecConfig, EncodecModel
 
 from audio_codecs.encodec.config import EncodecCodecConfig, from_hf_config, preset
 from audio_codecs.encodec.model import build_model
-from mucodec.checkpoint_dir import (
+from core.checkpoint_dir import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     read_checkpoint_dir,
     sha256_file,
     write_checkpoint_dir,
 )
-from mucodec.key_map import (
+from core.key_map import (
     CheckpointError,
     KeyMap,
     as_tensor_dict,
@@ -43,7 +43,7 @@ from mucodec.key_map import (
     load_strict,
     map_state,
 )
-from mucodec.safe_load import load_checkpoint
+from core.safe_load import load_checkpoint
 
 __all__ = [
     "FORMAT_NAME",
@@ -243,7 +243,7 @@ def manifest_problems(manifest: Mapping[str, Any], preset_name: str) -> list[str
         preset_name: The preset to compare with ("24khz" or "48khz").
 
     Returns:
-        Problems as `mucodec.key_map.compare_shapes` words them; empty when all agree.
+        Problems as `core.key_map.compare_shapes` words them; empty when all agree.
     """
     shapes = {t["name"]: tuple(t["shape"]) for t in manifest["tensors"]}
     mapped = map_state(shapes, OFFICIAL_KEY_MAP, source="manifest")

@@ -32,7 +32,7 @@ from audio_codecs.encodec.config import (
 )
 from audio_codecs.encodec.model import random_model
 from audio_codecs.encodec.signal import RESAMPLER, to_mono
-from mucodec.precision import autocast_dtype
+from core.precision import autocast_dtype
 
 __all__ = ["PRESETS", "EncodecCodec", "load"]
 
@@ -228,7 +228,7 @@ def load(spec: CodecSpec, device: torch.device) -> EncodecCodec:
     Raises:
         KeyError: for an unknown preset.
         ValueError: for a bandwidth the model does not offer or an unknown precision.
-        mucodec.key_map.CheckpointError: for a checkpoint that does not load strictly.
+        core.key_map.CheckpointError: for a checkpoint that does not load strictly.
     """
     if spec.checkpoint is not None:
         loaded = load_directory(spec.checkpoint)

@@ -24,7 +24,7 @@ from transformers import EncodecModel
 
 from audio_codecs.encodec.config import EncodecCodecConfig
 from audio_codecs.encodec.signal import chunk_offsets, chunk_scale, linear_overlap_add
-from mucodec.precision import autocast_dtype
+from core.precision import autocast_dtype
 
 __all__ = ["Frame", "decode_frames", "encode_frames", "quantize"]
 

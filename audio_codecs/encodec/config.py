@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from transformers import EncodecConfig
 
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 
 __all__ = [
     "PRESET_NAMES",

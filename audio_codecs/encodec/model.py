@@ -25,7 +25,7 @@ def build_model(config: EncodecCodecConfig, device: torch.device | str = "cpu") 
     """An `EncodecModel` of `config`'s shape on `device` (weights as transformers inits them).
 
     On the meta device nothing is allocated: enough to check checkpoint keys and shapes, or
-    to be filled by `mucodec.key_map.load_strict` (which assigns the tensors).
+    to be filled by `core.key_map.load_strict` (which assigns the tensors).
 
     Args:
         config: The model's shape.

@@ -13,6 +13,7 @@ import contextlib
 import torch
 from torch import nn
 
+from core.precision import Precision
 from mucodec.decoder.config import DecoderConfig, FlowConfig
 from mucodec.decoder.dit import DiT
 from mucodec.decoder.flow import CodeConditioner, CodeToLatent
@@ -20,7 +21,6 @@ from mucodec.decoder.model import MuCodecDecoder
 from mucodec.decoder.normalizer import FeatureNormalizer
 from mucodec.decoder.vae import MelVAEDecoder
 from mucodec.decoder.vocoder import HiFiGAN
-from mucodec.precision import Precision
 from mucodec.quantizer import ResidualVectorQuantizer
 
 __all__ = ["build_code_to_latent", "build_decoder"]

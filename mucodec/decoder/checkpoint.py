@@ -11,9 +11,9 @@ The official weights come in two torch pickles (decoder spec section 11):
   encoder is dropped and everything outside `first_stage_model.` (AudioLDM's own UNet and
   conditioners) is ignored, as the reference's loader ignores it.
 
-Each file has one explicit table in the rule language of `mucodec.key_map` (`{}` stands for
+Each file has one explicit table in the rule language of `core.key_map` (`{}` stands for
 a layer index, a `None` target drops the key, a path covers every key below it); a key no
-rule covers is an error naming it. The result is loaded strictly (`mucodec.key_map.
+rule covers is an error naming it. The result is loaded strictly (`core.key_map.
 load_strict`): missing, unexpected and mis-shaped keys are all reported at once. Unlike the
 reference (which loads `mucodec.pt` with `strict=False`, so a missing key silently keeps
 its random init), nothing is ever left at its initial value.
@@ -22,7 +22,7 @@ Our own format is the encoder's checkpoint layout (`mucodec.encoder.checkpoint`)
 `model.safetensors` (`MuCodecDecoder.state_dict()`), `config.json` (format
 `mucodec-decoder`, version, `DecoderConfig`, sha256 of the weights, sha256 of the official
 sources) and a `sha256sum`-style checksum file.
-Pickles are opened with `mucodec.safe_load.load_checkpoint`, which never runs code.
+Pickles are opened with `core.safe_load.load_checkpoint`, which never runs code.
 
 Loading builds the model through `mucodec.decoder.builders` and fills it here, so the model
 module imports neither (`load_decoder`, `load_official_decoder`).
@@ -38,13 +38,13 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from mucodec.checkpoint_dir import read_checkpoint_dir, sha256_file, write_checkpoint_dir
+from core.checkpoint_dir import read_checkpoint_dir, sha256_file, write_checkpoint_dir
+from core.key_map import CheckpointError, check_state, compare_shapes, load_strict, map_state
+from core.precision import Precision
+from core.safe_load import CheckpointFormatError, load_checkpoint
 from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.config import DecoderConfig
 from mucodec.decoder.model import MuCodecDecoder
-from mucodec.key_map import CheckpointError, check_state, compare_shapes, load_strict, map_state
-from mucodec.precision import Precision
-from mucodec.safe_load import CheckpointFormatError, load_checkpoint
 
 __all__ = [
     "DECODER_FORMAT",

@@ -25,7 +25,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from mucodec.config import CONFIG_FORMAT_VERSION, JsonConfig, QuantizerConfig
+from core.config import JsonConfig
+from mucodec.config import CONFIG_FORMAT_VERSION, QuantizerConfig
 
 __all__ = [
     "DECODER_PRESETS",

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from core.precision import Precision, autocast_dtype, float32_region
 from mucodec.decoder.config import DecoderConfig, SamplingConfig, WindowConfig
 from mucodec.decoder.flow import CodeToLatent
 from mucodec.decoder.sampling import seeded_noise
 from mucodec.decoder.vae import MelVAEDecoder
 from mucodec.decoder.vocoder import HiFiGAN, linear_crossfade, vocode_chunked
-from mucodec.precision import Precision, autocast_dtype, float32_region
 
 __all__ = ["MuCodecDecoder", "WindowPlan", "plan_windows", "tile_codes"]
 

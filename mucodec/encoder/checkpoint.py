@@ -3,14 +3,14 @@
 Official files (encoder spec, section 9):
 
 * `muq.pt`: a fairseq checkpoint; its `"model"` dict is MuQModel's state dict, keys
-  `model.*`. Read with `mucodec.safe_load.load_checkpoint` (no code from the file runs).
+  `model.*`. Read with `core.safe_load.load_checkpoint` (no code from the file runs).
 * `mucodec.pt`: PromptCondAudioDiffusion's state dict. The tokenizer needs its RVQ
   (`rvq_muencoder_emb.*`) and resampler kernel (`rsq48tomuencoder.kernel`); it usually also
   holds `muencoder.*`, a copy of the MuQ weights that the official code loads *after*
   muq.pt, so that copy is the one the official tokens come from.
 
 Both go through one explicit key map each (`MUQ_KEY_MAP`, `MUCODEC_KEY_MAP`, in the rule
-language of `mucodec.key_map`) and are verified strictly: every key the official model has
+language of `core.key_map`) and are verified strictly: every key the official model has
 must be present with its shape, and any key this code does not know is an error naming it.
 Tensors the tokens do not depend on (blocks after the selected layer, the pre-training head,
 HF's unused positional conv) are verified and then dropped.
@@ -31,10 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mucodec.checkpoint_dir import read_checkpoint_dir, write_checkpoint_dir
-from mucodec.encoder.builders import build_conformer_block, build_subsampling
-from mucodec.encoder.config import MuEncoderConfig, TokenizerConfig
-from mucodec.key_map import (
+from core.checkpoint_dir import read_checkpoint_dir, write_checkpoint_dir
+from core.key_map import (
     CheckpointError,
     as_tensor_dict,
     compare_shapes,
@@ -42,7 +40,9 @@ from mucodec.key_map import (
     map_key,
     map_state,
 )
-from mucodec.safe_load import CheckpointFormatError, InertObject, load_checkpoint
+from core.safe_load import CheckpointFormatError, InertObject, load_checkpoint
+from mucodec.encoder.builders import build_conformer_block, build_subsampling
+from mucodec.encoder.config import MuEncoderConfig, TokenizerConfig
 
 __all__ = [
     "FORMAT_NAME",

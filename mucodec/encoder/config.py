@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mucodec.config import CONFIG_FORMAT_VERSION, JsonConfig, QuantizerConfig
+from core.config import JsonConfig
+from mucodec.config import CONFIG_FORMAT_VERSION, QuantizerConfig
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
+from core.precision import float32_region
 from mucodec.encoder.config import FrontendConfig
-from mucodec.precision import float32_region
 
 
 def peak_divisor(peak: Tensor, threshold: float) -> Tensor:

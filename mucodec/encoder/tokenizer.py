@@ -34,15 +34,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from mucodec.checkpoint_dir import sha256_file
+from core.checkpoint_dir import sha256_file
+from core.key_map import load_strict
+from core.precision import Precision, autocast_dtype
 from mucodec.encoder import checkpoint as ckpt
 from mucodec.encoder.builders import build_encoder, build_frontend, build_quantizer
 from mucodec.encoder.config import TokenizerConfig
 from mucodec.encoder.frontend import Frontend, song_peak_divisor
 from mucodec.encoder.muencoder import MuEncoder
 from mucodec.encoder.tiling import sound2code_output_len, sound2code_windows
-from mucodec.key_map import load_strict
-from mucodec.precision import Precision, autocast_dtype
 from mucodec.quantizer import ResidualVectorQuantizer
 
 _log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class MuCodecTokenizer(nn.Module):
             encoder: Features -> selected hidden state.
             quantizer: Hidden state -> codes.
             precision: Autocast dtype of the MuEncoder ("float32": none). The front end
-                and the code lookup stay float32 whatever it is (`mucodec.precision`).
+                and the code lookup stay float32 whatever it is (`core.precision`).
             checkpoint_sha256: Identity of the weights, when loaded from files.
             load_report: What loading official files verified and dropped, if it did.
 
@@ -192,7 +192,7 @@ class MuCodecTokenizer(nn.Module):
 
         Raises:
             ValueError: if both or neither kind of source is given.
-            mucodec.key_map.CheckpointError: on a missing / misshapen / unknown key, a
+            core.key_map.CheckpointError: on a missing / misshapen / unknown key, a
                 wrong file, or a hash mismatch.
         """
         if path is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 from pipeline.path_text import path_bytes, path_text
 
 

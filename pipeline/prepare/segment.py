@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 from pipeline.errors import InvalidSetting
 from pipeline.prepare.dsp import TARGET_RATE
 

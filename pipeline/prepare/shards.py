@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 from pipeline.io import join, upload_file
 from pipeline.prepare.song import Sample
 

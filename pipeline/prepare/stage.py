@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 from pipeline.claims import Fence, claim_output
 from pipeline.io import filesystem, join, remove_partials, write_json, write_parquet
 from pipeline.prepare.corpus import discover

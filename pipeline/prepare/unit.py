@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 from pipeline.claims import Fence
 from pipeline.errors import EnvironmentFailure, describe, with_retries
 from pipeline.io import StorageOptions, completed_markers, filesystem, join, marker_name, write_json

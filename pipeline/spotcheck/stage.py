@@ -45,7 +45,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 from pipeline.claims import claim_output
 from pipeline.io import (
     StorageOptions,

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 from pipeline.io import atomic_write, completed_markers, join, marker_name, write_json
 from pipeline.path_text import path_text
 from pipeline.prepare.records import Reject

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audio_codecs.base import CodecSpec
-from mucodec.config import JsonConfig
+from core.config import JsonConfig
 from pipeline.claims import Fence, claim_output
 from pipeline.errors import InvalidSetting, describe, is_environment_failure
 from pipeline.io import (

@@ -10,8 +10,8 @@ import torch
 
 from audio_codecs.base import CodecSpec
 from audio_codecs.registry import load_codec
+from core.checkpoint_dir import sha256_file
 from jobs.convert_checkpoint import main as convert_main
-from mucodec.checkpoint_dir import sha256_file
 from tests.audio_codecs.dac.conftest import load_golden_set
 from tests.audio_codecs.encodec.test_checkpoint import _official_state, _th
 

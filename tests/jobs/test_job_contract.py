@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 import pipeline.execution
+from core.key_map import CheckpointError
+from core.safe_load import CheckpointFormatError
 from jobs import audit, convert_checkpoint, demo, prepare, run, spotcheck, tokenize
 from jobs.cli import run_job
 from jobs.console import StageOutcome, format_outcomes
 from mucodec.decoder.config import DECODER_PRESETS
 from mucodec.encoder.config import PRESETS
-from mucodec.key_map import CheckpointError
-from mucodec.safe_load import CheckpointFormatError
 from pipeline.errors import InvalidSetting
 from schemas.version import UnsupportedVersion
 from testing.synth import synth_song, write_audio

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from core.key_map import load_strict
 from mucodec.encoder import checkpoint as ckpt
 from mucodec.encoder.config import TokenizerConfig, tiny
 from mucodec.encoder.tokenizer import MuCodecTokenizer
-from mucodec.key_map import load_strict
 
 
 def official_tiny_state(encoder_golden: Path) -> dict[str, torch.Tensor]:

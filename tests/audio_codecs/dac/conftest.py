@@ -15,7 +15,7 @@ from transformers import DacModel
 from audio_codecs.dac.config import DacCodecConfig
 from audio_codecs.dac.model import build_model
 from audio_codecs.dac.official_keys import fold_weight_norm, official_key_map
-from mucodec.key_map import load_strict, map_state
+from core.key_map import load_strict, map_state
 
 TAGS = ("44k", "16k")
 

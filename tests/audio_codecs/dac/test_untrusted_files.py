@@ -14,7 +14,7 @@ from numpy.lib import format as npy_format
 
 from audio_codecs.dac.dac_file import DacFileError, read_dac_file
 from audio_codecs.dac.weights import read_official
-from mucodec.key_map import CheckpointError
+from core.key_map import CheckpointError
 
 
 class _CreatesFile:

@@ -19,7 +19,7 @@ from audio_codecs.dac.weights import (
     load_checkpoint_dir,
     read_official,
 )
-from mucodec.key_map import CheckpointError
+from core.key_map import CheckpointError
 from tests.audio_codecs.dac.conftest import GoldenSet
 
 RELEASES = {"44khz_8kbps": 301, "24khz_8kbps": 462, "16khz_8kbps": 322}

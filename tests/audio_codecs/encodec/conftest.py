@@ -17,7 +17,7 @@ from audio_codecs.encodec.checkpoint import OFFICIAL_KEY_MAP
 from audio_codecs.encodec.coding import Frame, encode_frames
 from audio_codecs.encodec.config import EncodecCodecConfig, codebooks_for_bandwidth, preset
 from audio_codecs.encodec.model import build_model
-from mucodec.key_map import load_strict, map_state
+from core.key_map import load_strict, map_state
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -16,8 +16,8 @@ from audio_codecs.base import CodecSpec
 from audio_codecs.encodec import convert_official, load
 from audio_codecs.encodec.checkpoint import load_directory, load_official, manifest_problems
 from audio_codecs.encodec.coding import encode_frames
-from mucodec.checkpoint_dir import sha256_file
-from mucodec.key_map import CheckpointError
+from core.checkpoint_dir import sha256_file
+from core.key_map import CheckpointError
 
 CPU = torch.device("cpu")
 

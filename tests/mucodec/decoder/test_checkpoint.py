@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.key_map import CheckpointError, load_strict, map_state
 from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.checkpoint import (
     MAIN_KEY_MAP,
@@ -24,7 +25,6 @@ from mucodec.decoder.checkpoint import (
 )
 from mucodec.decoder.config import DECODER_PRESETS, DecoderConfig, decoder_preset
 from mucodec.decoder.model import MuCodecDecoder
-from mucodec.key_map import CheckpointError, load_strict, map_state
 
 
 @pytest.fixture(scope="module")

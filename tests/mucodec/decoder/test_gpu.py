@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from core.key_map import load_strict, map_state
 from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.checkpoint import MAIN_KEY_MAP, VAE_KEY_MAP
 from mucodec.decoder.config import decoder_preset
 from mucodec.decoder.model import MuCodecDecoder
-from mucodec.key_map import load_strict, map_state
 
 pytestmark = [
     pytest.mark.gpu,

@@ -13,15 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from core.checkpoint_dir import sha256_file
+from core.key_map import CheckpointError, map_key
+from core.safe_load import InertObject, load_checkpoint
 from jobs.convert_checkpoint import convert
 from jobs.convert_checkpoint import main as convert_main
-from mucodec.checkpoint_dir import sha256_file
 from mucodec.encoder import checkpoint as ckpt
 from mucodec.encoder.builders import build_encoder, build_quantizer
 from mucodec.encoder.config import official, preset, tiny
 from mucodec.encoder.tokenizer import MuCodecTokenizer
-from mucodec.key_map import CheckpointError, map_key
-from mucodec.safe_load import InertObject, load_checkpoint
 from tests.mucodec.conftest import official_tiny_state
 
 MARKER = "mucodec_test_payload_ran"

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from mucodec.key_map import CheckpointError
+from core.key_map import CheckpointError
 
 # Legacy typed-storage names (what the pickle refers to) -> element dtype.
 _STORAGE_DTYPES = {

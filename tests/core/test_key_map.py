@@ -1,4 +1,4 @@
-"""The one key-map rule language and the one strict loader (`mucodec.key_map`)."""
+"""The one key-map rule language and the one strict loader (`core.key_map`)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from core.key_map import CheckpointError, invert, load_strict, map_key, map_state
 from mucodec.decoder.checkpoint import MAIN_KEY_MAP, VAE_KEY_MAP, VAE_SCOPE
 from mucodec.encoder.checkpoint import MUCODEC_KEY_MAP, MUQ_KEY_MAP
-from mucodec.key_map import CheckpointError, invert, load_strict, map_key, map_state
 
 TABLE = {
     "layers.{}.attn": "blocks.{}.attention",
