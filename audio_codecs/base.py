@@ -1,4 +1,4 @@
-"""The codec interface the pipeline uses for every tokenizer (style.md principle 4).
+"""The codec interface the pipeline uses for every tokenizer.
 
 A codec turns the pipeline's segments (48 kHz stereo float, as stored in the shards) into
 integer codes and back. Each codec handles sample rate and channels the way its official
@@ -20,9 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import Tensor
 
+from core.errors import InvalidSetting
+
 PIPELINE_SAMPLE_RATE = 48_000  # Segments in and decoded audio out are 48 kHz stereo.
+RANDOM_WEIGHTS = "random-weights-seed-"  # + the seed: the weights_sha256 of a random model.
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,8 @@ class CodecSpec:
         checkpoint: Our converted checkpoint directory, or a local Hugging Face model
             directory (`config.json` + `model.safetensors`), read with no network.
         seed: Seed of the random weights of a preset.
-        precision: "float32", "bfloat16" or "float16", fixed at construction.
+        precision: "float32", "bfloat16" or "float16": the autocast dtype of the heavy
+            parts, fixed at construction.
         options: Codec-specific settings as (name, value) pairs, e.g. DAC's
             ("mode", "compress") or EnCodec's ("bandwidth", "6"); see each codec's docs.
     """
@@ -72,6 +77,8 @@ class CodecInfo:
         num_codebooks: Codebooks used per stream (may be fewer than the model has).
         codebook_size: Codes per codebook.
         mode: How segments are encoded, e.g. "encode" (whole segment) or DAC's "compress".
+        encoder_layer: The encoder layer whose output is quantised, for codecs that let it
+            be chosen (MuCodec); -1 for the others.
     """
 
     codec: str
@@ -84,12 +91,69 @@ class CodecInfo:
     num_codebooks: int
     codebook_size: int
     mode: str = "encode"
+    encoder_layer: int = -1
 
     @property
     def bitrate_kbps(self) -> float:
         """Bits per second of the codes, in kbps: streams x codebooks x log2(size) x rate."""
         bits = self.channels * self.num_codebooks * math.log2(self.codebook_size)
         return bits * self.frame_rate / 1000.0
+
+    def recorded(self) -> RecordedCodec:
+        """What a token table keeps of this provenance."""
+        return RecordedCodec(
+            codec=self.codec,
+            preset=self.preset,
+            mode=self.mode,
+            config=self.config,
+            weights_sha256=self.weights_sha256,
+            frame_rate=float(self.frame_rate),
+            bitrate_kbps=float(self.bitrate_kbps),
+        )
+
+
+@dataclass(frozen=True)
+class RecordedCodec:
+    """The provenance a token table keeps (`CodecInfo`'s fields of the same names): enough
+    to name the codes' maker and to rebuild a model that decodes them.
+
+    Attributes:
+        codec, preset, mode, config, weights_sha256, frame_rate: As in `CodecInfo`.
+        bitrate_kbps: `CodecInfo.bitrate_kbps`.
+    """
+
+    codec: str
+    preset: str
+    mode: str
+    config: str
+    weights_sha256: str
+    frame_rate: float
+    bitrate_kbps: float
+
+    def rebuilt(self, checkpoint: str | None = None) -> CodecSpec:
+        """The spec of the model that made these codes: the `checkpoint` named for it, or
+        its preset with the seed of its random weights.
+
+        Raises:
+            InvalidSetting: the codes were made from a checkpoint and none is named.
+        """
+        # Only the mode changes how codes decode (DAC compress); other options, such as
+        # EnCodec's bandwidth, are read off the codes themselves.
+        options = () if self.mode in ("", "encode") else (("mode", self.mode),)
+        if checkpoint is not None:
+            return CodecSpec(self.codec, checkpoint=checkpoint, options=options)
+        if self.weights_sha256.startswith(RANDOM_WEIGHTS):
+            seed = int(self.weights_sha256.removeprefix(RANDOM_WEIGHTS))
+            return CodecSpec(self.codec, preset=self.preset, seed=seed, options=options)
+        raise InvalidSetting(
+            f"the {self.codec} tokens were made from a checkpoint (weights sha256 "
+            f"{self.weights_sha256[:12]}...): name it with --checkpoint {self.codec}=PATH"
+        )
+
+
+def random_weights(seed: int) -> str:
+    """The `weights_sha256` of a model whose weights were drawn from `seed`."""
+    return f"{RANDOM_WEIGHTS}{seed}"
 
 
 @dataclass(frozen=True)
@@ -115,14 +179,20 @@ class EncodedSegment:
 class Codec(ABC):
     """A tokenizer the pipeline can run: segments in, codes out, and back.
 
-    Implementations are built once per actor (`load_codec` in `audio_codecs.registry`) and
-    hold their model on one device, in eval mode.
+    Implementations are built once per actor (`audio_codecs.registry.load_codec`) and hold
+    their model on one device, in eval mode. The shard's gain is undone here, for every
+    codec alike; each codec then handles rate, channels and level as its official tool does.
     """
 
     @property
     @abstractmethod
     def info(self) -> CodecInfo:
         """The codec's provenance and code layout."""
+
+    @property
+    @abstractmethod
+    def device(self) -> torch.device:
+        """Where the model runs."""
 
     @property
     def sample_rate(self) -> int:
@@ -144,7 +214,11 @@ class Codec(ABC):
         """Codes per codebook."""
         return self.info.codebook_size
 
-    @abstractmethod
+    @property
+    def sampling(self) -> tuple[int, float]:
+        """A sampling decoder's (steps, guidance scale); (0, 0.0) for a deterministic one."""
+        return 0, 0.0
+
     def encode(
         self,
         segments: Sequence[Tensor],
@@ -165,6 +239,23 @@ class Codec(ABC):
         Returns:
             S `EncodedSegment`s, in order.
         """
+        if gains is not None:
+            segments = [s / float(g) for s, g in zip(segments, gains, strict=True)]
+        return self.encode_audio(segments, song_peaks=song_peaks)
+
+    @abstractmethod
+    def encode_audio(
+        self, segments: Sequence[Tensor], *, song_peaks: Sequence[float] | None = None
+    ) -> list[EncodedSegment]:
+        """`encode` of segments at their level before the shard's gain.
+
+        Args:
+            segments: S float tensors `[2, L_i]`, 48 kHz stereo.
+            song_peaks: As in `encode`.
+
+        Returns:
+            S `EncodedSegment`s, in order.
+        """
 
     @abstractmethod
     def decode(self, encoded: Sequence[EncodedSegment]) -> list[Tensor]:
@@ -177,3 +268,13 @@ class Codec(ABC):
             S float32 tensors `[2, L_i]` at 48 kHz on the CPU (mono codecs give both
             channels the same signal), level as the segment was before `gains`.
         """
+
+    def as_seen(self, segment: Tensor, song_peak: float) -> Tensor:
+        """`segment` (its gain undone) as this codec encoded it: what its decode is compared
+        with. Codecs that normalise per song (MuCodec) apply that here too.
+
+        Args:
+            segment: `[2, L]` float at 48 kHz.
+            song_peak: The song's peak before gain (shard metadata).
+        """
+        return segment

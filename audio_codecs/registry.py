@@ -1,49 +1,61 @@
-"""Codec names -> their implementations: the one place the pipeline learns which exist.
+"""Codec names -> their plugins: the one place the pipeline learns which codecs exist.
 
-Each codec module provides `PRESETS` (its preset names) and `load(spec, device) -> Codec`.
-A codec's module is imported when it is first asked for: DAC and EnCodec bring in
-`transformers` (over 2 s of import), which a MuCodec-only actor never needs.
+One line per codec folder of `audio_codecs/` (its package exports `PLUGIN`, a
+`CodecPlugin`). A codec outside this repository joins through the entry point group
+`mucodec_pipeline.codecs` (name = "package.module" exporting `PLUGIN`). A plugin's module
+is imported when it is first asked for: DAC and EnCodec bring in `transformers` (over 2 s
+of import), which a MuCodec-only actor never needs.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+import importlib.metadata
 
 import torch
 
 from audio_codecs.base import Codec, CodecSpec
+from audio_codecs.plugin import CodecPlugin
+from core.errors import InvalidSetting
 
-# Name -> the module that implements it.
-CODECS: dict[str, str] = {
+BUILT_IN: dict[str, str] = {
     "mucodec": "audio_codecs.mucodec",
-    "dac": "audio_codecs.dac.codec",
+    "dac": "audio_codecs.dac",
     "encodec": "audio_codecs.encodec",
 }
+ENTRY_POINT_GROUP = "mucodec_pipeline.codecs"
+DEFAULT_CODEC = "mucodec"  # What `--codec` and a bare `--checkpoint PATH` mean by default.
 
 
-def codec_presets(name: str) -> tuple[str, ...]:
-    """The preset names of codec `name`.
+def codecs() -> dict[str, str]:
+    """Every codec's name -> the module that exports its plugin: built-in ones first."""
+    found = dict(BUILT_IN)
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(entry.name, entry.value)
+    return found
+
+
+def plugin(name: str) -> CodecPlugin:
+    """The plugin of codec `name`, its module imported now if not before.
 
     Raises:
-        KeyError: if `name` is not a known codec.
+        InvalidSetting: if `name` is not a known codec.
     """
-    return tuple(_module(name).PRESETS)
+    known = codecs()
+    if name not in known:
+        raise InvalidSetting(f"unknown codec {name!r}; known: {', '.join(known)}")
+    return importlib.import_module(known[name]).PLUGIN
 
 
 def load_codec(spec: CodecSpec, device: torch.device) -> Codec:
     """Builds the codec `spec` describes on `device`, in eval mode.
 
     Raises:
-        KeyError: if the codec or its preset is unknown.
+        InvalidSetting: if the codec or its preset is unknown.
     """
-    module = _module(spec.codec)
-    if spec.preset is not None and spec.preset not in module.PRESETS:
-        raise KeyError(f"{spec.codec}: unknown preset {spec.preset!r}; known: {module.PRESETS}")
-    return module.load(spec, device)
-
-
-def _module(name: str) -> ModuleType:
-    if name not in CODECS:
-        raise KeyError(f"unknown codec {name!r}; known: {sorted(CODECS)}")
-    return importlib.import_module(CODECS[name])
+    codec = plugin(spec.codec)
+    if spec.preset is not None and spec.preset not in codec.presets:
+        raise InvalidSetting(
+            f"{spec.codec}: unknown preset {spec.preset!r}; known: {', '.join(codec.presets)}"
+        )
+    return codec.load(spec, device)

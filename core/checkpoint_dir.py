@@ -18,7 +18,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from core.key_map import CheckpointError
+from core.errors import CheckpointError
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
+from core.errors import CheckpointError
+
 __all__ = [
     "CheckpointError",
     "KeyMap",
@@ -45,14 +47,6 @@ KeyMap = Mapping[str, str | None]
 
 _V = TypeVar("_V")
 _SHOWN = 10  # Keys listed per kind of problem in an error message.
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is not the expected file, or its keys or shapes do not fit the model.
-
-    Raised for every checkpoint problem in `mucodec` (encoder and decoder, official files
-    and our converted format); the message names the file and the offending keys.
-    """
 
 
 def _compile(path: str) -> re.Pattern[str]:

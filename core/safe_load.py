@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from core.key_map import CheckpointError
+from core.errors import CheckpointError, MissingInput
 
 # Legacy typed-storage names (what the pickle refers to) -> element dtype.
 _STORAGE_DTYPES = {
@@ -273,7 +273,7 @@ def load_checkpoint(path: str | Path) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingInput(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):
         return _legacy_load(path)
     try:

@@ -1,10 +1,10 @@
 """Command-line pieces every job shares: the parser, storage and Ray options, and `run_job`.
 
 Every job follows one contract:
-- a usage error (bad flag value, unknown preset, missing input) is one `error:` line on
-  stderr and exit status 2, reported before Ray starts where it can be (a stage that finds
-  one, say an unreadable manifest, raises one of USAGE_ERRORS); any other error, a
-  ValueError included, is a bug and keeps its traceback;
+- a usage error (bad flag value, unknown preset, missing input, an output in use, a file
+  that is not a checkpoint) is one `error:` line on stderr and exit status 2, reported
+  before Ray starts where it can be; the kinds are those of `core.errors`, and any other
+  error, a ValueError included, is a bug and keeps its traceback;
 - an environment failure (storage, network, an unreachable cluster) is one `error:` line and
   status 1, and rerunning the same command resumes (docs/reliability.md);
 - SIGINT / SIGTERM stop the job promptly with status 130 / 143; what finished is kept and
@@ -22,15 +22,8 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from core.key_map import CheckpointError
-from pipeline.claims import OutputInUse
-from pipeline.errors import (
-    InvalidManifest,
-    InvalidSetting,
-    describe,
-    is_environment_failure,
-    retry_delay_scale,
-)
+from core.errors import CheckpointError, UsageError
+from pipeline.errors import describe, is_environment_failure, retry_delay_scale
 from pipeline.execution import (
     ClusterUnreachable,
     JobInterrupted,
@@ -39,35 +32,24 @@ from pipeline.execution import (
     stop_ray,
 )
 from pipeline.io import StorageOptions, exists, filesystem
-from schemas.version import UnsupportedVersion
 
 
-class UsageError(ValueError):
-    """The command line asks for something that cannot be done; checked before Ray starts."""
+def exit_status(error: BaseException) -> int | None:
+    """The status a job ends with for `error`, by its kind (core.errors); None for a bug.
+
+    What the user asked for cannot be done (`UsageError`: a setting, an input or an output
+    they named), or a file they gave as a checkpoint is not one: 2. The environment failed:
+    1, and a rerun resumes. Anything else is a bug, and its traceback is what a report needs.
+    """
+    if isinstance(error, UsageError | CheckpointError):
+        return 2
+    if is_environment_failure(error):
+        return 1
+    return None
 
 
-# What a job reports as "error: ..." with exit status 2 instead of a traceback: the user's
-# inputs or settings are wrong, not the code. Only these dedicated classes: a plain
-# ValueError is a bug, and its traceback is what a report needs.
-#   UsageError          a command-line check in jobs/ (before Ray starts)
-#   InvalidSetting      a pipeline config value the user chose cannot work
-#   InvalidManifest     the catalog manifest the user gave cannot be read
-#   CheckpointError     the file given as a checkpoint is not one, or not of this model
-#   OutputInUse         the output holds another run (use a new --output, or --force)
-#   UnsupportedVersion  an input was written by another version of this tool
-#   FileNotFoundError   an input the user named does not exist (or holds no shards/tables)
-USAGE_ERRORS = (
-    UsageError,
-    InvalidSetting,
-    InvalidManifest,
-    CheckpointError,
-    OutputInUse,
-    UnsupportedVersion,
-    FileNotFoundError,
-)
-# Of those, what `run_job` itself turns into status 2 (raised outside a stage, by the
-# checks before Ray starts); a stray OSError there stays a traceback or an environment error.
-_CHECK_ERRORS = (UsageError, InvalidSetting, InvalidManifest, UnsupportedVersion)
+# Old flag -> its new name: still read, with a warning, for one release (until 0.3).
+DEPRECATED_FLAGS = {"--dtype": "--precision", "--decoder-dtype": "--decoder-precision"}
 
 
 class JobParser(argparse.ArgumentParser):
@@ -82,6 +64,18 @@ class JobParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         """Prints `message` as one `error:` line and exits with status 2."""
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        """argparse's, with each deprecated flag (`DEPRECATED_FLAGS`) read as its new name
+        after one line on stderr that says so."""
+        args = list(sys.argv[1:] if args is None else args)
+        for index, arg in enumerate(args):
+            flag, equals, value = arg.partition("=")
+            new = DEPRECATED_FLAGS.get(flag)
+            if new in self._option_string_actions:
+                print(f"warning: {flag} is deprecated; use {new}", file=sys.stderr)
+                args[index] = f"{new}{equals}{value}"
+        return super().parse_known_args(args, namespace)
 
 
 def positive_int(text: str) -> int:
@@ -218,13 +212,12 @@ def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         signal.signal(signum, interrupt)
     try:
         return main(argv)
-    except _CHECK_ERRORS as error:
-        return _fail(str(error), 2)
-    except ClusterUnreachable as error:
-        return _fail(str(error), 1)
     except Exception as error:
-        if not is_environment_failure(error):
+        status = exit_status(error)
+        if status is None:
             raise  # A bug: its traceback is what a report needs.
+        if status == 2 or isinstance(error, ClusterUnreachable):
+            return _fail(str(error), status)
         return _fail(
             f"{describe(error)}; what finished is kept: rerun the same command to resume", 1
         )

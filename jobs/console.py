@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-from jobs.cli import USAGE_ERRORS
+from jobs.cli import exit_status
 from pipeline.execution import job_stdout
 
 T = TypeVar("T")
@@ -69,7 +69,9 @@ def run_stage(
     bar = stage_bar(stage, unit)
     try:
         summary = work(bar)
-    except USAGE_ERRORS as error:
+    except Exception as error:
+        if exit_status(error) != 2:
+            raise
         bar.close()
         print(f"error: {error}", file=sys.stderr)
         return StageOutcome(stage, 2, wall_seconds=time.perf_counter() - started)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from audio_codecs import registry
 from jobs.cli import JobParser, main_entry, positive_float, positive_int
 from testing.demo_corpus import make_demo_corpus
 
@@ -36,7 +37,9 @@ def build_parser() -> JobParser:
     )
     parser.add_argument("--corpus-only", action="store_true", help="only write the corpus")
     parser.add_argument(
-        "--codec", default="mucodec", help="comma-separated codecs to run (default: mucodec)"
+        "--codec",
+        default=registry.DEFAULT_CODEC,
+        help=f"comma-separated codecs to run (default: {registry.DEFAULT_CODEC})",
     )
     parser.add_argument(
         "--checkpoint", help="MuCodec tokenizer checkpoint (default: tiny random weights)"
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     # Codecs without a checkpoint run their `tiny` preset (with --checkpoint: all but MuCodec).
     models = ["--codec", args.codec, "--config", "tiny"]
     if args.checkpoint:
-        models += ["--checkpoint", f"mucodec={args.checkpoint}"]
+        models += ["--checkpoint", f"{registry.DEFAULT_CODEC}={args.checkpoint}"]
         if args.decoder_checkpoint:
             models += ["--decoder-checkpoint", args.decoder_checkpoint]
     else:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from core.errors import InvalidSetting, UsageError
 from jobs.cli import (
     JobParser,
-    UsageError,
     add_ray_arguments,
     add_storage_arguments,
     main_entry,
@@ -27,7 +27,6 @@ from jobs.cli import (
     storage_from_args,
 )
 from jobs.console import StageOutcome, print_outcomes, run_stage
-from pipeline.errors import InvalidSetting
 from pipeline.prepare.input_policy import check_allowed_root
 from pipeline.prepare.segment import TAIL_POLICIES, SegmentConfig
 from pipeline.prepare.shards import ShardLimits

@@ -37,7 +37,7 @@ def build_parser() -> JobParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs prepare, tokenize and (with a decoder) spotcheck, one after the other.
+    """Runs prepare, tokenize and (given a sample or a decoder) spotcheck, in turn.
 
     Args:
         argv: The command line after `python -m jobs.run`; None reads `sys.argv`.
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prepare.check_usage(args)
     tokenize.check_tokenizer_usage(args)
-    if spotcheck.decoder_given(args):
+    if spotcheck.spotcheck_asked(args):
         if args.count is None and args.fraction is None:
             args.count = DEFAULT_SPOTCHECK_COUNT
         spotcheck.check_spotcheck_usage(args)
@@ -65,7 +65,7 @@ def run_stages(args: argparse.Namespace) -> list[StageOutcome]:
     if outcomes[-1].status:
         return outcomes
     outcomes.append(tokenize.run_tokenize(args, prepared, tokens))
-    if outcomes[-1].status or not spotcheck.decoder_given(args):
+    if outcomes[-1].status or not spotcheck.spotcheck_asked(args):
         return outcomes
     output = join(args.output, "spotcheck")
     outcomes.append(spotcheck.run_spotcheck(args, tokens, prepared, output))

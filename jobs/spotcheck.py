@@ -8,94 +8,50 @@ Example:
     python -m jobs.spotcheck ... --count 4 --decoder-config tiny --steps 4   # random weights
 
 Every codec with token tables under --tokens (<tokens>/<codec>/tokens) decodes the same
-sampled segments: MuCodec with the decoder given here, other codecs with their own model,
-rebuilt from the tables' preset and seed or from --checkpoint CODEC=PATH (repeatable).
+sampled segments: MuCodec with the decoder given here (its options say "MuCodec:"), other
+codecs with their own model, rebuilt from the tables' preset and seed or from
+--checkpoint CODEC=PATH (repeatable).
 
 Open <output>/report.html in a browser. Rerunning with the same inputs, codecs and decoder
 settings skips samples already decoded; other settings (codecs, decoder, --steps,
---guidance, --decoder-dtype, --noise-seed) are refused unless --force, which replaces the
-old spot-check.
+--guidance, --decoder-precision, --noise-seed, --decoder-window) are refused unless
+--force, which replaces the old spot-check.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+from audio_codecs import registry
+from core.errors import UsageError
 from jobs.cli import (
     JobParser,
-    UsageError,
     add_ray_arguments,
     add_storage_arguments,
     fraction,
     main_entry,
-    non_negative_float,
     positive_int,
     require_input,
     start_job,
     storage_from_args,
 )
 from jobs.console import StageOutcome, print_outcomes, run_stage
-from mucodec.decoder.config import DECODER_PRESETS
 from pipeline.io import join
-from pipeline.spotcheck.actor import DecoderSpec
 from pipeline.spotcheck.stage import SpotcheckConfig, SpotcheckSummary, spotcheck
 
 
 def add_spotcheck_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """The sample and decoder options (shared with jobs.run, where they are optional)."""
+    """The sample options and every codec's decoder options (shared with jobs.run, where
+    the sample is optional)."""
     amount = parser.add_mutually_exclusive_group(required=required)
     amount.add_argument("--count", type=positive_int, help="number of segments to decode")
     amount.add_argument("--fraction", type=fraction, help="fraction of segments to decode")
     parser.add_argument(
         "--sample-seed", type=int, default=0, help="seed of the sample choice (default: 0)"
     )
-    source = parser.add_mutually_exclusive_group(required=required)
-    source.add_argument(
-        "--decoder-checkpoint", help="our converted decoder checkpoint (a directory)"
-    )
-    source.add_argument(
-        "--official-mucodec",
-        help="official mucodec.pt (with --official-audioldm), as released by the official "
-        "MuCodec repository",
-    )
-    source.add_argument(
-        "--decoder-config",
-        choices=sorted(DECODER_PRESETS),
-        help="a decoder preset with seeded random weights, for tests and the demo "
-        f"({', '.join(sorted(DECODER_PRESETS))})",
-    )
-    parser.add_argument("--official-audioldm", help="official audioldm_48k.pth")
-    parser.add_argument(
-        "--steps", type=positive_int, default=50, help="flow-matching Euler steps (default: 50)"
-    )
-    parser.add_argument(
-        "--guidance",
-        type=non_negative_float,
-        default=1.5,
-        help="classifier-free guidance scale (default: 1.5)",
-    )
-    parser.add_argument(
-        "--decoder-dtype",
-        choices=("float32", "bfloat16", "float16"),
-        default="float32",
-        help="precision of the flow-matching model and the VAE on GPU; the vocoder always "
-        "runs in float32 (default: float32)",
-    )
-    parser.add_argument(
-        "--noise-seed",
-        type=int,
-        default=0,
-        help="seed of the decoder's initial noise: the same seed gives the same audio (default: 0)",
-    )
-    parser.add_argument(
-        "--decoder-window",
-        type=positive_int,
-        metavar="CODES",
-        help="MuCodec decoder window in codes, a multiple of 4 (a quarter overlaps the next "
-        "window): the decoder renders whole windows, so a short window decodes short "
-        "segments faster, as on a CPU; it is still the real decoder, and its audio differs "
-        "(default: the model's, 1024 codes = 40.96 s)",
-    )
+    for name in registry.codecs():
+        registry.plugin(name).add_decoder_arguments(parser)
     parser.add_argument(
         "--decode-batch-size",
         type=positive_int,
@@ -104,21 +60,24 @@ def add_spotcheck_arguments(parser: argparse.ArgumentParser, required: bool = Tr
     )
 
 
+def decoder_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each codec's decoder settings the arguments give (codecs that take none left out).
+
+    Raises:
+        UsageError: a combination of a codec's options that cannot work.
+    """
+    options = {name: registry.plugin(name).decoder_options(args) for name in registry.codecs()}
+    return {name: dict(given) for name, given in options.items() if given}
+
+
 def spotcheck_config_from_args(args: argparse.Namespace) -> SpotcheckConfig:
-    """The stage's config from parsed arguments (raises ValueError on a bad combination)."""
-    spec = DecoderSpec(
-        checkpoint=args.decoder_checkpoint,
-        official_mucodec=args.official_mucodec,
-        official_audioldm=args.official_audioldm,
-        preset=args.decoder_config,
-        steps=args.steps,
-        guidance=args.guidance,
-        dtype=args.decoder_dtype,
-        noise_seed=args.noise_seed,
-        window_codes=args.decoder_window,
-    )
+    """The stage's config from parsed arguments.
+
+    Raises:
+        UsageError: a bad combination of options.
+    """
     return SpotcheckConfig(
-        decoder=spec,
+        decoders=tuple(sorted(decoder_options(args).items())),
         checkpoints=codec_checkpoints(args),
         count=args.count,
         fraction=args.fraction,
@@ -145,23 +104,20 @@ def codec_checkpoints(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
-def decoder_given(args: argparse.Namespace) -> bool:
-    """Whether any decoder option was given (jobs.run spot-checks only then)."""
-    return bool(args.decoder_checkpoint or args.official_mucodec or args.decoder_config)
+def spotcheck_asked(args: argparse.Namespace) -> bool:
+    """Whether a sample or a decoder was given (jobs.run spot-checks only then)."""
+    return args.count is not None or args.fraction is not None or bool(decoder_options(args))
 
 
 def check_spotcheck_usage(args: argparse.Namespace) -> None:
-    """Refuse a decoder that cannot load before Ray starts."""
-    if args.official_audioldm and not args.official_mucodec:
-        raise UsageError("--official-audioldm needs --official-mucodec")
-    if args.official_mucodec and not args.official_audioldm:
-        raise UsageError("--official-mucodec needs --official-audioldm")
-    spotcheck_config_from_args(args)
+    """Refuse decoder settings that cannot work, and files they name that do not exist,
+    before Ray starts."""
+    config = spotcheck_config_from_args(args)
     storage = storage_from_args(args)
-    for option in ("decoder_checkpoint", "official_mucodec", "official_audioldm"):
-        if getattr(args, option):
-            require_input(getattr(args, option), "--" + option.replace("_", "-"), storage)
-    for codec, path in codec_checkpoints(args):
+    for codec, options in config.decoders:
+        for flag, path in registry.plugin(codec).decoder_inputs(options).items():
+            require_input(path, flag, storage)
+    for codec, path in config.checkpoints:
         require_input(path, f"--checkpoint {codec}", storage)
 
 

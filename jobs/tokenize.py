@@ -6,7 +6,7 @@ Example:
     python -m jobs.tokenize --shards ./prepared --output ./tokens \\
         --codec mucodec,dac,encodec --config tiny --codec-option encodec:bandwidth=6
     python -m jobs.tokenize --shards s3://bucket/prepared --output s3://bucket/tokens \\
-        --checkpoint /models/mucodec --dtype bfloat16 --address auto
+        --checkpoint /models/mucodec --precision bfloat16 --address auto
 
 The shards are read once for every codec of --codec; each codec's table goes to
 <output>/<codec>/. --checkpoint takes our converted checkpoint (see
@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import re
 
+from audio_codecs import registry
 from audio_codecs.base import CodecSpec
-from audio_codecs.registry import CODECS, codec_presets
+from core.errors import UsageError
 from jobs.cli import (
     JobParser,
-    UsageError,
     add_ray_arguments,
     add_storage_arguments,
     main_entry,
@@ -44,9 +44,9 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
     """The codec options (shared with jobs.run)."""
     parser.add_argument(
         "--codec",
-        default="mucodec",
+        default=registry.DEFAULT_CODEC,
         help=f"comma-separated codecs to run, each into <output>/<codec>/ "
-        f"({', '.join(sorted(CODECS))}; default: mucodec)",
+        f"({', '.join(registry.codecs())}; default: {registry.DEFAULT_CODEC})",
     )
     parser.add_argument(
         "--checkpoint",
@@ -54,8 +54,8 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="[CODEC=]PATH",
         help="a codec's weights: our converted directory (python -m jobs.convert_checkpoint) "
-        "or a local Hugging Face model directory; a bare PATH is MuCodec's (see "
-        "docs/tokenizer.md); repeatable",
+        f"or a local Hugging Face model directory; a bare PATH is {registry.DEFAULT_CODEC}'s "
+        "(see docs/tokenizer.md); repeatable",
     )
     parser.add_argument(
         "--config",
@@ -64,7 +64,9 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="[CODEC=]NAME",
         help="a preset with seeded random weights, for tests and benchmarks: NAME for every "
         "codec without a checkpoint, CODEC=NAME for one; repeatable. Presets: "
-        + "; ".join(f"{name}: {', '.join(codec_presets(name))}" for name in CODECS),
+        + "; ".join(
+            f"{name}: {', '.join(registry.plugin(name).presets)}" for name in registry.codecs()
+        ),
     )
     parser.add_argument(
         "--codec-option",
@@ -75,10 +77,11 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument(
-        "--dtype",
+        "--precision",
         choices=("float32", "bfloat16"),
         default="float32",
-        help="bfloat16 autocast on GPU (default: float32, bit-faithful)",
+        help="bfloat16 autocast of the encoders on GPU (default: float32, bit-faithful); "
+        "--dtype, its former name, still works for this release",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=16, help="segments per actor call"
@@ -113,17 +116,17 @@ def codec_specs(args: argparse.Namespace) -> tuple[CodecSpec, ...]:
     names = [n.strip() for n in args.codec.split(",") if n.strip()]
     if not names or len(set(names)) != len(names):
         raise UsageError(f"--codec: give each codec once, at least one: {args.codec!r}")
+    known = registry.codecs()
     for name in names:
-        if name not in CODECS:
-            raise UsageError(
-                f"--codec: unknown codec {name!r} (known: {', '.join(sorted(CODECS))})"
-            )
+        if name not in known:
+            raise UsageError(f"--codec: unknown codec {name!r} (known: {', '.join(known)})")
     default_config, configs = _per_codec(args.config, "--config", names)
     default_checkpoint, checkpoints = _per_codec(args.checkpoint, "--checkpoint", names)
     if default_checkpoint is not None:
-        if "mucodec" not in names:
-            raise UsageError("--checkpoint PATH is MuCodec's; give CODEC=PATH for the others")
-        checkpoints.setdefault("mucodec", default_checkpoint)
+        default = registry.DEFAULT_CODEC
+        if default not in names:
+            raise UsageError(f"--checkpoint PATH is {default}'s; give CODEC=PATH for the others")
+        checkpoints.setdefault(default, default_checkpoint)
     options: dict[str, list[tuple[str, str]]] = {name: [] for name in names}
     for text in args.codec_option:
         codec, _, setting = text.partition(":")
@@ -143,14 +146,14 @@ def codec_specs(args: argparse.Namespace) -> tuple[CodecSpec, ...]:
             preset = preset or default_config
         if checkpoint is None and preset is None:
             raise UsageError(f"{name}: give --checkpoint {name}=PATH or --config")
-        if preset is not None and preset not in codec_presets(name):
+        presets = registry.plugin(name).presets
+        if preset is not None and preset not in presets:
             raise UsageError(
-                f"--config: {name} has no preset {preset!r} "
-                f"(known: {', '.join(codec_presets(name))})"
+                f"--config: {name} has no preset {preset!r} (known: {', '.join(presets)})"
             )
         specs.append(
             CodecSpec(name, preset=preset, checkpoint=checkpoint, seed=args.seed,
-                      precision=args.dtype, options=tuple(options[name]))
+                      precision=args.precision, options=tuple(options[name]))
         )  # fmt: skip
     return tuple(specs)
 

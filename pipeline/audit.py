@@ -34,7 +34,7 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 
-from audio_codecs.registry import CODECS
+from audio_codecs import registry
 from core.config import JsonConfig
 from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet, to_url
 from pipeline.shard_reader import ShardRef, find_shards, iter_shard_samples
@@ -251,7 +251,7 @@ def audit_run(
         UnsupportedVersion: An artifact has a schema version this code does not read.
     """
     fs, root = filesystem(tokens_url, storage)
-    names = [c for c in (codecs or CODECS) if fs.isdir(join(root, c))]
+    names = [c for c in (codecs or registry.codecs()) if fs.isdir(join(root, c))]
     shards = read_all_shard_keys(shards_url, storage) if names else []
     return RunAudit(
         {name: audit_codec(shards_url, join(tokens_url, name), storage, shards) for name in names}

@@ -49,16 +49,13 @@ from typing import Any
 import fsspec
 
 from core.config import JsonConfig
+from core.errors import OutputInUse
 from pipeline.io import atomic_write, exists, is_local, join, read_json, write_json
 from schemas.run import CLAIM_VERSION, check_claim
 
 log = logging.getLogger(__name__)
 
 RUN_ID = "run_id"  # The run file's key for the id of the run that holds the output.
-
-
-class OutputInUse(RuntimeError):
-    """The output already holds a run of different inputs or settings."""
 
 
 class Superseded(OutputInUse):

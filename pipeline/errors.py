@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from core.errors import EnvironmentFault, InvalidSetting
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -75,25 +77,8 @@ CLIENT_RETRIED_REQUEST_ERRORS = frozenset(
 )
 
 
-class EnvironmentFailure(RuntimeError):
-    """The environment failed while working on an input; the input itself may be fine."""
-
-
-class InvalidSetting(ValueError):
-    """A setting the user chose cannot work (a config value, an option's value).
-
-    Raised by library code that validates what a person configured, so that a job can
-    report it as a usage error (one line, exit status 2) while any other ValueError, a bug,
-    keeps its traceback. The message names the setting and what would be accepted.
-    """
-
-
-class InvalidManifest(ValueError):
-    """A catalog manifest the user gave cannot be read as one (syntax, encoding, columns).
-
-    One unusable row is a reject; a manifest that cannot be parsed at all stops the run
-    before any work, as a usage error. The message names the manifest and the problem.
-    """
+class EnvironmentFailure(EnvironmentFault, RuntimeError):
+    """The environment failed while working on an input, every try; the input may be fine."""
 
 
 def is_environment_failure(error: BaseException) -> bool:
@@ -109,7 +94,7 @@ def is_environment_failure(error: BaseException) -> bool:
 
 
 def _environment_kind(error: BaseException) -> bool:
-    if isinstance(error, EnvironmentFailure | MemoryError | TimeoutError | ConnectionError):
+    if isinstance(error, EnvironmentFault | MemoryError | TimeoutError | ConnectionError):
         return True
     if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS:
         return True

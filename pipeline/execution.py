@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
+from core.errors import EnvironmentFault
 from pipeline.ray_output import (
     CONNECT_RETRY_LINES,
     StderrFilter,
@@ -47,7 +48,7 @@ class JobInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-class ClusterUnreachable(ConnectionError):
+class ClusterUnreachable(EnvironmentFault, ConnectionError):
     """The Ray cluster the job was told to join cannot be reached or refused us."""
 
 

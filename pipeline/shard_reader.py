@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+from core.errors import MissingInput
 from pipeline.io import StorageOptions, exists, filesystem, join, read_json, to_url
 from pipeline.rows import ArrowRow
 from schemas.manifest import MANIFEST_FILE, SHARDS_DIR, check_manifest
@@ -91,7 +92,7 @@ def find_shards(shards_url: str, storage: StorageOptions) -> list[ShardRef]:
         ]  # fmt: skip
     paths = sorted(p for p in fs.find(root) if p.endswith(".tar"))
     if not paths:
-        raise FileNotFoundError(f"no shards (*.tar or a prepare manifest.json) under {shards_url}")
+        raise MissingInput(f"no shards (*.tar or a prepare manifest.json) under {shards_url}")
     return [
         ShardRef(p[len(root.rstrip("/")) + 1 :].replace("/", "-"), to_url(fs, p), fs.size(p))
         for p in paths

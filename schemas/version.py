@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-class UnsupportedVersion(ValueError):
-    """A persisted artifact carries a schema version this code does not read."""
+from core.errors import UnsupportedVersion
 
 
 def check_version(found: Any, supported: int, artifact: str, where: str) -> None:

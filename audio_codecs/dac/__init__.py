@@ -1,8 +1,14 @@
 """DAC (Descript Audio Codec, "Improved RVQGAN") on `transformers.DacModel`.
 
-`config` (shapes, presets, window arithmetic), `quantize` (the official nearest-code rule),
-`model` (build, preprocess, encode, decode), `loudness` (BS.1770 as audiotools measures it),
-`compress` (the official windowed `compress` / `decompress`), `dac_file` (a safe reader of
-`.dac` files), `official_keys` and `weights` (the three weight sources, loaded strictly) and
-`codec` (the pipeline's `Codec`). See docs/dac.md.
+`config` (shapes, `PRESETS`, window arithmetic), `quantize` (the official nearest-code
+rule), `model` (build, preprocess, encode, decode), `loudness` (BS.1770 as audiotools
+measures it), `compress` (the official windowed `compress` / `decompress`), `dac_file` (a
+safe reader of `.dac` files), `resample` (48 kHz <-> the model rate), `checkpoint`
+(weights on disk: the official key map, `convert_official`, `load_converted`, all strict)
+`codec` (the pipeline's `Codec`, `PRESETS`, `load`) and `plugin` (DAC as the pipeline sees
+it: `PLUGIN`). See docs/dac.md.
 """
+
+from audio_codecs.dac.plugin import PLUGIN
+
+__all__ = ["PLUGIN"]

@@ -11,7 +11,7 @@ and it is encoded in one of two modes (`CodecSpec` option "mode"):
   the conv padding off); the segment carries `chunk_frames` and `input_db` so that
   `decode` can run the official `decompress`.
 
-Decoded audio goes back to 48 kHz, level restored by the `gains` undone at encode.
+Decoded audio goes back to 48 kHz, at the level the codec encoded.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from torch import Tensor
 from transformers import DacModel
 
 from audio_codecs.base import Codec, CodecInfo, CodecSpec, EncodedSegment
+from audio_codecs.dac.checkpoint import load_converted
 from audio_codecs.dac.compress import compress, decompress
 from audio_codecs.dac.config import PRESETS as CONFIG_PRESETS
 from audio_codecs.dac.config import DacCodecConfig, preset
 from audio_codecs.dac.dac_file import DacFile
 from audio_codecs.dac.model import build_model, decode_codes, encode, preprocess
 from audio_codecs.dac.resample import RESAMPLER
-from audio_codecs.dac.weights import load_checkpoint_dir
 from core.precision import autocast_dtype
 
 PRESETS: tuple[str, ...] = tuple(CONFIG_PRESETS)
@@ -67,20 +67,17 @@ class DacCodec(Codec):
         return self._info
 
     @property
-    def _device(self) -> torch.device:
+    def device(self) -> torch.device:
+        """Where the model runs."""
         return next(self.model.parameters()).device
 
     def _autocast(self) -> torch.autocast:
-        device = self._device.type
-        return torch.autocast(device, dtype=self._dtype, enabled=self._dtype is not None)
+        enabled = self._dtype is not None
+        return torch.autocast(self.device.type, dtype=self._dtype, enabled=enabled)
 
     @torch.no_grad()
-    def encode(
-        self,
-        segments: Sequence[Tensor],
-        *,
-        song_peaks: Sequence[float] | None = None,
-        gains: Sequence[float] | None = None,
+    def encode_audio(
+        self, segments: Sequence[Tensor], *, song_peaks: Sequence[float] | None = None
     ) -> list[EncodedSegment]:
         """Codes `[2 * K, frames]` uint16 per segment; `song_peaks` is not used by DAC.
 
@@ -93,9 +90,7 @@ class DacCodec(Codec):
         for index, segment in enumerate(segments):
             if segment.ndim != 2 or segment.shape[0] != CHANNELS:
                 raise ValueError(f"segment {index}: expected [2, L] stereo, got {segment.shape}")
-            x = segment.float().to(self._device)
-            if gains is not None:
-                x = x / gains[index]
+            x = segment.float().to(self.device)
             audio.append(RESAMPLER.to_model_rate(x, rate))  # [2, L']
         if self.info.mode == "compress":
             out = []
@@ -124,7 +119,7 @@ class DacCodec(Codec):
 
     @torch.no_grad()
     def decode(self, encoded: Sequence[EncodedSegment]) -> list[Tensor]:
-        """48 kHz stereo per segment, the `gains` of encode undone.
+        """48 kHz stereo per segment, at the level the segment had before the shard's gain.
 
         "encode" (and a one-window "compress"): frames * hop samples at the model rate,
         i.e. the segment rounded up to whole frames (exactly the segment for 35.84 s at
@@ -140,7 +135,7 @@ class DacCodec(Codec):
             if self.info.mode == "compress":
                 audio = self._decompress(segment)  # [2, T]
             else:
-                codes = torch.from_numpy(segment.codes.astype(np.int64)).to(self._device)
+                codes = torch.from_numpy(segment.codes.astype(np.int64)).to(self.device)
                 codes = codes.reshape(CHANNELS, self.num_codebooks, -1)  # [2, K, F]
                 with self._autocast():
                     audio = decode_codes(self.model, codes).float()[:, 0]  # [2, T]
@@ -206,8 +201,9 @@ def load(spec: CodecSpec, device: torch.device) -> DacCodec:
         raise ValueError(f"DAC mode must be one of {MODES}, not {mode!r}")
     autocast_dtype(spec.precision)  # Refuses an unknown precision before any work.
     if spec.checkpoint is not None:
-        model, config, digest = load_checkpoint_dir(spec.checkpoint, device)
-        info = codec_info(config, "", digest, mode)
+        loaded = load_converted(spec.checkpoint, device)
+        model, config = loaded.model, loaded.config
+        info = codec_info(config, "", loaded.sha256, mode)
     else:
         assert spec.preset is not None
         config = preset(spec.preset)

@@ -21,7 +21,7 @@ from typing import Any
 from transformers import DacConfig
 
 from core.config import JsonConfig
-from core.key_map import CheckpointError
+from core.errors import CheckpointError
 
 # The parameters of the official `DAC.__init__`; its loader keeps only these kwargs.
 OFFICIAL_KWARGS = (

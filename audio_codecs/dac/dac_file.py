@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
+from core.errors import RejectedInput
+
 SUPPORTED_VERSIONS = ("1.0.0",)
 _NUMERIC_KINDS = "biuf"  # bool, int, uint, float: the dtypes arrays in the file may have.
 
 
-class DacFileError(ValueError):
+class DacFileError(RejectedInput, ValueError):
     """A `.dac` file is malformed, of an unknown version, or names code it may not run."""
 
 

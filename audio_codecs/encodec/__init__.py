@@ -1,9 +1,13 @@
-"""EnCodec (24 kHz mono, 48 kHz joint stereo) behind the codec interface, on transformers.
+"""EnCodec (24 kHz mono, 48 kHz joint stereo) on `transformers.EncodecModel`.
 
-The registry uses `PRESETS` and `load`; see `docs/encodec.md`.
+`config` (shapes, `PRESETS`, codebooks per bandwidth, the map to transformers' config),
+`model` (build, seeded random weights), `signal` (chunking, scales, overlap-add, mono mix,
+resampling), `coding` (the official chunked `encode` / `decode`), `checkpoint` (weights on
+disk: the official key map, `convert_official`, `load_converted`, all strict), `codec` (the
+pipeline's `Codec`, `PRESETS`, `load`) and `plugin` (EnCodec as the pipeline sees it:
+`PLUGIN`). See docs/encodec.md.
 """
 
-from audio_codecs.encodec.checkpoint import convert_official
-from audio_codecs.encodec.codec import PRESETS, EncodecCodec, load
+from audio_codecs.encodec.plugin import PLUGIN
 
-__all__ = ["PRESETS", "EncodecCodec", "convert_official", "load"]
+__all__ = ["PLUGIN"]

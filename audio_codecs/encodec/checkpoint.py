@@ -1,4 +1,4 @@
-"""EnCodec weights: the official `.th` files, Hugging Face directories, our converted format.
+"""EnCodec weights on disk: official `.th` files, our converted directory, Hugging Face ones.
 
 All three load strictly (`core.key_map.load_strict`: every key and shape, or an error
 naming them):
@@ -7,10 +7,12 @@ naming them):
   of the state dict, read by `core.safe_load` (no code from the file runs) and renamed
   through `OFFICIAL_KEY_MAP`. The builder arguments are not in the file; the preset says
   them.
-* A local Hugging Face model directory (`config.json` + `model.safetensors`), read with no
-  network; its config says the shape.
 * Our converted directory (`core.checkpoint_dir`, format "encodec-codec"), written by
   `convert_official`, whose weights' sha256 is checked on every load.
+* A local Hugging Face model directory (`config.json` + `model.safetensors`), read with no
+  network; its config says the shape.
+
+`load_converted` reads either directory into a `LoadedModel`.
 """
 
 from __future__ import annotations
@@ -35,28 +37,22 @@ from core.checkpoint_dir import (
     sha256_file,
     write_checkpoint_dir,
 )
-from core.key_map import (
-    CheckpointError,
-    KeyMap,
-    as_tensor_dict,
-    compare_shapes,
-    load_strict,
-    map_state,
-)
+from core.errors import CheckpointError
+from core.key_map import KeyMap, as_tensor_dict, compare_shapes, load_strict, map_state
 from core.safe_load import load_checkpoint
 
 __all__ = [
-    "FORMAT_NAME",
+    "FORMAT",
     "FORMAT_VERSION",
     "OFFICIAL_KEY_MAP",
     "LoadedModel",
     "convert_official",
-    "load_directory",
+    "load_converted",
     "load_official",
     "manifest_problems",
 ]
 
-FORMAT_NAME = "encodec-codec"
+FORMAT = "encodec-codec"
 FORMAT_VERSION = 1
 
 
@@ -105,7 +101,7 @@ class LoadedModel:
     """A model with its config and the sha256 of the file its weights came from.
 
     Attributes:
-        model: The filled model, on the CPU, in eval mode.
+        model: The filled model, in eval mode, on the loader's device (`load_official`: CPU).
         config: Its shape.
         sha256: sha256 of the weights file.
     """
@@ -174,7 +170,7 @@ def convert_official(th_path: str | Path, out_dir: str | Path, preset_name: str)
     state = loaded.model.state_dict()
     digest = write_checkpoint_dir(
         out_dir,
-        FORMAT_NAME,
+        FORMAT,
         FORMAT_VERSION,
         loaded.config.to_dict(),
         state,
@@ -190,12 +186,13 @@ def convert_official(th_path: str | Path, out_dir: str | Path, preset_name: str)
     }
 
 
-def load_directory(directory: str | Path) -> LoadedModel:
+def load_converted(directory: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
     """Loads our converted directory or a local Hugging Face model directory, strictly.
 
     Args:
         directory: Holds `config.json` and `model.safetensors`. Ours has `"format":
             "encodec-codec"` in its config; a Hugging Face one has `"model_type": "encodec"`.
+        device: Where the model goes (built on the CPU first, see `_strict_model`).
 
     Returns:
         The model, its config and the sha256 of `model.safetensors`.
@@ -209,18 +206,19 @@ def load_directory(directory: str | Path) -> LoadedModel:
     if not header_path.is_file():
         raise CheckpointError(f"{directory}: no {CONFIG_FILE}; not a model directory")
     header = json.loads(header_path.read_text())
-    if header.get("format") == FORMAT_NAME:
-        header, state = read_checkpoint_dir(directory, FORMAT_NAME, FORMAT_VERSION)
+    if header.get("format") == FORMAT:
+        header, state = read_checkpoint_dir(directory, FORMAT, FORMAT_VERSION)
         config = EncodecCodecConfig.from_dict(header["config"])
-        return LoadedModel(_strict_model(config, state, str(directory)), config, header["sha256"])
+        model = _strict_model(config, state, str(directory))
+        return LoadedModel(model.to(device), config, header["sha256"])
     if header.get("model_type") == "encodec":
         config = from_hf_config(EncodecConfig.from_pretrained(directory, local_files_only=True))
         weights = directory / WEIGHTS_FILE
         state = {_hf_key(k): v for k, v in load_file(weights).items()}
         model = _strict_model(config, state, str(weights))
-        return LoadedModel(model, config, sha256_file(weights))
+        return LoadedModel(model.to(device), config, sha256_file(weights))
     raise CheckpointError(
-        f"{header_path}: neither our {FORMAT_NAME!r} format nor a Hugging Face encodec model"
+        f"{header_path}: neither our {FORMAT!r} format nor a Hugging Face encodec model"
     )
 
 

@@ -22,21 +22,17 @@ from torch import Tensor
 from transformers import EncodecModel
 
 from audio_codecs.base import Codec, CodecInfo, CodecSpec, EncodedSegment
-from audio_codecs.encodec.checkpoint import load_directory
+from audio_codecs.encodec.checkpoint import load_converted
 from audio_codecs.encodec.coding import Frame, decode_frames, encode_frames
-from audio_codecs.encodec.config import (
-    PRESET_NAMES,
-    EncodecCodecConfig,
-    codebooks_for_bandwidth,
-    preset,
-)
+from audio_codecs.encodec.config import PRESETS as CONFIG_PRESETS
+from audio_codecs.encodec.config import EncodecCodecConfig, codebooks_for_bandwidth, preset
 from audio_codecs.encodec.model import random_model
 from audio_codecs.encodec.signal import RESAMPLER, to_mono
 from core.precision import autocast_dtype
 
 __all__ = ["PRESETS", "EncodecCodec", "load"]
 
-PRESETS: tuple[str, ...] = PRESET_NAMES
+PRESETS: tuple[str, ...] = tuple(CONFIG_PRESETS)
 
 
 class EncodecCodec(Codec):
@@ -87,12 +83,8 @@ class EncodecCodec(Codec):
             )
         return RESAMPLER.to_model_rate(audio, self.config.sample_rate)
 
-    def encode(
-        self,
-        segments: Sequence[Tensor],
-        *,
-        song_peaks: Sequence[float] | None = None,
-        gains: Sequence[float] | None = None,
+    def encode_audio(
+        self, segments: Sequence[Tensor], *, song_peaks: Sequence[float] | None = None
     ) -> list[EncodedSegment]:
         """Codes `[K, frames]` uint16 per segment, plus scales and chunk frames at 48 kHz.
 
@@ -103,13 +95,10 @@ class EncodecCodec(Codec):
         Args:
             segments: S float tensors `[2, L_i]`, 48 kHz stereo.
             song_peaks: Ignored.
-            gains: [S] factors the segments were multiplied by; undone first.
 
         Returns:
             S `EncodedSegment`s, in order.
         """
-        if gains is not None:
-            segments = [s / float(g) for s, g in zip(segments, gains, strict=True)]
         inputs = [self._to_model_input(s) for s in segments]  # [C, n] each
         results: list[EncodedSegment | None] = [None] * len(inputs)
         for n in sorted({x.shape[-1] for x in inputs}):
@@ -231,13 +220,14 @@ def load(spec: CodecSpec, device: torch.device) -> EncodecCodec:
         core.key_map.CheckpointError: for a checkpoint that does not load strictly.
     """
     if spec.checkpoint is not None:
-        loaded = load_directory(spec.checkpoint)
+        loaded = load_converted(spec.checkpoint, device)
         model, config, weights = loaded.model, loaded.config, loaded.sha256
     else:
         config = preset(spec.preset or "")
-        model, weights = random_model(config, spec.seed), f"random-weights-seed-{spec.seed}"
+        model = random_model(config, spec.seed).to(device)
+        weights = f"random-weights-seed-{spec.seed}"
     option = spec.option("bandwidth")
     bandwidth = config.target_bandwidths[-1] if option is None else float(option)
     n_q = codebooks_for_bandwidth(config, bandwidth)
     info = codec_info(config, spec.preset or "", weights, n_q)
-    return EncodecCodec(model.to(device).eval(), config, bandwidth, info, spec.precision)
+    return EncodecCodec(model, config, bandwidth, info, spec.precision)

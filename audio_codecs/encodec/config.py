@@ -20,7 +20,7 @@ from transformers import EncodecConfig
 from core.config import JsonConfig
 
 __all__ = [
-    "PRESET_NAMES",
+    "PRESETS",
     "EncodecCodecConfig",
     "codebooks_for_bandwidth",
     "from_hf_config",
@@ -102,16 +102,17 @@ _48KHZ = EncodecCodecConfig(
     target_bandwidths=(3.0, 6.0, 12.0, 24.0),
 )
 _TINY = {"dimension": 16, "n_filters": 4, "n_q": 4, "bins": 64}
+_TINY_48K = replace(_48KHZ, **_TINY, target_bandwidths=(0.9, 1.8, 3.6))
 
-_PRESETS: dict[str, EncodecCodecConfig] = {
+PRESETS: dict[str, EncodecCodecConfig] = {
+    # The released models' shapes.
     "24khz": _24KHZ,
     "48khz": _48KHZ,
+    # The golden vectors' tiny models; "tiny" is the 48 kHz one, like the pipeline's segments.
     "tiny_24k": replace(_24KHZ, **_TINY, target_bandwidths=(0.45, 0.9, 1.8)),
-    "tiny_48k": replace(_48KHZ, **_TINY, target_bandwidths=(0.9, 1.8, 3.6)),
+    "tiny_48k": _TINY_48K,
+    "tiny": _TINY_48K,
 }
-_PRESETS["tiny"] = _PRESETS["tiny_48k"]
-
-PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
 
 
 def preset(name: str) -> EncodecCodecConfig:
@@ -120,9 +121,9 @@ def preset(name: str) -> EncodecCodecConfig:
     Raises:
         KeyError: naming the known presets when `name` is not one.
     """
-    if name not in _PRESETS:
-        raise KeyError(f"encodec: unknown preset {name!r}; known: {PRESET_NAMES}")
-    return _PRESETS[name]
+    if name not in PRESETS:
+        raise KeyError(f"encodec: unknown preset {name!r}; known: {tuple(PRESETS)}")
+    return PRESETS[name]
 
 
 def codebooks_for_bandwidth(config: EncodecCodecConfig, bandwidth: float) -> int:

@@ -1,6 +1,6 @@
 """Builds `transformers.EncodecModel` from our config, with seeded random weights for presets.
 
-The one builder of EnCodec modules (style.md principle 3). A preset's weights are random but
+The one builder of EnCodec modules. A preset's weights are random but
 deterministic in the seed, and its codebooks are usable: transformers initialises every
 codebook to zeros (all codes 0), so `init_codebooks_` draws each stage's code vectors
 around residual vectors of the encoder's own output on a seeded noise signal, the way the

@@ -19,21 +19,19 @@ from typing import Any
 
 import torch
 
+from audio_codecs import registry
 from audio_codecs.base import CodecSpec
-from audio_codecs.registry import CODECS, load_codec
 from jobs.benchmarks.encoder import SEGMENT_SAMPLES, bench_music
 from jobs.benchmarks.paired import Clocks, Load, load_json, warn_if_noisy
 
 SEGMENT_SECONDS = 35.84
-# The preset of each codec at the size of its released model.
-FULL_SIZE = {"mucodec": "official", "dac": "44khz_8kbps", "encodec": "48khz"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the codecs benchmark's options to its subcommand's `parser`."""
     parser.add_argument(
         "--codec",
-        default=",".join(CODECS),
+        default=",".join(registry.codecs()),
         help="comma-separated codecs (default: every registered one)",
     )
     parser.add_argument(
@@ -68,8 +66,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     loads: list[Load] = []
     for name in args.codec.split(","):
-        preset = FULL_SIZE[name] if args.size == "full" else "tiny"
-        codec = load_codec(CodecSpec(name, preset=preset), device)
+        plugin = registry.plugin(name)
+        preset = plugin.full_size_preset if args.size == "full" else plugin.tiny_preset
+        codec = registry.load_codec(CodecSpec(name, preset=preset), device)
         codec.encode(batches[0])  # Warm-up: allocator, kernels, lazy initialisation.
         frames: list[int] = []
 

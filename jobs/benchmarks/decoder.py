@@ -9,7 +9,7 @@ full-size model gets a CPU figure at all: one full-size window costs ~1 PFLOP at
 
 `--official-way` replays the reference's execution (one item and window at a time,
 estimator under CUDA fp16 autocast, float32 VAE/vocoder, vocoder in 3/4-overlapping
-chunks) for comparison with ours (batched, `--dtype` autocast, chunk reuse or
+chunks) for comparison with ours (batched, `--precision` autocast, chunk reuse or
 `--whole-window-vocoder`); `--pairs N` compares the two in one run, alternating them N
 times at the first step count (jobs/benchmarks/paired.py), and quotes the median of the
 per-pair ratios official / ours. `--window-codes/--hop-codes` shrink the window for a short
@@ -42,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="official", choices=sorted(DECODER_PRESETS),
                         help="decoder preset (random weights)")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument(
+        "--precision", "--dtype", choices=("float32", "bfloat16", "float16"), default="float32"
+    )
     parser.add_argument("--official-way", action="store_true", help="replay the reference")
     parser.add_argument(
         "--whole-window-vocoder", action="store_true", help="vocode each window at once"
@@ -126,7 +128,7 @@ def _decode_once(
 
 def _dtype_label(args: argparse.Namespace, device: torch.device) -> str:
     if not args.official_way:
-        return args.dtype
+        return args.precision
     if device.type == "cuda":
         return "float16 autocast estimator, float32 VAE/vocoder (official way)"
     return "float32 (official way: its fp16 autocast is CUDA-only)"
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
             window = dataclasses.replace(window, hop_codes=args.hop_codes)
         config = dataclasses.replace(config, window=window)
     device = torch.device(args.device)
-    decoder = build_decoder(config, seed=0, device=device, precision=args.dtype)
+    decoder = build_decoder(config, seed=0, device=device, precision=args.precision)
 
     n_codes = round(args.seconds * config.window.token_rate)
     audio_seconds = n_codes / config.window.token_rate

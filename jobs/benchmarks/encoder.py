@@ -1,13 +1,13 @@
 """Encoder: our tokenizer on 35.84 s segments vs a naive run of the official tiling.
 
     python -m jobs.bench encoder --segments 3 --device cpu            # CPU, fp32
-    python -m jobs.bench encoder --segments 64 --batch-size 16 --device cuda --dtype bfloat16
+    python -m jobs.bench encoder --segments 64 --batch-size 16 --device cuda --precision bfloat16
 
 Both sides use the full-size `official` config with random weights, on the same machine in
 one run, on the same audio (N segments of 35.84 s of noise-like music, back to back):
 
 * ours: `MuCodecTokenizer.encode_padded` on the N segments (front end, subsampling, the 6
-  blocks layer_results[6] needs, RVQ), in batches of --batch-size, in --dtype; on the CPU
+  blocks layer_results[6] needs, RVQ), in batches of --batch-size, in --precision; on the CPU
   in float32 its subsampling takes the Winograd road (mucodec/encoder/subsampling.py);
 * naive: what the official script computes for that audio as one song: its 40.96 s window
   tiling (repeated audio included), the whole 12-block stack plus the final LayerNorm,
@@ -59,7 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=3, help="our segments per batch")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16"], help="our precision"
+        "--precision",
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="our precision (--dtype: its former name)",
     )
     # An unknown name is refused by argparse here, not by preset()'s ValueError mid-run.
     parser.add_argument("--preset", default="official", choices=sorted(PRESETS),
@@ -72,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--agreement",
         action="store_true",
-        help="with --dtype bfloat16, also encode in float32 and report token agreement",
+        help="with --precision bfloat16, also encode in float32 and report token agreement",
     )
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="peak for the FLOP fraction")
     parser.add_argument(
@@ -150,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     config = preset(args.preset)
-    tokenizer = MuCodecTokenizer.from_config(config, seed=args.seed, precision=args.dtype)
+    tokenizer = MuCodecTokenizer.from_config(config, seed=args.seed, precision=args.precision)
     tokenizer = tokenizer.to(device)
 
     audio = bench_music(args.segments, args.seed)  # [2, N x 35.84 s]
@@ -191,7 +195,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "segments": args.segments,
         "audio_seconds": round(args.segments * 35.84, 2),
         "ours": {
-            "dtype": args.dtype,
+            "dtype": args.precision,
             "batch_size": args.batch_size,
             "blocks_run": config.encoder.n_blocks_run,
             "seconds": round(ours_s, 3),
@@ -208,7 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["ours"]["fraction_of_peak"] = round(ours_flops / ours_s / 1e12 / peak, 4)
         result["ours"]["peak_tflops"] = peak
 
-    if args.dtype != "float32" and args.agreement:
+    if args.precision != "float32" and args.agreement:
         # The same weights at float32: the parts are shared, the precision is the new one's.
         float32 = MuCodecTokenizer(
             config,
@@ -218,7 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         reference = [float32.encode_padded(b.to(device)).codes.cpu() for b in batches]
         result["ours"]["token_agreement_vs_float32"] = _agreement(codes, reference)
-    if device.type == "cpu" and args.dtype == "float32":
+    if device.type == "cpu" and args.precision == "float32":
         # Our CPU float32 road convolves by Winograd, a different rounding of the same sums:
         # count the codes it moves against the direct convolutions.
         tokenizer.encoder.subsampling.use_winograd = False

@@ -42,9 +42,9 @@ SIZES = {
         "encoder_bf16": ["--segments", "64", "--batch-size", "32", "--no-baseline",
                          "--agreement"],
         "memory_batches": [1, 8, 32, 64],
-        "tokenize": ["--config", "official", "--dtype", "bfloat16", "--scale", "4",
+        "tokenize": ["--config", "official", "--precision", "bfloat16", "--scale", "4",
                      "--batch-size", "32", "--pairs", "2"],
-        "decoder": ["--config", "official", "--dtype", "bfloat16", "--steps", "50,20",
+        "decoder": ["--config", "official", "--precision", "bfloat16", "--steps", "50,20",
                     "--pairs", "2"],
     },
     "smoke": {
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "encoder_fp32": _run(encoder, [*sizes["encoder_fp32"], "--device", device]),
         "encoder_bf16": _run(
-            encoder, [*sizes["encoder_bf16"], "--device", device, "--dtype", "bfloat16"]
+            encoder, [*sizes["encoder_bf16"], "--device", device, "--precision", "bfloat16"]
         ),
         "encoder_memory": encoder_memory(
             "tiny" if args.smoke else "official", sizes["memory_batches"], device

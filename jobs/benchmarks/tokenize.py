@@ -26,8 +26,8 @@ import tempfile
 import ray
 import torch
 
+from audio_codecs import registry
 from audio_codecs.base import CodecSpec
-from audio_codecs.registry import CODECS, codec_presets
 from jobs.benchmarks.paired import measure_pairs, warn_if_noisy
 from pipeline.execution import start_ray
 from pipeline.prepare.stage import prepare_corpus
@@ -37,17 +37,19 @@ from pipeline.tokenize.actor import TokenizeBatch
 from pipeline.tokenize.stage import TokenizeConfig, actor_pool_shape, tokenize_shards
 from testing.demo_corpus import make_demo_corpus
 
-ALL_PRESETS = {preset for name in CODECS for preset in codec_presets(name)}
+ALL_PRESETS = {preset for name in registry.codecs() for preset in registry.plugin(name).presets}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the tokenize benchmark's options to its subcommand's `parser`."""
-    parser.add_argument("--codec", default="mucodec", choices=sorted(CODECS),
+    parser.add_argument("--codec", default=registry.DEFAULT_CODEC, choices=registry.codecs(),
                         help="the codec whose stage is timed (default mucodec)")  # fmt: skip
     # An unknown name is refused here, before Ray starts, not by an actor mid-run.
     parser.add_argument("--config", default="tiny", choices=sorted(ALL_PRESETS),
                         help="the codec's preset (random weights)")  # fmt: skip
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument(
+        "--precision", "--dtype", choices=("float32", "bfloat16"), default="float32"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--scale", type=float, default=2.0, help="demo corpus duration scale")
     parser.add_argument("--actors", type=int, help="actor pool size (default: stage default)")
@@ -74,9 +76,9 @@ def run(args: argparse.Namespace) -> dict:
     make_demo_corpus(corpus, args.scale)
     start_ray()
     prepare_corpus(corpus, prepared, PrepareConfig(), force=True)
-    if args.config not in codec_presets(args.codec):
+    if args.config not in registry.plugin(args.codec).presets:
         raise SystemExit(f"error: {args.codec} has no preset {args.config!r}")
-    spec = CodecSpec(args.codec, preset=args.config, precision=args.dtype)
+    spec = CodecSpec(args.codec, preset=args.config, precision=args.precision)
     config = TokenizeConfig(codecs=(spec,), batch_size=args.batch_size, actors=args.actors)
 
     rows = [
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "codec": args.codec,
         "config": args.config,
-        "dtype": args.dtype,
+        "dtype": args.precision,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "model_threads": threads,
         "segments": len(rows),

@@ -39,7 +39,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from core.checkpoint_dir import read_checkpoint_dir, sha256_file, write_checkpoint_dir
-from core.key_map import CheckpointError, check_state, compare_shapes, load_strict, map_state
+from core.errors import CheckpointError
+from core.key_map import check_state, compare_shapes, load_strict, map_state
 from core.precision import Precision
 from core.safe_load import CheckpointFormatError, load_checkpoint
 from mucodec.decoder.builders import build_decoder
@@ -47,21 +48,21 @@ from mucodec.decoder.config import DecoderConfig
 from mucodec.decoder.model import MuCodecDecoder
 
 __all__ = [
-    "DECODER_FORMAT",
-    "DECODER_FORMAT_VERSION",
+    "FORMAT",
+    "FORMAT_VERSION",
     "MAIN_KEY_MAP",
     "VAE_KEY_MAP",
     "check_manifest",
     "convert_official",
+    "load_converted",
     "load_decoder",
-    "load_decoder_checkpoint",
     "load_official_decoder",
     "load_official_state",
     "save_decoder_checkpoint",
 ]
 
-DECODER_FORMAT = "mucodec-decoder"
-DECODER_FORMAT_VERSION = 1
+FORMAT = "mucodec-decoder"
+FORMAT_VERSION = 1
 
 _E = "cfm_wrapper.estimator."
 _B = _E + "transformer_blocks.{}."
@@ -197,12 +198,10 @@ def save_decoder_checkpoint(
     Returns:
         The sha256 of the weights file.
     """
-    return write_checkpoint_dir(
-        directory, DECODER_FORMAT, DECODER_FORMAT_VERSION, config.to_dict(), state, sources
-    )
+    return write_checkpoint_dir(directory, FORMAT, FORMAT_VERSION, config.to_dict(), state, sources)
 
 
-def load_decoder_checkpoint(
+def load_converted(
     directory: str | Path, *, verify_sha256: bool = True
 ) -> tuple[DecoderConfig, dict[str, Tensor]]:
     """Reads a directory written by `save_decoder_checkpoint`.
@@ -218,9 +217,7 @@ def load_decoder_checkpoint(
         CheckpointError: if it is not a decoder checkpoint, has an unknown format
             version, or its weights do not match the recorded sha256.
     """
-    header, state = read_checkpoint_dir(
-        directory, DECODER_FORMAT, DECODER_FORMAT_VERSION, verify_sha256
-    )
+    header, state = read_checkpoint_dir(directory, FORMAT, FORMAT_VERSION, verify_sha256)
     return DecoderConfig.from_dict(header["config"]), state
 
 
@@ -286,7 +283,7 @@ def load_decoder(
         CheckpointError: on an unknown format or version, a hash mismatch, or any key or
             shape that does not fit the recorded config.
     """
-    config, state = load_decoder_checkpoint(path)
+    config, state = load_converted(path)
     return _filled(config, state, str(path), device, precision)
 
 

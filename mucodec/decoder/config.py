@@ -389,7 +389,7 @@ def tiny() -> DecoderConfig:
     )
 
 
-DECODER_PRESETS = {"official": official, "tiny": tiny}
+DECODER_PRESETS: dict[str, DecoderConfig] = {"official": official(), "tiny": tiny()}
 
 
 def decoder_preset(name: str) -> DecoderConfig:
@@ -399,13 +399,13 @@ def decoder_preset(name: str) -> DecoderConfig:
         name: A key of `DECODER_PRESETS` ("official", "tiny").
 
     Returns:
-        A fresh config.
+        The config (frozen: share it freely).
 
     Raises:
         KeyError: naming the known presets when `name` is not one of them.
     """
     try:
-        return DECODER_PRESETS[name]()
+        return DECODER_PRESETS[name]
     except KeyError:
         raise KeyError(
             f"unknown decoder preset {name!r}; known: {sorted(DECODER_PRESETS)}"

@@ -32,20 +32,14 @@ import torch
 from torch import Tensor, nn
 
 from core.checkpoint_dir import read_checkpoint_dir, write_checkpoint_dir
-from core.key_map import (
-    CheckpointError,
-    as_tensor_dict,
-    compare_shapes,
-    invert,
-    map_key,
-    map_state,
-)
+from core.errors import CheckpointError
+from core.key_map import as_tensor_dict, compare_shapes, invert, map_key, map_state
 from core.safe_load import CheckpointFormatError, InertObject, load_checkpoint
 from mucodec.encoder.builders import build_conformer_block, build_subsampling
 from mucodec.encoder.config import MuEncoderConfig, TokenizerConfig
 
 __all__ = [
-    "FORMAT_NAME",
+    "FORMAT",
     "FORMAT_VERSION",
     "MUCODEC_KEY_MAP",
     "MUQ_KEY_MAP",
@@ -61,7 +55,7 @@ __all__ = [
     "verify_muq_state",
 ]
 
-FORMAT_NAME = "mucodec-encoder"
+FORMAT = "mucodec-encoder"
 FORMAT_VERSION = 1
 
 # Official MuQModel paths (without "model.") -> ours; "{}" is a layer index; None marks a
@@ -368,9 +362,7 @@ def save_converted(
     Returns:
         The sha256 of the weights file.
     """
-    return write_checkpoint_dir(
-        directory, FORMAT_NAME, FORMAT_VERSION, config.to_dict(), state, sources
-    )
+    return write_checkpoint_dir(directory, FORMAT, FORMAT_VERSION, config.to_dict(), state, sources)
 
 
 @dataclass(frozen=True)
@@ -403,7 +395,7 @@ def load_converted(directory: str | Path, verify_sha256: bool = True) -> Convert
     Raises:
         CheckpointError: on an unknown format or version, or a hash mismatch.
     """
-    header, state = read_checkpoint_dir(directory, FORMAT_NAME, FORMAT_VERSION, verify_sha256)
+    header, state = read_checkpoint_dir(directory, FORMAT, FORMAT_VERSION, verify_sha256)
     return ConvertedCheckpoint(
         config=TokenizerConfig.from_dict(header["config"]),
         state=state,

@@ -217,7 +217,11 @@ def tiny() -> TokenizerConfig:
     )
 
 
-PRESETS = {"official": official, "high_bitrate": high_bitrate, "tiny": tiny}
+PRESETS: dict[str, TokenizerConfig] = {
+    "official": official(),
+    "high_bitrate": high_bitrate(),
+    "tiny": tiny(),
+}
 
 
 def preset(name: str) -> TokenizerConfig:
@@ -227,12 +231,12 @@ def preset(name: str) -> TokenizerConfig:
         name: A key of `PRESETS`.
 
     Returns:
-        A fresh config.
+        The config (frozen: share it freely).
 
     Raises:
         KeyError: naming the known presets when `name` is not one of them.
     """
     try:
-        return PRESETS[name]()
+        return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}") from None

@@ -9,9 +9,8 @@ One entry point per input convention (see docs/tokenizer.md):
 
 * `encode_segments(segments)`: a list of segments [2, L_i] -> a list of codes [N, T_i],
   each segment encoded as the official `fetch_codes_batch` would (35.84 s -> 896 frames).
-  With the song's peak (`song_peaks`, and the `gains` the stored segments were scaled by)
-  the whole-song normalisation of the official script is applied first, so the samples
-  entering the model are the ones the script would see.
+  With the song's peak (`song_peaks`) the whole-song normalisation of the official script
+  is applied first, so the samples entering the model are the ones the script would see.
 * `encode_padded(audio, lengths)`: the same computation on a zero-padded batch
   [B, 2, L] -> `EncodedBatch` (codes [B, N, T] padded with -1, optional embeddings).
 * `encode_song(song)`: a whole song [2, T] -> exactly the official script's tokens
@@ -303,7 +302,6 @@ class MuCodecTokenizer(nn.Module):
         lengths: Tensor | Sequence[int] | None = None,
         *,
         song_peaks: Tensor | Sequence[float] | None = None,
-        gains: Tensor | Sequence[float] | None = None,
         return_embeddings: bool = False,
     ) -> EncodedBatch:
         """Encodes a zero-padded batch of segments, each exactly as if encoded alone.
@@ -313,10 +311,9 @@ class MuCodecTokenizer(nn.Module):
                 zero padded at the end.
             lengths: [B] valid samples per segment (each >= 3839, two frames' worth);
                 None means all L.
-            song_peaks: [B] whole-song peaks (before gain); applies the official script's
-                song-level normalisation. None: only the per-segment one of
-                `fetch_codes_batch` applies.
-            gains: [B] factors the stored segments were multiplied by (undone first).
+            song_peaks: [B] whole-song peaks; applies the official script's song-level
+                normalisation. None: only the per-segment one of `fetch_codes_batch`
+                applies.
             return_embeddings: Also return the selected hidden state.
 
         Returns:
@@ -327,11 +324,6 @@ class MuCodecTokenizer(nn.Module):
             ValueError: if `audio` is not [B, 2, L] or a segment is too short.
         """
         audio = audio.to(self.device, torch.float32)
-        if gains is not None:
-            audio = (
-                audio
-                / torch.as_tensor(gains, dtype=torch.float32, device=self.device)[:, None, None]
-            )
         if song_peaks is not None:
             divisor = song_peak_divisor(
                 torch.as_tensor(song_peaks, dtype=torch.float32),
@@ -357,7 +349,6 @@ class MuCodecTokenizer(nn.Module):
         segments: Sequence[Tensor],
         *,
         song_peaks: Sequence[float] | None = None,
-        gains: Sequence[float] | None = None,
     ) -> list[Tensor]:
         """Encodes segments of any lengths, each exactly as if encoded alone.
 
@@ -367,11 +358,9 @@ class MuCodecTokenizer(nn.Module):
         Args:
             segments: S tensors [2, L_i], float stereo at 48 kHz, full scale 1.0 (a
                 35.84 s segment gives 896 frames).
-            song_peaks: [S] each segment's whole-song peak before gain (shard metadata
-                `song_peak`); applies the official script's song-level normalisation.
-                None: only the per-segment one of `fetch_codes_batch` applies.
-            gains: [S] factors the stored segments were multiplied by (shard metadata
-                `gain`), undone first.
+            song_peaks: [S] each segment's whole-song peak (shard metadata `song_peak`);
+                applies the official script's song-level normalisation. None: only the
+                per-segment one of `fetch_codes_batch` applies.
 
         Returns:
             S int64 tensors [N, L_i // 1920], on the tokenizer's device.
@@ -386,7 +375,7 @@ class MuCodecTokenizer(nn.Module):
         audio = torch.zeros(len(segments), 2, max(lengths))
         for i, segment in enumerate(segments):
             audio[i, :, : lengths[i]] = segment
-        batch = self.encode_padded(audio, lengths, song_peaks=song_peaks, gains=gains)
+        batch = self.encode_padded(audio, lengths, song_peaks=song_peaks)
         return batch.unbatch()
 
     @torch.inference_mode()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+from core.errors import RejectedInput
 from pipeline.io import StorageOptions, filesystem, is_local
 from pipeline.prepare.duration import DeclaredLength, Reported, declared_length
 
@@ -41,7 +42,7 @@ TRUNCATION_TOLERANCE_S = 0.5
 _FFPROBE_ESTIMATE = "Estimating duration from bitrate"
 
 
-class DecodeError(Exception):
+class DecodeError(RejectedInput):
     """The file cannot be used; the message is the reason written to the rejects table."""
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from pipeline.errors import InvalidManifest
+from core.errors import InvalidManifest, MissingInput
 from pipeline.io import StorageOptions, filesystem, is_local, read_parquet, to_url
 from pipeline.prepare.entries import TreeListing, Unread, walk_local_tree
 from pipeline.prepare.input_policy import InputPolicy, normalise
@@ -93,7 +93,7 @@ def discover(
         home = to_url(fs, posixpath.dirname(root))
         return _from_manifest(fs, root, InputPolicy(home, label, tuple(allowed_roots)))
     if not fs.isdir(root):
-        raise FileNotFoundError(f"input {input_url!r} is neither a directory nor a manifest")
+        raise MissingInput(f"input {input_url!r} is neither a directory nor a manifest")
     root = root.rstrip("/")
     policy = InputPolicy(to_url(fs, root), "the input directory", tuple(allowed_roots))
     return _from_tree(fs, root, policy)

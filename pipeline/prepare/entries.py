@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 import fsspec
 
+from core.errors import RejectedInput
 from pipeline.errors import describe, is_environment_failure
 from pipeline.io import is_local
 
@@ -63,7 +64,7 @@ class TreeListing:
     unread: dict[str, Unread] = field(default_factory=dict)
 
 
-class NotARegularFile(OSError):
+class NotARegularFile(RejectedInput, OSError):
     """What was about to be read as a song is a directory, a FIFO, a socket or a device."""
 
 

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 import fsspec
 
-from pipeline.errors import InvalidSetting
+from core.errors import InvalidSetting
 
 ALLOW_FLAG = "--allow-root"
 # Stores read under a manifest's prefix like files under its directory. Every other scheme

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.config import JsonConfig
-from pipeline.errors import InvalidSetting
+from core.errors import InvalidSetting
 from pipeline.prepare.dsp import TARGET_RATE
 
 TailPolicy = Literal["keep", "pad", "drop"]

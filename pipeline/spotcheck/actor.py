@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -22,17 +21,9 @@ import soundfile as sf
 import torch
 
 from audio_codecs.base import Codec
-from mucodec.decoder.builders import build_decoder
-from mucodec.decoder.checkpoint import load_decoder, load_official_decoder
-from mucodec.decoder.config import WindowConfig, decoder_preset, with_codebooks
-from mucodec.decoder.model import MuCodecDecoder
-from mucodec.encoder.config import TokenizerConfig
-from pipeline.errors import InvalidSetting
 from pipeline.io import StorageOptions, atomic_write, filesystem, join
 from pipeline.spotcheck.codecs import (
     TableCodec,
-    as_the_codec_saw_it,
-    load_decoding_codec,
 )
 from pipeline.spotcheck.metrics import SAMPLE_RATE, reconstruction_metrics
 from pipeline.spotcheck.rows import DecodeRow, SampleMetrics
@@ -42,68 +33,6 @@ from schemas.metrics import METRICS_SCHEMA_VERSION
 
 SAMPLES_DIR = "samples"
 _PCM16_SCALE = 32768.0
-
-
-@dataclass(frozen=True)
-class DecoderSpec:
-    """Which decoder: our converted checkpoint, the official files, or a random preset."""
-
-    checkpoint: str | None = None
-    official_mucodec: str | None = None
-    official_audioldm: str | None = None
-    preset: str | None = None
-    seed: int = 0  # Weights of a random preset.
-    steps: int = 50
-    guidance: float = 1.5
-    dtype: str = "float32"
-    noise_seed: int = 0
-    window_codes: int | None = None  # None: the decoder's own (1024 codes, 40.96 s).
-
-    def __post_init__(self) -> None:
-        """Refuse specs that name no decoder, several, half of the official pair, or a window
-        that cannot be cut."""
-        sources = [self.checkpoint, self.official_mucodec, self.preset]
-        if sum(s is not None for s in sources) != 1:
-            raise ValueError("give exactly one of a decoder checkpoint, official files, a preset")
-        if (self.official_mucodec is None) != (self.official_audioldm is None):
-            raise ValueError("official decoding needs both mucodec.pt and audioldm_48k.pth")
-        if self.window_codes is not None:
-            try:
-                WindowConfig.of_length(self.window_codes)
-            except ValueError as error:
-                raise InvalidSetting(str(error)) from None
-
-    def load(self, tokenizer_config: TokenizerConfig, device: torch.device) -> MuCodecDecoder:
-        """Load the decoder; a random preset is shaped to the tokens' codebooks."""
-        if self.checkpoint:
-            decoder = load_decoder(self.checkpoint, device=device, precision=self.dtype)
-        elif self.official_mucodec:
-            decoder = load_official_decoder(
-                self.official_mucodec, self.official_audioldm, device=device, precision=self.dtype
-            )
-        else:
-            config = with_codebooks(
-                decoder_preset(self.preset),
-                tokenizer_config.quantizer.n_codebooks,
-                tokenizer_config.quantizer.codebook_size,
-            )
-            decoder = build_decoder(config, seed=self.seed, device=device, precision=self.dtype)
-        if (decoder.num_codebooks, decoder.codebook_size) < (
-            tokenizer_config.quantizer.n_codebooks,
-            tokenizer_config.quantizer.codebook_size,
-        ):
-            raise InvalidSetting(
-                f"decoder has {decoder.num_codebooks} x {decoder.codebook_size} codes; the "
-                f"tokens need {tokenizer_config.quantizer.n_codebooks} x "
-                f"{tokenizer_config.quantizer.codebook_size}"
-            )
-        if self.window_codes is not None:
-            token_rate = decoder.config.window.token_rate
-            try:
-                decoder.use_window(WindowConfig.of_length(self.window_codes, token_rate))
-            except ValueError as error:  # Its overlap is no whole number of latent frames.
-                raise InvalidSetting(f"--decoder-window {self.window_codes}: {error}") from None
-        return decoder.eval()
 
 
 def wav_bytes(audio: np.ndarray) -> bytes:
@@ -123,21 +52,15 @@ class SpotcheckDecode:
     """Ray Data callable class: decodes rows of every codec, each model loaded once.
 
     Args:
-        spec: MuCodec's decoder, and how to sample (steps, guidance, noise seed).
-        codecs: Each codec's `TableCodec` as a dict (plain values, to travel to actors).
+        codecs: Each codec's `TableCodec` as a dict (`to_dict`: plain values, to travel to
+            actors), with its decoder settings.
         output_url: The spot-check output; files go to `samples/<key>/<codec>/`.
         storage: How to reach object stores.
     """
 
-    def __init__(
-        self,
-        spec: DecoderSpec,
-        codecs: list[dict],
-        output_url: str,
-        storage: StorageOptions,
-    ) -> None:
-        self.spec = spec
-        self.tables = {c["codec"]: TableCodec(**{**c, "files": tuple(c["files"])}) for c in codecs}
+    def __init__(self, codecs: list[dict], output_url: str, storage: StorageOptions) -> None:
+        tables = [TableCodec.from_dict(c) for c in codecs]
+        self.tables = {table.codec: table for table in tables}
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.storage = storage
         self.output_url = output_url
@@ -145,7 +68,7 @@ class SpotcheckDecode:
 
     def _codec(self, name: str) -> Codec:
         if name not in self._codecs:
-            self._codecs[name] = load_decoding_codec(self.tables[name], self.spec, self.device)
+            self._codecs[name] = self.tables[name].decoding_codec(self.device)
         return self._codecs[name]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -160,8 +83,10 @@ class SpotcheckDecode:
         return SampleMetrics.to_table(outputs)
 
     def _finish(self, row: DecodeRow, reconstruction: torch.Tensor) -> SampleMetrics:
-        table = self.tables[row.codec]
-        reference = as_the_codec_saw_it(row, stored_audio(row.pcm))
+        table, codec = self.tables[row.codec], self._codec(row.codec)
+        # The segment as the codec encoded it: the shard's gain undone, then the codec's own
+        # level handling (MuCodec's song-level normalisation).
+        reference = codec.as_seen(stored_audio(row.pcm) / float(row.gain), float(row.song_peak))
         metrics = reconstruction_metrics(reference, reconstruction)
         fs, root = filesystem(self.output_url, self.storage)
         folder = join(root, SAMPLES_DIR, row.key, row.codec)
@@ -173,19 +98,19 @@ class SpotcheckDecode:
         for name, data in files.items():
             with atomic_write(fs, join(folder, name)) as handle:
                 handle.write(data)
-        sampler = row.codec == "mucodec"
+        steps, guidance = codec.sampling
         record = SampleMetrics(
             key=row.key,
             codec=row.codec,
-            bitrate_kbps=table.bitrate_kbps,
+            bitrate_kbps=table.recorded.bitrate_kbps,
             song_id=row.song_id,
             segment_index=row.segment_index,
             start_s=row.start_s,
             duration_s=row.duration_s,
             n_frames=row.n_frames,
             **metrics,
-            decoder_steps=self.spec.steps if sampler else 0,
-            guidance_scale=self.spec.guidance if sampler else 0.0,
+            decoder_steps=steps,
+            guidance_scale=guidance,
         )
         with atomic_write(fs, join(folder, "metrics.json")) as handle:
             data = {**record.to_dict(), "version": METRICS_SCHEMA_VERSION}

@@ -14,12 +14,12 @@ and writes their files; the driver writes the metrics table and the report.
 
 Like prepare and tokenize, the stage claims its output (`_spotcheck/run.json`) with the
 settings that decide each sample's files: the token and shard inputs, each codec's
-identity (preset, mode, weights, bitrate, checkpoint) and MuCodec's decoder (its weights,
-steps, guidance, precision and noise seed). A rerun with the same settings resumes,
-skipping samples whose `metrics.json` exists; other settings are refused unless `force`,
-which deletes the old output first. The sample choice (count, fraction, seed) is not part
-of the claim: a sample's files do not depend on which others were chosen, so a rerun that
-chooses more reuses those already decoded.
+identity (preset, mode, weights, bitrate, checkpoint) and its decoder settings (MuCodec's
+decoder: its weights, steps, guidance, precision, noise seed and window). A rerun with the
+same settings resumes, skipping samples whose `metrics.json` exists; other settings are
+refused unless `force`, which deletes the old output first. The sample choice (count,
+fraction, seed) is not part of the claim: a sample's files do not depend on which others
+were chosen, so a rerun that chooses more reuses those already decoded.
 
 Output layout under the output URL:
     samples/<key>/{original.wav, original.png}
@@ -27,7 +27,7 @@ Output layout under the output URL:
     metrics.parquet     one row of metrics per sample and codec
     report.html         per-codec comparison, plots, and per-segment spectrograms and players
     summary.json        per-codec means
-    _spotcheck/run.json the inputs, codecs and decoder this output belongs to
+    _spotcheck/run.json the inputs, codecs and decoders this output belongs to
 """
 
 from __future__ import annotations
@@ -39,13 +39,16 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from audio_codecs import registry
+from audio_codecs.base import RANDOM_WEIGHTS
 from core.config import JsonConfig
+from core.errors import MissingInput
 from pipeline.claims import claim_output
 from pipeline.io import (
     StorageOptions,
@@ -59,7 +62,6 @@ from pipeline.io import (
 from pipeline.shard_reader import find_shards, iter_shard_samples, sample_row
 from pipeline.spotcheck.actor import (
     SAMPLES_DIR,
-    DecoderSpec,
     SpotcheckDecode,
     stored_audio,
     wav_bytes,
@@ -89,11 +91,12 @@ OUTPUTS = (SAMPLES_DIR, "_spotcheck", "metrics.parquet", "distributions.png", "r
 
 @dataclass(frozen=True)
 class SpotcheckConfig:
-    """What to decode and how: MuCodec's decoder, the checkpoints other codecs' tables were
-    made from (`(codec, path)` pairs), the sample (exactly one of `count` and `fraction`,
-    chosen with `seed`), and how to run (batch size, actors, storage)."""
+    """What to decode and how: each codec's decoder settings (`(codec, settings)` pairs, the
+    plugins' `decoder_options`), the checkpoints codecs' tables were made from (`(codec,
+    path)` pairs), the sample (exactly one of `count` and `fraction`, chosen with `seed`),
+    and how to run (batch size, actors, storage)."""
 
-    decoder: DecoderSpec
+    decoders: tuple[tuple[str, dict[str, Any]], ...] = ()
     checkpoints: tuple[tuple[str, str], ...] = ()
     count: int | None = None
     fraction: float | None = None
@@ -278,9 +281,11 @@ def spotcheck(
     """
 
     started = time.perf_counter()
-    tables = find_codec_tables(tokens_url, config.storage, dict(config.checkpoints))
+    tables = find_codec_tables(
+        tokens_url, config.storage, dict(config.checkpoints), dict(config.decoders)
+    )
     if not tables:
-        raise FileNotFoundError(f"no token tables under {tokens_url}/<codec>/tokens")
+        raise MissingInput(f"no token tables under {tokens_url}/<codec>/tokens")
     indexes = {t.codec: _read_index(list(t.files), config.storage) for t in tables}
     keys, shared = sample_keys(
         {c: [(k, song) for k, song, _ in index] for c, index in indexes.items()},
@@ -288,7 +293,7 @@ def spotcheck(
     )  # fmt: skip
 
     fs, root = filesystem(output_url, config.storage)
-    _claim_output(fs, root, tokens_url, shards_url, tables, config.decoder, force)
+    _claim_output(fs, root, tokens_url, shards_url, tables, force)
 
     def done(key: str, codec: str) -> bool:
         return exists(fs, join(root, SAMPLES_DIR, key, codec, "metrics.json"))
@@ -354,7 +359,7 @@ def _decode(
         for name, rows in sorted(by_shard.items())
     ]
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    codecs = [{**asdict(t), "files": list(t.files)} for t in tables]
+    codecs = [table.to_dict() for table in tables]
     dataset = (
         ray.data.from_items(items, override_num_blocks=len(items))
         .flat_map(
@@ -365,8 +370,7 @@ def _decode(
         .map_batches(
             SpotcheckDecode,
             fn_constructor_kwargs={
-                "spec": config.decoder, "codecs": codecs, "output_url": output_url,
-                "storage": config.storage,
+                "codecs": codecs, "output_url": output_url, "storage": config.storage,
             },
             batch_size=config.batch_size,
             batch_format="pyarrow",
@@ -389,15 +393,13 @@ def _claim_output(
     tokens_url: str,
     shards_url: str,
     tables: list[TableCodec],
-    decoder: DecoderSpec,
     force: bool,
 ) -> None:
-    """Claim `root` for these inputs, codecs and decoder settings (what decides the files)."""
+    """Claim `root` for these inputs, codecs and their decoders (what decides the files)."""
     claim = {
         "tokens_url": tokens_url,
         "shards_url": shards_url,
         "codecs": {t.codec: t.identity() for t in tables},
-        "decoder": asdict(decoder),
     }
     claim_output(
         fs, root, RUN_FILE, claim, OUTPUTS, force,
@@ -414,9 +416,13 @@ def _differences(previous: dict[str, Any], claim: dict[str, Any]) -> str:
 
     def flat(data: dict[str, Any]) -> dict[str, Any]:
         codecs = data.get("codecs", {})
-        plain = {k: v for k, v in data.items() if k not in ("decoder", "codecs")}
+        plain = {k: v for k, v in data.items() if k != "codecs"}
         per_codec = {f"{c}.{k}": v for c, d in codecs.items() for k, v in d.items()}
-        return {**plain, "codecs": sorted(codecs), **per_codec, **data.get("decoder", {})}
+        decoders = {
+            f"{c}.{k}": v for c, d in codecs.items() for k, v in d.get("decoder", {}).items()
+        }
+        per_codec = {k: v for k, v in per_codec.items() if not k.endswith(".decoder")}
+        return {**plain, "codecs": sorted(codecs), **per_codec, **decoders}
 
     old, new = flat(previous), flat(claim)
     return ", ".join(
@@ -435,25 +441,30 @@ def _write_outputs(
     pq.write_table(table, buffer)
     with atomic_write(fs, join(root, "metrics.parquet")) as handle:
         handle.write(buffer.getvalue())
-    spec = config.decoder
     context = {
         "token tables": tokens_url,
         "shards": shards_url,
         **{
-            f"codec {t.codec}": f"{t.preset or 'checkpoint'} {t.mode}, {t.bitrate_kbps:.2f} kbps, "
-            f"weights {t.weights if t.weights.startswith('random') else t.weights[:12]}"
+            f"codec {t.codec}": f"{t.recorded.preset or 'checkpoint'} {t.recorded.mode}, "
+            f"{t.recorded.bitrate_kbps:.2f} kbps, weights {_weights(t.recorded.weights_sha256)}"
             for t in tables
         },
-        "MuCodec decoder": spec.checkpoint
-        or spec.official_mucodec
-        or f"preset {spec.preset} (random weights, seed {spec.seed})",
-        "steps / guidance / dtype": f"{spec.steps} / {spec.guidance} / {spec.dtype}",
+        **{
+            line: text
+            for t in tables
+            for line, text in registry.plugin(t.codec).decoder_facts(t.decoder).items()
+        },
         "sample": f"{len({r.key for r in records})} segments, seed {config.seed}",
     }
     stats = {t.codec: _codebook_stats(tokens_url, t.codec, config.storage) for t in tables}
     page = render_report([r.to_dict() for r in records], context, stats, SAMPLES_DIR)
     with atomic_write(fs, join(root, "report.html")) as handle:
         handle.write(page.encode())
+
+
+def _weights(sha256: str) -> str:
+    """Random weights in full (they name their seed), a file's sha256 cut short."""
+    return sha256 if sha256.startswith(RANDOM_WEIGHTS) else sha256[:12]
 
 
 def _codebook_stats(tokens_url: str, codec: str, storage: StorageOptions) -> dict | None:

@@ -22,11 +22,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from audio_codecs.base import Codec, CodecSpec, EncodedSegment
-from audio_codecs.mucodec import MuCodecCodec
+from audio_codecs.base import CodecInfo, CodecSpec, EncodedSegment
 from audio_codecs.registry import load_codec
 from pipeline.shard_reader import ShardSampleRow
-from pipeline.tokenize.rows import ChainRow, Provenance
+from pipeline.tokenize.rows import ChainRow
 
 _PCM16_SCALE = 32768.0
 
@@ -63,8 +62,8 @@ def chain_rows(batch: pa.Table) -> list[ChainRow]:
 def chain_step(
     rows: list[ChainRow],
     encode: Encoder,
-    provenance: Provenance,
-    codebook_size: int,
+    info: CodecInfo,
+    version: str,
     *,
     skip_shards: Collection[str] = (),
     keep_audio: bool = True,
@@ -74,8 +73,8 @@ def chain_step(
     Args:
         rows: A batch: audio rows and rows of earlier codecs, in any mix.
         encode: Encodes usable audio rows, one `EncodedSegment` each, in order.
-        provenance: This codec's provenance.
-        codebook_size: Codes per codebook of this codec.
+        info: This codec's provenance.
+        version: This code's name and version (`code_version`).
         skip_shards: Shards this codec already has (their part is done): no row for them.
         keep_audio: Hand the audio rows on (False for the last pool).
 
@@ -92,7 +91,7 @@ def chain_step(
             out.append(row)
             continue
         if row.shard not in skip:
-            out.append(ChainRow.of(row, provenance, codebook_size, encoded.get(id(row))))
+            out.append(ChainRow.of(row, info, version, encoded.get(id(row))))
         if keep_audio:
             out.append(row)
     return out
@@ -119,14 +118,14 @@ class TokenizeBatch:
     ) -> None:
         torch.set_num_threads(torch_threads)
         self.codec = load_codec(spec, resolve_device(device))
-        self.provenance = provenance(self.codec)
+        self.version = code_version()
         self.skip_shards = frozenset(skip_shards)
         self.keep_audio = keep_audio
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Add this codec's rows to a batch (see `chain_step`)."""
         rows = chain_step(
-            chain_rows(batch), self._encode, self.provenance, self.codec.codebook_size,
+            chain_rows(batch), self._encode, self.codec.info, self.version,
             skip_shards=self.skip_shards, keep_audio=self.keep_audio,
         )  # fmt: skip
         return ChainRow.to_table(rows)
@@ -138,16 +137,10 @@ class TokenizeBatch:
             .div_(_PCM16_SCALE)
             for r in rows
         ]
-        # The shard stores gain * source audio: the codec undoes the gain (and MuCodec
-        # applies the official song-level normalisation from the song's pre-gain peak).
+        # The shard stores gain * source audio: the codec undoes the gain (and a codec that
+        # normalises per song, as MuCodec does, uses the song's pre-gain peak).
         return self.codec.encode(
             segments,
             song_peaks=[float(r.song_peak) for r in rows],
             gains=[float(r.gain) for r in rows],
         )
-
-
-def provenance(codec: Codec) -> Provenance:
-    """The provenance columns every token row of `codec` carries."""
-    layer = codec.tokenizer.config.encoder.output_layer if isinstance(codec, MuCodecCodec) else -1
-    return Provenance.of(codec.info, layer, code_version())

@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from audio_codecs.registry import DEFAULT_CODEC
+from core.errors import MissingInput
 from pipeline.io import StorageOptions, filesystem, join, to_url
 from schemas.tokens import check_tokens_schema_version
 
@@ -64,7 +66,7 @@ class TokenDataset(IterableDataset):
     def __init__(
         self,
         url: str,
-        codec: str = "mucodec",
+        codec: str = DEFAULT_CODEC,
         *,
         storage: StorageOptions | None = None,
         shuffle: bool = False,
@@ -77,7 +79,7 @@ class TokenDataset(IterableDataset):
         self.codec = codec
         self.files = token_files(codec_tokens_url(url, codec, self.storage), self.storage)
         if not self.files:
-            raise FileNotFoundError(f"no token tables under {url}")
+            raise MissingInput(f"no token tables under {url}")
         self.shuffle = shuffle
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed

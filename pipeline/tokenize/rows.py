@@ -15,7 +15,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from audio_codecs.base import CodecInfo, EncodedSegment
+from audio_codecs.base import CodecInfo, EncodedSegment, RecordedCodec
 from pipeline.rows import ArrowRow
 from pipeline.shard_reader import RowKind, ShardSampleRow
 
@@ -26,41 +26,41 @@ _CARRIED = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Provenance:
-    """What made the codes; every token row carries it (see schemas/tokens.py)."""
-
-    tokenizer: str  # The codec's name.
-    tokenizer_config: str  # The codec's config as JSON.
-    encoder_layer: int  # MuCodec's encoder layer; -1 for other codecs.
-    checkpoint_sha256: str  # sha256 of the weights, or "random-weights-seed-<seed>".
-    token_rate: float  # Frames per second.
-    code_version: str
-    codec_preset: str = ""  # "" for a checkpoint's own config.
-    codec_mode: str = "encode"
-    sample_rate: int = 48_000  # The rate the model runs at.
-    channels: int = 1  # Code streams per segment.
-    bitrate_kbps: float = 0.0
-
-    @classmethod
-    def of(cls, info: CodecInfo, encoder_layer: int, code_version: str) -> Provenance:
-        """The provenance of codes made by the codec `info` describes."""
-        return cls(
-            tokenizer=info.codec,
-            tokenizer_config=info.config,
-            encoder_layer=encoder_layer,
-            checkpoint_sha256=info.weights_sha256,
-            token_rate=float(info.frame_rate),
-            code_version=code_version,
-            codec_preset=info.preset,
-            codec_mode=info.mode,
-            sample_rate=int(info.sample_rate),
-            channels=int(info.channels),
-            bitrate_kbps=float(info.bitrate_kbps),
-        )
+# The token table's provenance columns (schemas/tokens.py) -> the `CodecInfo` field each
+# holds: the one place where the table's names meet the codec interface's.
+PROVENANCE_COLUMNS = {
+    "tokenizer": "codec",
+    "tokenizer_config": "config",
+    "encoder_layer": "encoder_layer",
+    "checkpoint_sha256": "weights_sha256",
+    "token_rate": "frame_rate",
+    "codec_preset": "preset",
+    "codec_mode": "mode",
+    "sample_rate": "sample_rate",
+    "channels": "channels",
+    "bitrate_kbps": "bitrate_kbps",
+}
+_NO_CODEC = {
+    "tokenizer": "", "tokenizer_config": "", "encoder_layer": -1, "checkpoint_sha256": "",
+    "token_rate": 0.0, "codec_preset": "", "codec_mode": "", "sample_rate": 0, "channels": 1,
+    "bitrate_kbps": 0.0,
+}  # fmt: skip
 
 
-NO_PROVENANCE = Provenance("", "", -1, "", 0.0, "", "", "", 0, 1, 0.0)
+def provenance_columns(info: CodecInfo) -> dict[str, Any]:
+    """The provenance columns of codes made by the codec `info` describes."""
+    return {column: getattr(info, field) for column, field in PROVENANCE_COLUMNS.items()}
+
+
+def recorded_codec(columns: dict[str, Any]) -> RecordedCodec:
+    """What a token row's provenance columns record of the codec that made its codes."""
+    return RecordedCodec(
+        **{
+            field: columns[column]
+            for column, field in PROVENANCE_COLUMNS.items()
+            if field in RecordedCodec.__dataclass_fields__
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,8 @@ class TokenizedRow(ArrowRow, RowKind):
         n_frames: Frames of `codes` (0 when empty).
         codebook_size: Codes per codebook (for the usage histogram).
         scales, chunk_frames, input_db: The codec's side data (`EncodedSegment`).
-        tokenizer ... bitrate_kbps: `Provenance`.
+        tokenizer ... bitrate_kbps: The codec's provenance (`PROVENANCE_COLUMNS`).
+        code_version: This code's name and version.
     """
 
     kind: str
@@ -117,19 +118,20 @@ class TokenizedRow(ArrowRow, RowKind):
     def of(
         cls,
         sample: ShardSampleRow | TokenizedRow,
-        provenance: Provenance,
-        codebook_size: int,
+        info: CodecInfo | None,
+        code_version: str,
         codes: EncodedSegment | np.ndarray | None = None,
     ) -> Self:
         """`sample` with its audio replaced by `codes` and their side data.
 
         Args:
             sample: The shard's row (its audio is not copied).
-            provenance: The codec that made `codes`.
-            codebook_size: Codes per codebook.
+            info: The codec that made `codes`; None for the audio row, no codec's yet.
+            code_version: This code's name and version.
             codes: An `EncodedSegment`, or bare codes `[channels * K, n_frames]`; None for
                 a row without codes (an error or a shard-level row).
         """
+        provenance = _NO_CODEC if info is None else provenance_columns(info)
         carried: dict[str, Any] = {name: getattr(sample, name) for name in _CARRIED}
         if isinstance(codes, np.ndarray):
             codes = EncodedSegment(codes)
@@ -137,13 +139,14 @@ class TokenizedRow(ArrowRow, RowKind):
         return cls(
             **carried,
             codes=b"" if codes is None else codes.codes.astype(np.uint16).tobytes(),
-            n_codebooks=int(rows) // max(1, provenance.channels),
+            n_codebooks=int(rows) // max(1, provenance["channels"]),
             n_frames=int(frames),
-            codebook_size=int(codebook_size),
+            codebook_size=0 if info is None else info.codebook_size,
             scales=[] if codes is None else [float(s) for s in codes.scales],
             chunk_frames=[] if codes is None else [int(f) for f in codes.chunk_frames],
             input_db=math.nan if codes is None else float(codes.input_db),
-            **provenance.__dict__,
+            code_version=code_version,
+            **provenance,
         )
 
     def decode_codes(self) -> np.ndarray:
@@ -175,5 +178,5 @@ class ChainRow(TokenizedRow):
     @classmethod
     def audio(cls, sample: ShardSampleRow) -> ChainRow:
         """The audio row of `sample`, as the first pool receives it."""
-        empty = cls.of(sample, NO_PROVENANCE, 0)
+        empty = cls.of(sample, None, "")
         return replace(empty, pcm=sample.pcm, song_peak=sample.song_peak, gain=sample.gain)

@@ -33,8 +33,9 @@ import pyarrow.parquet as pq
 
 from audio_codecs.base import CodecSpec
 from core.config import JsonConfig
+from core.errors import InvalidSetting
 from pipeline.claims import Fence, claim_output
-from pipeline.errors import InvalidSetting, describe, is_environment_failure
+from pipeline.errors import describe, is_environment_failure
 from pipeline.io import (
     StorageOptions,
     atomic_write,

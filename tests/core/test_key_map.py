@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.key_map import CheckpointError, invert, load_strict, map_key, map_state
+from core.errors import CheckpointError
+from core.key_map import invert, load_strict, map_key, map_state
 from mucodec.decoder.checkpoint import MAIN_KEY_MAP, VAE_KEY_MAP, VAE_SCOPE
 from mucodec.encoder.checkpoint import MUCODEC_KEY_MAP, MUQ_KEY_MAP
 

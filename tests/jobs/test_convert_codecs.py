@@ -11,6 +11,7 @@ import torch
 from audio_codecs.base import CodecSpec
 from audio_codecs.registry import load_codec
 from core.checkpoint_dir import sha256_file
+from jobs.cli import run_job
 from jobs.convert_checkpoint import main as convert_main
 from tests.audio_codecs.dac.conftest import load_golden_set
 from tests.audio_codecs.encodec.test_checkpoint import _official_state, _th
@@ -19,7 +20,7 @@ CPU = torch.device("cpu")
 
 
 def _convert(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
-    assert convert_main(argv) == 0
+    assert run_job(convert_main, argv) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -35,7 +36,9 @@ def test_dac_pth_converts_and_loads_by_checkpoint(dac_golden: Path, tmp_path: Pa
     assert summary["sha256"] == sha256_file(out / "model.safetensors")
     codec = load_codec(CodecSpec("dac", checkpoint=str(out)), CPU)
     assert codec.info.weights_sha256 == summary["sha256"]
-    assert convert_main(["--codec", "dac", "--source", str(pth), "--output", str(out)]) == 2
+    assert (
+        run_job(convert_main, ["--codec", "dac", "--source", str(pth), "--output", str(out)]) == 2
+    )
 
 
 def test_encodec_th_converts_with_its_preset(encodec_golden: Path, tmp_path: Path, capsys) -> None:
@@ -43,7 +46,7 @@ def test_encodec_th_converts_with_its_preset(encodec_golden: Path, tmp_path: Pat
     out = tmp_path / "encodec-ckpt"
     argv = ["--codec", "encodec", "--source", str(th), "--output", str(out)]
 
-    assert convert_main(argv) == 2  # Which model the file holds is not in it: --preset.
+    assert run_job(convert_main, argv) == 2  # Which model the file holds is not in it.
     assert "--preset" in capsys.readouterr().err
     summary = _convert([*argv, "--preset", "tiny_48k"], capsys)
 

@@ -17,7 +17,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from audio_codecs.registry import CODECS
+from audio_codecs import registry
 from jobs.demo import CPU_DECODER_WINDOW
 from testing.demo_corpus import BROKEN_FILE, DEMO_SONGS, demo_segments
 from tests.pipeline.helpers import open_in_chromium, read_samples
@@ -38,7 +38,7 @@ def test_demo_runs_end_to_end(tmp_path):
             "--output",
             str(output),
             "--codec",
-            ",".join(CODECS),
+            ",".join(registry.codecs()),
             "--scale",
             str(SCALE),
         ],
@@ -95,19 +95,20 @@ def test_demo_runs_end_to_end(tmp_path):
 
     # The other two stages: every segment tokenized by every codec, two of them decoded by
     # each into the report.
-    for codec in CODECS:
+    for codec in registry.codecs():
         tokens = json.loads((output / "tokens" / codec / "summary.json").read_text())
         assert (tokens["segments"], tokens["rejects"]) == (expected, 0), codec
     claim = json.loads((output / "spotcheck" / "_spotcheck" / "run.json").read_text())
-    assert claim["decoder"]["window_codes"] == CPU_DECODER_WINDOW  # The demo's CPU default.
+    decoder = claim["codecs"]["mucodec"]["decoder"]
+    assert decoder["window_codes"] == CPU_DECODER_WINDOW  # The demo's CPU default.
     spotcheck = json.loads((output / "spotcheck" / "summary.json").read_text())
     assert (spotcheck["sampled"], spotcheck["missing"]) == (2, [])
-    assert sorted(spotcheck["codecs"]) == sorted(CODECS)
+    assert sorted(spotcheck["codecs"]) == sorted(registry.codecs())
     errors, images, audios = open_in_chromium(
         output / "spotcheck" / "report.html", tmp_path / "report.png"
     )
     assert errors == []
-    for codec in CODECS:
+    for codec in registry.codecs():
         assert len([i for i in images if i[0].endswith(f"{codec}/spectrogram.png")]) == 2
         assert len([a for a in audios if a.endswith(f"{codec}/reconstruction.wav")]) == 2
     assert all(complete and width > 100 for _, complete, width in images), images

@@ -18,15 +18,13 @@ from pathlib import Path
 import pytest
 
 import pipeline.execution
-from core.key_map import CheckpointError
+from core.errors import CheckpointError, InvalidSetting, UnsupportedVersion
 from core.safe_load import CheckpointFormatError
 from jobs import audit, convert_checkpoint, demo, prepare, run, spotcheck, tokenize
 from jobs.cli import run_job
 from jobs.console import StageOutcome, format_outcomes
 from mucodec.decoder.config import DECODER_PRESETS
 from mucodec.encoder.config import PRESETS
-from pipeline.errors import InvalidSetting
-from schemas.version import UnsupportedVersion
 from testing.synth import synth_song, write_audio
 
 PARSERS = {
@@ -180,7 +178,7 @@ def test_a_manifest_that_cannot_be_read_is_a_usage_error(
 
 
 def test_a_valueerror_from_a_bug_is_not_taken_for_a_usage_error(tmp_path, corpus, monkeypatch):
-    """A ValueError is a bug unless it is one of USAGE_ERRORS: run_job lets it through."""
+    """A ValueError is a bug unless it is of a kind of core.errors: run_job lets it through."""
     monkeypatch.setattr(prepare, "start_job", lambda args: None)
 
     def buggy_stage(*args, **kwargs):

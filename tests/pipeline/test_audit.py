@@ -18,22 +18,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from audio_codecs.base import CodecInfo
 from jobs import audit as audit_job
 from pipeline.audit import AuditReport, audit_codec
 from pipeline.io import StorageOptions
 from pipeline.prepare.records import SongSource
 from pipeline.shard_reader import ShardSampleRow, ShardTask, find_shards, shard_rows
 from pipeline.tokenize.parts import PartResult, plan_parts
-from pipeline.tokenize.rows import Provenance, TokenizedRow
+from pipeline.tokenize.rows import TokenizedRow
 from schemas.manifest import MANIFEST_VERSION
 from schemas.rejects import REJECTS_SCHEMA
 from tests.pipeline.helpers import part_assembler, run_unit, small_config, write_song
 
 STORAGE = StorageOptions()
 SAMPLES_PER_SHARD = 4  # A 3.5 s song in 1 s segments, its 0.5 s tail kept.
-PROVENANCE = Provenance(
-    tokenizer="mucodec", tokenizer_config="{}", encoder_layer=2,
-    checkpoint_sha256="random-weights-seed-0", token_rate=25.0, code_version="test",
+INFO = CodecInfo(
+    codec="mucodec", preset="", config="{}", weights_sha256="random-weights-seed-0",
+    sample_rate=48_000, frame_rate=25.0, channels=1, num_codebooks=1, codebook_size=1024,
+    encoder_layer=2,
 )  # fmt: skip
 OLD_FIELDS = {"shard_samples", "token_rows", "rejected", "missing", "duplicated", "unexpected"}
 
@@ -72,7 +74,7 @@ def shard_path(prepared: Path, index: int) -> Path:
 def fake_actor(row: ShardSampleRow) -> TokenizedRow:
     """What the tokenizer actor returns for a reader row, with zero codes for a sample."""
     codes = np.zeros((1, 4), "u2") if row.usable else None
-    return TokenizedRow.of(row, PROVENANCE, 1024, codes)
+    return TokenizedRow.of(row, INFO, "test", codes)
 
 
 def tokenize(prepared: Path, output: Path) -> list[PartResult]:

@@ -21,10 +21,10 @@ import fsspec
 import pytest
 import s3fs
 
-from pipeline.claims import RUN_ID, Fence, OutputInUse, Superseded, claim_output
+from core.errors import OutputInUse, UnsupportedVersion
+from pipeline.claims import RUN_ID, Fence, Superseded, claim_output
 from pipeline.io import upload_file, write_json
 from schemas.run import CLAIM_VERSION
-from schemas.version import UnsupportedVersion
 
 RUN_FILE = "_stage/run.json"
 OWNED = ("data", "_stage", "summary.json")

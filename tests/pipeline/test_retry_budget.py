@@ -27,12 +27,12 @@ from botocore.exceptions import (
 )
 from s3fs.errors import translate_boto_error
 
+from core.errors import InvalidSetting
 from jobs import prepare as prepare_job
 from pipeline.errors import (
     RETRY_DELAY_SCALE_VARIABLE,
     RETRY_DELAYS_SECONDS,
     EnvironmentFailure,
-    InvalidSetting,
     retry_delay_scale,
     with_retries,
 )

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.errors import UnsupportedVersion
 from pipeline.audit import read_rejects, token_keys
 from pipeline.io import StorageOptions
 from pipeline.prepare.stage import PrepareSummary
@@ -36,7 +37,6 @@ from schemas.metrics import METRICS_SCHEMA
 from schemas.rejects import REJECTS_SCHEMA
 from schemas.run import check_summary
 from schemas.tokens import TOKENS_SCHEMA
-from schemas.version import UnsupportedVersion
 
 STORAGE = StorageOptions()
 FUTURE = 999

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from torch import Tensor
 from transformers import DacModel
 
+from audio_codecs.dac.checkpoint import fold_weight_norm, official_key_map
 from audio_codecs.dac.config import DacCodecConfig
 from audio_codecs.dac.model import build_model
-from audio_codecs.dac.official_keys import fold_weight_norm, official_key_map
 from core.key_map import load_strict, map_state
 
 TAGS = ("44k", "16k")

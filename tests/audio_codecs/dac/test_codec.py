@@ -52,7 +52,9 @@ def test_presets_and_their_derived_values() -> None:
 
 
 def test_the_info_says_how_the_codes_were_made() -> None:
-    info = load(_spec(), CPU).info
+    codec = load(_spec(), CPU)
+    info = codec.info
+    assert codec.device == CPU
     assert (info.codec, info.preset, info.mode, info.channels) == ("dac", "tiny", "encode", 2)
     assert (info.sample_rate, info.frame_rate) == (44100, 44100 / 512)
     assert (info.num_codebooks, info.codebook_size) == (4, 64)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from numpy.lib import format as npy_format
 
+from audio_codecs.dac.checkpoint import read_official
 from audio_codecs.dac.dac_file import DacFileError, read_dac_file
-from audio_codecs.dac.weights import read_official
-from core.key_map import CheckpointError
+from core.errors import CheckpointError
 
 
 class _CreatesFile:

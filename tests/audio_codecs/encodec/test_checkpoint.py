@@ -13,11 +13,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from audio_codecs.base import CodecSpec
-from audio_codecs.encodec import convert_official, load
-from audio_codecs.encodec.checkpoint import load_directory, load_official, manifest_problems
+from audio_codecs.encodec.checkpoint import (
+    convert_official,
+    load_converted,
+    load_official,
+    manifest_problems,
+)
+from audio_codecs.encodec.codec import load
 from audio_codecs.encodec.coding import encode_frames
 from core.checkpoint_dir import sha256_file
-from core.key_map import CheckpointError
+from core.errors import CheckpointError
 
 CPU = torch.device("cpu")
 
@@ -121,7 +126,7 @@ def test_converted_directory_round_trip(encodec_golden: Path, tmp_path: Path) ->
     next(iter(tensors.values())).add_(1.0)
     save_file(tensors, weights)
     with pytest.raises(CheckpointError, match="sha256"):
-        load_directory(tmp_path / "converted")
+        load_converted(tmp_path / "converted")
 
 
 def test_hugging_face_directory_loads_without_network(
@@ -139,7 +144,7 @@ def test_hugging_face_directory_loads_without_network(
     }
     save_file(legacy, tmp_path / "hf" / "model.safetensors")
 
-    again = load_directory(tmp_path / "hf")
+    again = load_converted(tmp_path / "hf")
     assert again.config == loaded.config
     assert again.sha256 == sha256_file(tmp_path / "hf" / "model.safetensors")
     for key, value in loaded.model.state_dict().items():
@@ -149,6 +154,6 @@ def test_hugging_face_directory_loads_without_network(
 def test_a_directory_of_neither_format_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"model_type": "dac"}')
     with pytest.raises(CheckpointError, match="neither"):
-        load_directory(tmp_path)
+        load_converted(tmp_path)
     with pytest.raises(CheckpointError, match=r"no config\.json"):
-        load_directory(tmp_path / "absent")
+        load_converted(tmp_path / "absent")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from audio_codecs.base import CodecSpec, EncodedSegment
-from audio_codecs.encodec import PRESETS, load
+from audio_codecs.encodec.codec import PRESETS, load
 from audio_codecs.encodec.coding import encode_frames
 from audio_codecs.encodec.config import EncodecCodecConfig, codebooks_for_bandwidth, preset
 from audio_codecs.encodec.signal import RESAMPLER

@@ -11,15 +11,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.key_map import CheckpointError, load_strict, map_state
+from core.errors import CheckpointError
+from core.key_map import load_strict, map_state
 from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.checkpoint import (
     MAIN_KEY_MAP,
     VAE_KEY_MAP,
     check_manifest,
     convert_official,
+    load_converted,
     load_decoder,
-    load_decoder_checkpoint,
     load_official_decoder,
     save_decoder_checkpoint,
 )
@@ -141,7 +142,7 @@ def test_convert_official_round_trip(
     assert header["sha256"] == digest and header["format"] == "mucodec-decoder"
     assert set(header["sources"]) == {"mucodec.pt", "audioldm_48k.pth"}
 
-    config, state = load_decoder_checkpoint(out)
+    config, state = load_converted(out)
     assert config == decoder_preset("tiny")
     assert state.keys() == tiny_state.keys()
     for key, value in tiny_state.items():
@@ -172,24 +173,24 @@ def test_our_format_refuses_foreign_tampered_and_unknown_versions(
     tmp_path: Path, tiny_state: dict[str, torch.Tensor]
 ) -> None:
     with pytest.raises(CheckpointError, match="not a converted checkpoint"):
-        load_decoder_checkpoint(tmp_path)
+        load_converted(tmp_path)
     ours = tmp_path / "ours"
     save_decoder_checkpoint(ours, decoder_preset("tiny"), tiny_state, {"a.pt": "00"})
-    assert load_decoder_checkpoint(ours)[0] == decoder_preset("tiny")
+    assert load_converted(ours)[0] == decoder_preset("tiny")
 
     header_path = ours / "config.json"
     header = json.loads(header_path.read_text())
     header_path.write_text(json.dumps({**header, "format": "mucodec-encoder"}))
     with pytest.raises(CheckpointError, match="is not 'mucodec-decoder'"):
-        load_decoder_checkpoint(ours)
+        load_converted(ours)
     header_path.write_text(json.dumps({**header, "format_version": 99}))
     with pytest.raises(CheckpointError, match="format_version 99 is not supported"):
-        load_decoder_checkpoint(ours)
+        load_converted(ours)
     header_path.write_text(json.dumps(header))
     tampered = {**tiny_state, "vae.scale_factor": torch.tensor(0.5)}
     save_file(tampered, str(ours / "model.safetensors"))
     with pytest.raises(CheckpointError, match="sha256 differs"):
-        load_decoder_checkpoint(ours)
+        load_converted(ours)
 
 
 @pytest.mark.parametrize("name", sorted(DECODER_PRESETS))

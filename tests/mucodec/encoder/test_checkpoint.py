@@ -13,10 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from audio_codecs.mucodec.checkpoint import convert_official
 from core.checkpoint_dir import sha256_file
-from core.key_map import CheckpointError, map_key
+from core.errors import CheckpointError
+from core.key_map import map_key
 from core.safe_load import InertObject, load_checkpoint
-from jobs.convert_checkpoint import convert
+from jobs.cli import run_job
 from jobs.convert_checkpoint import main as convert_main
 from mucodec.encoder import checkpoint as ckpt
 from mucodec.encoder.builders import build_encoder, build_quantizer
@@ -217,12 +219,17 @@ def test_high_bitrate_layout_builds_on_meta() -> None:
     assert quantizer.state_dict()["quantizers.3.codebook.weight"].shape == (10000, 32)
 
 
+def _tokenizer_files(files: dict[str, Path]) -> dict[str, str]:
+    """The two official files the converter reads."""
+    return {name: str(files[name]) for name in ("mucodec", "muq")}
+
+
 def test_converter_round_trip(
     official_files: dict[str, Path], tmp_path: Path, golden_inputs, golden_outputs
 ) -> None:
     out = tmp_path / "converted"
 
-    summary = convert(official_files["mucodec"], out, muq=official_files["muq"], preset_name="tiny")
+    summary = convert_official(_tokenizer_files(official_files), out, "tiny")
     tokenizer = MuCodecTokenizer.from_checkpoint(out)
 
     assert torch.equal(
@@ -238,14 +245,14 @@ def test_converter_round_trip(
     # Only what layer_results[2] needs is kept: blocks 0 and 1.
     assert not any(k.startswith("encoder.blocks.2.") for k in load_file(out / "model.safetensors"))
 
-    with pytest.raises(FileExistsError):
-        convert(official_files["mucodec"], out, muq=official_files["muq"], preset_name="tiny")
-    assert convert_main(["--mucodec", str(official_files["mucodec"]), "--output", str(out)]) == 2
+    # The job refuses to write over it.
+    argv = ["--mucodec", str(official_files["mucodec"]), "--output", str(out)]
+    assert run_job(convert_main, argv) == 2
 
 
 def test_converted_checkpoint_is_verified(official_files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "converted"
-    convert(official_files["mucodec"], out, muq=official_files["muq"], preset_name="tiny")
+    convert_official(_tokenizer_files(official_files), out, "tiny")
     header_path = out / "config.json"
     header = json.loads(header_path.read_text())
 

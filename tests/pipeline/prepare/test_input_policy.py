@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.claims import OutputInUse
+from core.errors import OutputInUse
 from pipeline.io import StorageOptions
 from pipeline.prepare.corpus import discover
 from pipeline.prepare.input_policy import InputPolicy, check_allowed_root, normalise

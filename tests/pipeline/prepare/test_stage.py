@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline.claims import OutputInUse
+from core.errors import OutputInUse
 from pipeline.prepare.corpus import discover
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import UNITS_DIR

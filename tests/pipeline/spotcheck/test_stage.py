@@ -6,7 +6,7 @@ import json
 import math
 import shutil
 from collections import Counter
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +15,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from audio_codecs.mucodec.decoding import DecoderSpec
+from core.errors import OutputInUse
 from mucodec.decoder.builders import build_decoder
 from mucodec.decoder.config import WindowConfig, decoder_preset, with_codebooks
 from mucodec.encoder.config import preset
-from pipeline.claims import OutputInUse
-from pipeline.spotcheck.actor import DecoderSpec
 from pipeline.spotcheck.metrics import (
     integrated_loudness,
     reconstruction_metrics,
@@ -89,7 +89,12 @@ def tokenized(prepared_corpus, tokenized_corpus) -> dict[str, str]:
     return {"prepared": prepared_corpus, "tokens": str(tokenized_corpus[0].parent)}
 
 
-SPOTCHECK = SpotcheckConfig(decoder=TINY_DECODER, count=2, seed=0)
+def decoding(spec: DecoderSpec, **sample) -> SpotcheckConfig:
+    """The spot-check of MuCodec's tables with the decoder `spec`, and `sample`."""
+    return SpotcheckConfig(decoders=(("mucodec", asdict(spec)),), **sample)
+
+
+SPOTCHECK = decoding(TINY_DECODER, count=2, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +207,9 @@ def test_a_rerun_with_other_decoder_settings_is_refused_unless_forced(
     shutil.copytree(spotchecked[0], output)
     inputs = (tokenized["tokens"], tokenized["prepared"], str(output))
     claimed = json.loads((output / "_spotcheck" / "run.json").read_text())
-    assert claimed["decoder"]["steps"] == 2 and claimed["tokens_url"] == tokenized["tokens"]
-    other = SpotcheckConfig(decoder=replace(TINY_DECODER, steps=3), count=1, seed=0)
+    decoder = claimed["codecs"]["mucodec"]["decoder"]
+    assert decoder["steps"] == 2 and claimed["tokens_url"] == tokenized["tokens"]
+    other = decoding(replace(TINY_DECODER, steps=3), count=1, seed=0)
     with pytest.raises(OutputInUse, match=r"steps: 2 -> 3.*--force"):
         spotcheck(*inputs, other)
     assert len(list((output / "samples").iterdir())) == 2  # Nothing was touched.
@@ -213,7 +219,8 @@ def test_a_rerun_with_other_decoder_settings_is_refused_unless_forced(
     (sample,) = (output / "samples").iterdir()  # The old samples are gone.
     assert claimed["codecs"]["mucodec"]["preset"] == "tiny"
     assert json.loads((sample / "mucodec" / "metrics.json").read_text())["decoder_steps"] == 3
-    assert json.loads((output / "_spotcheck" / "run.json").read_text())["decoder"]["steps"] == 3
+    claimed = json.loads((output / "_spotcheck" / "run.json").read_text())
+    assert claimed["codecs"]["mucodec"]["decoder"]["steps"] == 3
     metrics = read_metrics(str(output))
     assert metrics.schema.equals(METRICS_SCHEMA) and metrics.num_rows == 1
     # The same settings again resume: nothing is decoded twice.
@@ -237,6 +244,8 @@ def test_a_rerun_with_another_set_of_codecs_is_refused_unless_forced(
     run = json.loads((output / "_spotcheck" / "run.json").read_text())
     run["tokens_url"] = str(tokens)  # Only the codec set differs.
     (output / "_spotcheck" / "run.json").write_text(json.dumps(run))
-    monkeypatch.setitem(registry.CODECS, "other", "audio_codecs.mucodec")
+    monkeypatch.setitem(registry.BUILT_IN, "other", "audio_codecs.mucodec")
+    decoder = asdict(TINY_DECODER)
+    both = SpotcheckConfig(decoders=(("mucodec", decoder), ("other", decoder)), count=2)
     with pytest.raises(OutputInUse, match=r"codecs: \['mucodec'\] -> \['mucodec', 'other'\]"):
-        spotcheck(str(tokens), tokenized["prepared"], str(output), SPOTCHECK)
+        spotcheck(str(tokens), tokenized["prepared"], str(output), both)

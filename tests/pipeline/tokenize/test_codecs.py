@@ -9,20 +9,18 @@ import pyarrow as pa
 import pytest
 
 from audio_codecs.base import CodecInfo, EncodedSegment
+from core.errors import UnsupportedVersion, UsageError
 from jobs import tokenize as tokenize_job
-from jobs.cli import UsageError
 from pipeline.shard_reader import SAMPLE, SHARD_END, ShardSampleRow
 from pipeline.tokenize.actor import chain_rows, chain_step
 from pipeline.tokenize.encoded import encoded_segment
 from pipeline.tokenize.parts import tokens_table
-from pipeline.tokenize.rows import ChainRow, Provenance
+from pipeline.tokenize.rows import ChainRow
 from schemas.tokens import TOKENS_SCHEMA, check_tokens_schema_version, validate_tokens_table
-from schemas.version import UnsupportedVersion
 
-STEREO = Provenance.of(
-    CodecInfo("two", "tiny", "{}", "random-weights-seed-0", 44_100, 86.13, 2, 3, 1024, "compress"),
-    -1, "test",
-)  # fmt: skip
+STEREO = CodecInfo(
+    "two", "tiny", "{}", "random-weights-seed-0", 44_100, 86.13, 2, 3, 1024, "compress"
+)
 
 
 def audio_rows() -> list[ChainRow]:
@@ -47,13 +45,11 @@ def fake_encoder(value: int):
 
 
 def test_the_chain_gives_every_codec_every_row_once_and_skips_what_a_codec_has():
-    first = chain_step(audio_rows(), fake_encoder(1), STEREO, 1024)
-    other = Provenance.of(
-        CodecInfo("other", "tiny", "{}", "w", 48_000, 25.0, 1, 6, 1024), -1, "test"
-    )
+    first = chain_step(audio_rows(), fake_encoder(1), STEREO, "test")
+    other = CodecInfo("other", "tiny", "{}", "w", 48_000, 25.0, 1, 6, 1024)
     # The second codec already has shard a.tar (its part is done): it only runs b.tar.
     table = ChainRow.to_table(first)
-    rows = chain_step(chain_rows(table), fake_encoder(2), other, 1024,
+    rows = chain_step(chain_rows(table), fake_encoder(2), other, "test",
                       skip_shards={"a.tar"}, keep_audio=False)  # fmt: skip
     assert not any(r.is_audio for r in rows)
     two = [r for r in rows if r.tokenizer == "two"]
@@ -70,7 +66,7 @@ def test_the_chain_gives_every_codec_every_row_once_and_skips_what_a_codec_has()
 
 
 def test_schema_v3_round_trips_codes_and_side_data_through_encoded_segment():
-    rows = [r for r in chain_step(audio_rows(), fake_encoder(7), STEREO, 1024) if not r.is_audio]
+    rows = [r for r in chain_step(audio_rows(), fake_encoder(7), STEREO, "test") if not r.is_audio]
     good = [r for r in rows if r.usable]
     table = tokens_table(good)
     validate_tokens_table(table)
@@ -111,7 +107,7 @@ def specs(*argv: str):
 def test_the_command_line_builds_one_spec_per_codec(monkeypatch):
     from audio_codecs import registry
 
-    monkeypatch.setitem(registry.CODECS, "second", "audio_codecs.mucodec")
+    monkeypatch.setitem(registry.BUILT_IN, "second", "audio_codecs.mucodec")
     (only,) = specs("--config", "tiny")
     assert (only.codec, only.preset, only.checkpoint, only.options) == ("mucodec", "tiny", None, ())
     (only,) = specs("--checkpoint", "/ckpt/a=b")  # A bare path is MuCodec's, "=" and all.

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from audio_codecs.base import CodecInfo
 from pipeline.claims import Superseded, claim_output
 from pipeline.io import StorageOptions
 from pipeline.shard_reader import (
@@ -26,7 +27,7 @@ from pipeline.shard_reader import (
 )
 from pipeline.tokenize.codebook_stats import CodebookHistogram, codebook_report, plot_codebook_usage
 from pipeline.tokenize.parts import load_part_marker, plan_parts, tokens_table
-from pipeline.tokenize.rows import Provenance, TokenizedRow
+from pipeline.tokenize.rows import TokenizedRow
 from schemas.tokens import (
     TOKENS_SCHEMA,
     check_tokens_schema_version,
@@ -34,13 +35,17 @@ from schemas.tokens import (
 )
 from tests.pipeline.helpers import TEST_RUN_FILE, part_assembler
 
-PROVENANCE = Provenance(
-    tokenizer="mucodec",
-    tokenizer_config="{}",
+INFO = CodecInfo(
+    codec="mucodec",
+    preset="",
+    config="{}",
+    weights_sha256="random-weights-seed-0",
+    sample_rate=48_000,
+    frame_rate=25.0,
+    channels=1,
+    num_codebooks=1,
+    codebook_size=1024,
     encoder_layer=2,
-    checkpoint_sha256="random-weights-seed-0",
-    token_rate=25.0,
-    code_version="test",
 )
 
 
@@ -56,12 +61,12 @@ def token_row(
         lyrics=json.dumps([{"t": 0.5, "text": "hi"}]), lyrics_text="hi", source="/x.wav",
         source_sha256="0" * 64,
     )  # fmt: skip
-    return TokenizedRow.of(sample, PROVENANCE, 1024, codes)
+    return TokenizedRow.of(sample, INFO, "test", codes)
 
 
 def end_row(shard: str, count: int) -> TokenizedRow:
     """The SHARD_END row of `shard`, announcing `count` rows."""
-    return TokenizedRow.of(ShardSampleRow(SHARD_END, shard, shard_rows=count), PROVENANCE, 1024)
+    return TokenizedRow.of(ShardSampleRow(SHARD_END, shard, shard_rows=count), INFO, "test")
 
 
 def test_plan_parts_groups_sorted_shards_deterministically():
@@ -177,7 +182,7 @@ def test_a_shard_that_failed_to_read_leaves_its_part_unwritten_for_a_rerun(tmp_p
     parts = plan_parts([ShardRef("a.tar", "/a", 1), ShardRef("b.tar", "/b", 1)], 1)
     assembler = part_assembler(str(tmp_path), parts)
     # As the driver sees it: through the actor, which passes the failure on unchanged.
-    assert assembler.add(TokenizedRow.of(failed, PROVENANCE, 1024)) is None
+    assert assembler.add(TokenizedRow.of(failed, INFO, "test")) is None
     assert assembler.add(token_row("a.tar", "s1_00000", np.ones((1, 5)))) is None  # Late row.
     assert assembler.add(end_row("b.tar", 0)) is not None
     assert assembler.unfinished == [0] and "gone.tar" in assembler.failures[0]

@@ -1,20 +1,36 @@
-"""DAC weights from three sources, each loaded strictly into a `DacModel`.
+"""DAC weights on disk: official `.pth` files, our converted directory, Hugging Face ones.
+
+All three load strictly into a `DacModel` (`core.key_map.load_strict`: every missing,
+unexpected and mis-shaped key at once); the official `DAC.load` is not strict.
 
 * An official `.pth` (`{"state_dict", "metadata": {"kwargs"}}`, `torch.save` zip), read by
-  `core.safe_load` (nothing in the file is executed), its kwargs giving the config, every
-  key going through `official_keys` (weight norm folded, one key map). The official
-  `DAC.load` is not strict; this is. `convert_official` turns it into our directory.
+  `core.safe_load` (nothing in the file is executed), its kwargs giving the config, weight
+  norm folded and every key renamed by `official_key_map`. `convert_official` turns it
+  into our directory.
 * Our converted directory (`core.checkpoint_dir`, format "dac-codec"), sha256-checked.
 * A local Hugging Face model directory (`config.json` + `model.safetensors`), read with
   `local_files_only=True`; weight-normed convs in it are folded the same way.
 
-Every loader reports every missing, unexpected and mis-shaped key at once (`load_strict`).
+`load_converted` reads either directory into a `LoadedModel`.
+
+Weight norm: the official model stores each conv with the old-style weight norm
+(`weight_g`, `weight_v`, dim 0); `DacModel` has a plain `weight`. `fold_weight_norm`
+computes the effective weight as the official forward does, `torch._weight_norm(v, g, 0)`
+(bit-exact), and names it `<conv>.weight`.
+
+Key map: the official modules are numbered by position (`nn.Sequential`): the encoder has
+its first conv at `block.0`, one EncoderBlock per stride at `block.1..n`, then a Snake and
+the last conv at `block.n+1`, `block.n+2`; the decoder likewise under `model.*`. So the
+table is written for a given number of strides n, with literal indices (the key-map
+language fills `{}` with the same index, and ours are shifted by one). transformers' own
+converter hard-codes n = 4.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +41,6 @@ from transformers import DacConfig, DacModel
 
 from audio_codecs.dac.config import DacCodecConfig
 from audio_codecs.dac.model import build_model
-from audio_codecs.dac.official_keys import fold_shapes, fold_weight_norm, official_key_map
 from core.checkpoint_dir import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -33,8 +48,9 @@ from core.checkpoint_dir import (
     sha256_file,
     write_checkpoint_dir,
 )
+from core.errors import CheckpointError
 from core.key_map import (
-    CheckpointError,
+    KeyMap,
     as_tensor_dict,
     check_state,
     compare_shapes,
@@ -45,6 +61,107 @@ from core.safe_load import load_checkpoint
 
 FORMAT = "dac-codec"
 FORMAT_VERSION = 1
+
+# Inside a ResidualUnit: Snake, dilated k7 conv, Snake, k1 conv.
+_RESIDUAL_UNIT = {"block.0": "snake1", "block.1": "conv1", "block.2": "snake2", "block.3": "conv2"}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model with its config and the sha256 of the file its weights came from.
+
+    Attributes:
+        model: The filled model, on the device it was loaded to, in eval mode.
+        config: Its shape.
+        sha256: sha256 of the weights file.
+    """
+
+    model: DacModel
+    config: DacCodecConfig
+    sha256: str
+
+
+def _residual_unit(official: str, ours: str) -> dict[str, str | None]:
+    return {f"{official}.{k}": f"{ours}.{v}" for k, v in _RESIDUAL_UNIT.items()}
+
+
+def official_key_map(n_strides: int) -> KeyMap:
+    """The key map of an official model with `n_strides` encoder (and decoder) blocks.
+
+    Args:
+        n_strides: `len(encoder_rates)`.
+
+    Returns:
+        Official path -> `DacModel` path, in the `core.key_map` language (after
+        `fold_weight_norm`, so conv weights are `<path>.weight`).
+    """
+    n = n_strides
+    table: dict[str, str | None] = {
+        "encoder.block.0": "encoder.conv1",
+        f"encoder.block.{n + 1}": "encoder.snake1",
+        f"encoder.block.{n + 2}": "encoder.conv2",
+        "quantizer.quantizers.{}.in_proj": "quantizer.quantizers.{}.in_proj",
+        "quantizer.quantizers.{}.out_proj": "quantizer.quantizers.{}.out_proj",
+        "quantizer.quantizers.{}.codebook": "quantizer.quantizers.{}.codebook",
+        "decoder.model.0": "decoder.conv1",
+        f"decoder.model.{n + 1}": "decoder.snake1",
+        f"decoder.model.{n + 2}": "decoder.conv2",
+    }
+    for i in range(1, n + 1):
+        encoder, ours = f"encoder.block.{i}", f"encoder.block.{i - 1}"
+        for unit in range(3):  # EncoderBlock: 3 ResidualUnits, Snake, strided conv.
+            table |= _residual_unit(f"{encoder}.block.{unit}", f"{ours}.res_unit{unit + 1}")
+        table[f"{encoder}.block.3"] = f"{ours}.snake1"
+        table[f"{encoder}.block.4"] = f"{ours}.conv1"
+        decoder, ours = f"decoder.model.{i}", f"decoder.block.{i - 1}"
+        table[f"{decoder}.block.0"] = f"{ours}.snake1"  # DecoderBlock: Snake, ConvT, 3 units.
+        table[f"{decoder}.block.1"] = f"{ours}.conv_t1"
+        for unit in range(3):
+            table |= _residual_unit(f"{decoder}.block.{unit + 2}", f"{ours}.res_unit{unit + 1}")
+    return table
+
+
+def fold_weight_norm(state: Mapping[str, Tensor], source: str = "checkpoint") -> dict[str, Tensor]:
+    """Replaces every `<conv>.weight_g` / `<conv>.weight_v` pair by `<conv>.weight`.
+
+    Args:
+        state: An official state dict (other keys pass through unchanged).
+        source: Name of the file, for error messages.
+
+    Returns:
+        The state dict with effective weights `g * v / |v|` (norm over all dims but 0).
+
+    Raises:
+        CheckpointError: if a `weight_g` has no `weight_v` or the other way round.
+    """
+    folded = {k: v for k, v in state.items() if not k.endswith((".weight_g", ".weight_v"))}
+    stems = {k.rsplit(".", 1)[0] for k in state if k.endswith((".weight_g", ".weight_v"))}
+    unpaired = sorted(
+        s for s in stems if f"{s}.weight_g" not in state or f"{s}.weight_v" not in state
+    )
+    if unpaired:
+        raise CheckpointError(f"{source}: weight_g/weight_v not paired for {unpaired[:10]}")
+    for stem in sorted(stems):
+        g, v = state[f"{stem}.weight_g"], state[f"{stem}.weight_v"]
+        folded[f"{stem}.weight"] = torch._weight_norm(v.float(), g.float(), 0)
+    return folded
+
+
+def fold_shapes(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """`fold_weight_norm` for a {key: shape} manifest: the pair becomes `weight` of v's shape.
+
+    Raises:
+        CheckpointError: if a `weight_g` is not `[dim0, 1, ..., 1]` of its `weight_v`.
+    """
+    folded = {k: tuple(s) for k, s in shapes.items() if not k.endswith(".weight_g")}
+    for key, shape in shapes.items():
+        if key.endswith(".weight_v"):
+            stem = key[: -len(".weight_v")]
+            expected = (shape[0],) + (1,) * (len(shape) - 1)
+            if tuple(shapes.get(f"{stem}.weight_g", ())) != expected:
+                raise CheckpointError(f"{stem}.weight_g is not {expected}")
+            folded[f"{stem}.weight"] = tuple(folded.pop(key))
+    return folded
 
 
 def read_official(path: str | Path) -> tuple[DacCodecConfig, dict[str, Tensor]]:
@@ -147,9 +264,7 @@ def is_converted_dir(directory: str | Path) -> bool:
         return False
 
 
-def load_checkpoint_dir(
-    directory: str | Path, device: torch.device | str = "cpu"
-) -> tuple[DacModel, DacCodecConfig, str]:
+def load_converted(directory: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
     """A model from our converted directory or a local Hugging Face directory, strictly.
 
     Args:
@@ -158,7 +273,7 @@ def load_checkpoint_dir(
         device: Where the model goes.
 
     Returns:
-        (model in eval mode, its config, sha256 of the weights file).
+        The model in eval mode, its config and the sha256 of its weights file.
 
     Raises:
         CheckpointError: on a missing file, a changed hash, or any key or shape mismatch.
@@ -181,4 +296,4 @@ def load_checkpoint_dir(
         digest = sha256_file(weights)
     model = build_model(config, seed=None, device="meta")
     load_strict(model, state, str(directory))
-    return model.to(device).eval(), config, digest
+    return LoadedModel(model.to(device).eval(), config, digest)

@@ -10,16 +10,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from audio_codecs.base import CodecSpec
+from audio_codecs.dac.checkpoint import (
+    check_official_shapes,
+    convert_official,
+    load_converted,
+    read_official,
+)
 from audio_codecs.dac.codec import load
 from audio_codecs.dac.config import PRESETS, DacCodecConfig
 from audio_codecs.dac.model import encode, preprocess
-from audio_codecs.dac.weights import (
-    check_official_shapes,
-    convert_official,
-    load_checkpoint_dir,
-    read_official,
-)
-from core.key_map import CheckpointError
+from core.errors import CheckpointError
 from tests.audio_codecs.dac.conftest import GoldenSet
 
 RELEASES = {"44khz_8kbps": 301, "24khz_8kbps": 462, "16khz_8kbps": 322}
@@ -113,7 +113,7 @@ def test_converted_weights_with_a_changed_hash_are_refused(
     state["decoder.conv1.bias"] = state["decoder.conv1.bias"] + 1
     save_file(state, weights)
     with pytest.raises(CheckpointError, match="sha256"):
-        load_checkpoint_dir(tmp_path / "c")
+        load_converted(tmp_path / "c")
 
 
 @torch.no_grad()
@@ -121,21 +121,21 @@ def test_a_local_hugging_face_directory_loads_strictly(
     golden_set: GoldenSet, tmp_path: Path
 ) -> None:
     golden_set.model.save_pretrained(tmp_path / "hf")
-    model, config, digest = load_checkpoint_dir(tmp_path / "hf")
-    assert config == golden_set.config and len(digest) == 64
+    loaded = load_converted(tmp_path / "hf")
+    assert loaded.config == golden_set.config and len(loaded.sha256) == 64
     for key, value in golden_set.model.state_dict().items():
-        assert torch.equal(model.state_dict()[key], value), key
+        assert torch.equal(loaded.model.state_dict()[key], value), key
 
     state = load_file(tmp_path / "hf" / "model.safetensors")
     state["encoder.extra.weight"] = torch.zeros(1)
     save_file(state, tmp_path / "hf" / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"unexpected keys: \[encoder.extra.weight\]"):
-        load_checkpoint_dir(tmp_path / "hf")
+        load_converted(tmp_path / "hf")
 
 
 def test_a_directory_of_neither_kind_is_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="neither our converted"):
-        load_checkpoint_dir(tmp_path)
+        load_converted(tmp_path)
 
 
 def test_kwargs_dac_config_cannot_express_are_refused() -> None:

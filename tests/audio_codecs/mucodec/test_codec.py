@@ -1,16 +1,16 @@
-"""MuCodec behind the codec interface: the same codes as the tokenizer, audio back at 48 kHz."""
+"""MuCodec behind the codec interface: the same codes as the tokenizer, audio back at 48 kHz
+through the decoder the spot-check names, and the registry's refusals."""
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import pytest
 import torch
 
+from audio_codecs import registry
 from audio_codecs.base import CodecSpec
-from audio_codecs.registry import codec_presets, load_codec
-from mucodec.decoder.builders import build_decoder
-from mucodec.decoder.config import WindowConfig, decoder_preset, with_codebooks
+from audio_codecs.mucodec.decoding import DecoderSpec
+from audio_codecs.registry import load_codec
+from core.errors import InvalidSetting
 from mucodec.encoder.config import tiny
 from mucodec.encoder.tokenizer import MuCodecTokenizer
 
@@ -28,7 +28,9 @@ def test_codes_are_the_tokenizers_and_the_info_says_how() -> None:
     peaks, gains = [0.5, 0.4], [1.0, 0.9]
 
     encoded = codec.encode(_segments(), song_peaks=peaks, gains=gains)
-    expected = tokenizer.encode_segments(_segments(), song_peaks=peaks, gains=gains)
+    # The codec undoes the shard's gain; the tokenizer sees the audio as it was before.
+    ungained = [s / g for s, g in zip(_segments(), gains, strict=True)]
+    expected = tokenizer.encode_segments(ungained, song_peaks=peaks)
 
     assert [e.codes.shape for e in encoded] == [(1, 50), (1, 25)]
     for got, want in zip(encoded, expected, strict=True):
@@ -46,20 +48,21 @@ def test_decode_needs_a_decoder_and_gives_48khz_stereo() -> None:
     with pytest.raises(ValueError, match="no decoder"):
         codec.decode(encoded)
 
-    config = with_codebooks(decoder_preset("tiny"), codec.num_codebooks, codec.codebook_size)
     # A short window (the default spans 40.96 s): the interface is under test, not the
     # windowing, which tests/mucodec/decoder covers.
-    config = replace(config, window=WindowConfig(window_codes=64, hop_codes=48))
-    decoder = build_decoder(config, seed=0, device=CPU).eval()
-    audio = codec.with_decoder(decoder).decode(encoded[1:])
+    spec = DecoderSpec(preset="tiny", steps=2, guidance=1.0, window_codes=64)
+    decoding = spec.codec(codec.info.recorded(), CPU)
+    audio = decoding.decode(encoded[1:])
 
     assert [a.shape for a in audio] == [(2, 25 * 1920)]
     assert torch.isfinite(audio[0]).all()
+    assert decoding.sampling == (2, 1.0) and codec.sampling == (0, 0.0)
+    assert decoding.info == codec.info  # Rebuilt from what a token table records.
 
 
 def test_unknown_codecs_and_presets_are_named() -> None:
-    assert "tiny" in codec_presets("mucodec")
-    with pytest.raises(KeyError, match="unknown codec 'mp3'"):
-        codec_presets("mp3")
-    with pytest.raises(KeyError, match="unknown preset 'huge'"):
+    assert "tiny" in registry.plugin("mucodec").presets
+    with pytest.raises(InvalidSetting, match="unknown codec 'mp3'"):
+        registry.plugin("mp3")
+    with pytest.raises(InvalidSetting, match="unknown preset 'huge'"):
         load_codec(CodecSpec("mucodec", preset="huge"), CPU)
