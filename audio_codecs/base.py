@@ -18,12 +18,15 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from core.errors import InvalidSetting
+
+if TYPE_CHECKING:  # Only for annotations: listing codecs and reading tables need no torch.
+    import torch
+    from torch import Tensor
 
 PIPELINE_SAMPLE_RATE = 48_000  # Segments in and decoded audio out are 48 kHz stereo.
 RANDOM_WEIGHTS = "random-weights-seed-"  # + the seed: the weights_sha256 of a random model.

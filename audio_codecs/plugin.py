@@ -14,12 +14,13 @@ import argparse
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from audio_codecs.base import Codec, CodecSpec, RecordedCodec
 from core.errors import InvalidSetting, UsageError
+
+if TYPE_CHECKING:  # Only for annotations: listing codecs needs no torch.
+    import torch
 
 DecoderOptions = Mapping[str, Any]
 """A codec's decoder settings for the spot-check: plain JSON values, in its claim."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-
-import torch
+from typing import TYPE_CHECKING
 
 from audio_codecs.base import Codec, CodecSpec
 from audio_codecs.plugin import CodecPlugin
 from core.errors import InvalidSetting
+
+if TYPE_CHECKING:  # Only for annotations: listing codecs needs no torch.
+    import torch
 
 BUILT_IN: dict[str, str] = {
     "mucodec": "audio_codecs.mucodec",

@@ -38,7 +38,7 @@ from audio_codecs import registry
 from core.config import JsonConfig
 from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet, to_url
 from pipeline.shard_reader import ShardRef, find_shards, iter_shard_samples
-from pipeline.tokenize.dataset import token_files
+from pipeline.tokenize.parts import token_files
 from schemas.rejects import check_rejects_schema
 from schemas.tokens import check_tokens_schema_version
 

@@ -22,7 +22,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from audio_codecs.registry import DEFAULT_CODEC
 from core.errors import MissingInput
-from pipeline.io import StorageOptions, filesystem, join, to_url
+from pipeline.io import StorageOptions, filesystem, join
+from pipeline.tokenize.parts import token_files
 from schemas.tokens import check_tokens_schema_version
 
 _COLUMNS = [
@@ -39,16 +40,6 @@ def codec_tokens_url(url: str, codec: str, storage: StorageOptions | None = None
     if not path.endswith(".parquet") and fs.isdir(join(path, codec)):
         return join(url, codec, "tokens")
     return url
-
-
-def token_files(url: str, storage: StorageOptions | None = None) -> list[str]:
-    """The token Parquet files under `url` (a tokenize output, its tokens/ dir, or one file)."""
-    fs, path = filesystem(url, storage or StorageOptions())
-    if path.endswith(".parquet"):
-        return [url]
-    # Parts are named part-<n>.parquet; rejects.parquet and markers are not token tables.
-    parts = [p for p in sorted(fs.find(path)) if p.rsplit("/", 1)[-1].startswith("part-")]
-    return [to_url(fs, p) for p in parts if p.endswith(".parquet")]
 
 
 class TokenDataset(IterableDataset):

@@ -22,7 +22,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config import JsonConfig
-from pipeline.io import atomic_write, completed_markers, join, marker_name, write_json
+from pipeline.io import (
+    StorageOptions,
+    atomic_write,
+    completed_markers,
+    filesystem,
+    join,
+    marker_name,
+    to_url,
+    write_json,
+)
 from pipeline.path_text import path_text
 from pipeline.prepare.records import Reject
 from pipeline.shard_reader import SHARD_END, SHARD_FAILED, ShardRef
@@ -265,3 +274,13 @@ def tokens_table(rows: list[TokenizedRow]) -> pa.Table:
         codec = {name: getattr(rows[0], name) for name in PROVENANCE_COLUMNS}
         schema = schema.with_metadata({**schema.metadata, b"codec": json.dumps(codec)})
     return pa.table({f.name: columns[f.name] for f in schema}, schema=schema)
+
+
+def token_files(url: str, storage: StorageOptions | None = None) -> list[str]:
+    """The token Parquet files under `url` (a tokenize output, its tokens/ dir, or one file)."""
+    fs, path = filesystem(url, storage or StorageOptions())
+    if path.endswith(".parquet"):
+        return [url]
+    # Parts are named part-<n>.parquet; rejects.parquet and markers are not token tables.
+    parts = [p for p in sorted(fs.find(path)) if p.rsplit("/", 1)[-1].startswith("part-")]
+    return [to_url(fs, p) for p in parts if p.endswith(".parquet")]

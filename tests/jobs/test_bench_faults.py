@@ -3,24 +3,24 @@ takes minutes and mounts a tmpfs, so it is not run here."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 
+import pytest
+
+from jobs import bench
 from jobs.benchmarks.fault_accounting import account, expected_segment_count, legitimate_rejects
 from jobs.benchmarks.faults import KINDS, draw_faults
 from pipeline.audit import AuditReport, DamagedShard
 
 
-def test_help_documents_the_options():
-    completed = subprocess.run(
-        [sys.executable, "-m", "jobs.bench", "faults", "--help"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr
+def test_help_documents_the_options(capsys):
+    with pytest.raises(SystemExit) as finished:
+        bench.main(["faults", "--help"])
+    assert finished.value.code == 0
+    completed = capsys.readouterr()
     for option in ("--rounds", "--seed", "--scale", "--workdir", "--keep", "sigkill", "sigterm",
                    "full-disk"):  # fmt: skip
-        assert option in completed.stdout
+        assert option in completed.out
 
 
 def test_only_the_broken_file_and_the_tiny_intro_are_rejects_at_the_soaks_scales():

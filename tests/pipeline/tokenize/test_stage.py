@@ -196,7 +196,7 @@ def test_three_codecs_resume_after_the_job_is_killed_midway(tmp_path, ray_local)
     """Three codecs in one pass, SIGKILLed once parts exist: a rerun finishes every codec's
     table, each segment once per codec with that codec's own codes, and leaves the parts
     finished before untouched. (A rerun on a one-CPU Ray: tests/pipeline/test_node_loss.py.)"""
-    songs = 4  # One part each.
+    songs = 3  # One part each.
     make_corpus(tmp_path / "corpus", songs=songs)
     prepared = str(tmp_path / "prepared")
     config = PrepareConfig(segment=SHORT_SEGMENTS, songs_per_unit=1)
@@ -224,7 +224,7 @@ def test_three_codecs_resume_after_the_job_is_killed_midway(tmp_path, ray_local)
     assert 0 < len(finished_before["mucodec"]) < songs
 
     specs = tuple(CodecSpec(codec, preset="tiny") for codec in codecs)
-    config = TokenizeConfig(codecs=specs, batch_size=1, shards_per_part=1)
+    config = TokenizeConfig(codecs=specs, batch_size=4, shards_per_part=1)
     summaries = tokenize_shards(prepared, str(root), config)
     samples = shard_samples(prepared)
     for codec in codecs:
