@@ -25,16 +25,27 @@ BUILT_IN: dict[str, str] = {
     "dac": "audio_codecs.dac",
     "encodec": "audio_codecs.encodec",
 }
+# Stand-ins that make no real codes: listed only where asked for (`codecs(simulated=True)`),
+# so the demo, the spot-check and "every codec" defaults never pick them.
+SIMULATED: dict[str, str] = {
+    "simulated": "audio_codecs.simulated",  # A device of a set speed: measures the feed.
+}
 ENTRY_POINT_GROUP = "mucodec_pipeline.codecs"
 DEFAULT_CODEC = "mucodec"  # What `--codec` and a bare `--checkpoint PATH` mean by default.
 
 
-def codecs() -> dict[str, str]:
-    """Every codec's name -> the module that exports its plugin: built-in ones first."""
-    found = dict(BUILT_IN)
+def codecs(*, simulated: bool = False) -> dict[str, str]:
+    """Every codec's name -> the module that exports its plugin: built-in ones first, the
+    simulated ones (`SIMULATED`) only when asked for."""
+    found = {**BUILT_IN, **(SIMULATED if simulated else {})}
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(entry.name, entry.value)
     return found
+
+
+def simulates_device(name: str) -> bool:
+    """Whether codec `name` stands in for a device (`SIMULATED`) rather than computing."""
+    return name in SIMULATED
 
 
 def plugin(name: str) -> CodecPlugin:
@@ -43,7 +54,7 @@ def plugin(name: str) -> CodecPlugin:
     Raises:
         InvalidSetting: if `name` is not a known codec.
     """
-    known = codecs()
+    known = codecs(simulated=True)
     if name not in known:
         raise InvalidSetting(f"unknown codec {name!r}; known: {', '.join(known)}")
     return importlib.import_module(known[name]).PLUGIN
