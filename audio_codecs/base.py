@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # Only for annotations: listing codecs and reading tables nee
     from torch import Tensor
 
 PIPELINE_SAMPLE_RATE = 48_000  # Segments in and decoded audio out are 48 kHz stereo.
+PCM16_SCALE = 32768.0  # Full scale of the shards' 16-bit PCM (libsndfile's convention).
 RANDOM_WEIGHTS = "random-weights-seed-"  # + the seed: the weights_sha256 of a random model.
 
 
@@ -245,6 +246,35 @@ class Codec(ABC):
         if gains is not None:
             segments = [s / float(g) for s, g in zip(segments, gains, strict=True)]
         return self.encode_audio(segments, song_peaks=song_peaks)
+
+    def encode_pcm16(
+        self,
+        pcm: Sequence[Tensor],
+        *,
+        song_peaks: Sequence[float] | None = None,
+        gains: Sequence[float] | None = None,
+    ) -> list[EncodedSegment]:
+        """`encode` of the shards' 16-bit PCM, converted on the device.
+
+        The PCM crosses to the device as int16 (half of float32's bytes), without waiting
+        when it is in pinned memory, and becomes float there.
+
+        Args:
+            pcm: S int16 tensors `[L_i, 2]`, interleaved stereo at 48 kHz, on the CPU.
+            song_peaks, gains: As in `encode`.
+
+        Returns:
+            S `EncodedSegment`s, in order.
+        """
+        import torch  # Here, not at the top: listing codecs needs no torch.
+
+        segments = [
+            p.to(self.device, non_blocking=True)
+            .T.to(torch.float32, memory_format=torch.contiguous_format)
+            .div_(PCM16_SCALE)
+            for p in pcm
+        ]
+        return self.encode(segments, song_peaks=song_peaks, gains=gains)
 
     @abstractmethod
     def encode_audio(

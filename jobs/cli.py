@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -189,16 +190,22 @@ def require_input(url: str, option: str, storage: StorageOptions) -> None:
         raise UsageError(f"{option} {url}: no such file or directory")
 
 
-def start_job(args: argparse.Namespace) -> None:
-    """Log to stderr and start (or join) Ray as `--address` / `--num-cpus` say."""
+def start_job(args: argparse.Namespace) -> float:
+    """Log to stderr and start (or join) Ray as `--address` / `--num-cpus` say.
+
+    Returns:
+        The seconds Ray took to start or join (a fixed cost the summaries show).
+    """
     if args.num_cpus and (args.address or os.environ.get("RAY_ADDRESS")):
         raise UsageError("--num-cpus sizes a private local Ray; a cluster has its own CPUs")
     retry_delay_scale()  # A bad MUCODEC_RETRY_DELAY_SCALE is a usage error, not a failed retry.
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
     start_ray(args.address, args.num_cpus, args.verbose)
     if args.stall_minutes:
         set_stall_timeout(args.stall_minutes * 60)
+    return time.perf_counter() - started
 
 
 def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

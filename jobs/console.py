@@ -50,6 +50,7 @@ class StageOutcome:
     rejects: int | None = None
     wall_seconds: float | None = None
     output: str = ""
+    details: tuple[str, ...] = ()  # Lines printed under the row (one per codec, ...).
 
 
 def run_stage(
@@ -100,10 +101,12 @@ def format_outcomes(outcomes: list[StageOutcome]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     right = {3, 4}  # Numbers line up on the right.
     lines = []
-    for row in rows:
+    indent = " " * (widths[0] + widths[1] + 4)  # Details sit under the result column.
+    for row, details in zip(rows, [(), *(o.details for o in outcomes)], strict=True):
         cells = [cell.rjust(w) if i in right else cell.ljust(w)
                  for i, (cell, w) in enumerate(zip(row, widths, strict=True))]  # fmt: skip
         lines.append("  ".join(cells).rstrip())
+        lines += [indent + detail for detail in details]
     return "\n".join(lines)
 
 

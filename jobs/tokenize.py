@@ -46,7 +46,10 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
         "--codec",
         default=registry.DEFAULT_CODEC,
         help=f"comma-separated codecs to run, each into <output>/<codec>/ "
-        f"({', '.join(registry.codecs())}; default: {registry.DEFAULT_CODEC})",
+        f"({', '.join(registry.codecs())}; default: {registry.DEFAULT_CODEC}); 'simulated' "
+        "stands in for a device of a set speed to measure the pipeline around it (--config "
+        "simulated=mucodec|dac|encodec for the code shape, --codec-option "
+        "simulated:device_ms=MS per segment)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -84,7 +87,10 @@ def add_tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype, its former name, still works for this release",
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=16, help="segments per actor call"
+        "--batch-size",
+        type=positive_int,
+        help="segments per actor call (default: 16 on CPUs; on a GPU 128, each encode call "
+        "as many as its free memory holds)",
     )
     parser.add_argument(
         "--actors",
@@ -116,7 +122,7 @@ def codec_specs(args: argparse.Namespace) -> tuple[CodecSpec, ...]:
     names = [n.strip() for n in args.codec.split(",") if n.strip()]
     if not names or len(set(names)) != len(names):
         raise UsageError(f"--codec: give each codec once, at least one: {args.codec!r}")
-    known = registry.codecs()
+    known = registry.codecs(simulated=True)
     for name in names:
         if name not in known:
             raise UsageError(f"--codec: unknown codec {name!r} (known: {', '.join(known)})")
@@ -217,8 +223,11 @@ def build_parser() -> JobParser:
     return parser
 
 
-def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> StageOutcome:
-    """Run the stage with a progress bar over rows; return its row of the summary."""
+def run_tokenize(
+    args: argparse.Namespace, shards_url: str, output_url: str, ray_start_s: float | None = None
+) -> StageOutcome:
+    """Run the stage with a progress bar over rows; return its row of the summary (with
+    `ray_start_s`, the seconds Ray took to start for this stage alone, among its fixed costs)."""
     config = tokenize_config_from_args(args)
 
     def work(bar) -> dict[str, TokenizeSummary]:
@@ -235,24 +244,51 @@ def run_tokenize(args: argparse.Namespace, shards_url: str, output_url: str) -> 
             f"{s.codec}: {s.parts_unfinished} of {s.parts} parts unfinished"
             for s in summaries.values() if s.parts_unfinished
         ) or None,
-        lambda summaries, status: tokenize_outcome(summaries, status, output_url),
+        lambda summaries, status: tokenize_outcome(summaries, status, output_url, ray_start_s),
     )  # fmt: skip
 
 
 def tokenize_outcome(
-    summaries: dict[str, TokenizeSummary], status: int, output_url: str
+    summaries: dict[str, TokenizeSummary],
+    status: int,
+    output_url: str,
+    ray_start_s: float | None = None,
 ) -> StageOutcome:
-    """The stage's row of the printed summary: each codec's counts and rate, in turn."""
-    lines = [
-        f"{s.codec}: {s.segments:,} segments, {s.tokens:,} tokens, {s.audio_hours:,.2f} h "
-        f"({s.audio_hours_per_hour:,.1f} h/h on {s.actors} {s.device} actors)"
-        for s in summaries.values()
-    ]
+    """The stage's row of the printed summary, and a line under it for each codec: counts,
+    the steady rate and the fixed costs (`pipeline.tokenize.timing`)."""
     first = next(iter(summaries.values()))
+    segments = max(s.segments for s in summaries.values())
+    result = f"{len(summaries)} codec{'s' if len(summaries) > 1 else ''}, {segments:,} segments"
+    if ray_start_s is not None:
+        result += f"; Ray start {ray_start_s:.1f} s"
     rejects = max(s.rejects for s in summaries.values())
+    details = tuple(codec_line(s) for s in summaries.values())
     return StageOutcome(
-        "tokenize", status, "; ".join(lines), rejects, first.wall_seconds, output_url
+        "tokenize", status, result, rejects, first.wall_seconds, output_url, details
     )
+
+
+def codec_line(summary: TokenizeSummary) -> str:
+    """One codec's line under the tokenize row."""
+    timing, actors = summary.timing, summary.actors
+    line = (
+        f"{summary.codec}: {summary.segments:,} segments, {summary.tokens:,} tokens, "
+        f"{summary.audio_hours:,.2f} h on {actors} {summary.device} actor{'s' * (actors > 1)}"
+    )
+    rate = timing.steady_segments_per_second
+    if rate:
+        hours = rate * summary.audio_hours * 3600 / summary.segments
+        line += f"; steady {rate:,.1f} segments/s ({hours:,.0f} h/h)"
+    elif summary.segments:
+        line += "; steady rate: too few batches to tell"
+    line += f"; fixed {timing.fixed_seconds:.1f} s"
+    if timing.fixed:
+        fixed = timing.fixed
+        line += (
+            f" (start-up {fixed['start_up']:.1f}, model {fixed['model_load']:.1f}, "
+            f"finish {fixed['finish']:.1f})"
+        )
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_tokenizer_usage(args)
     require_input(args.shards, "--shards", storage_from_args(args))
-    start_job(args)
-    outcome = run_tokenize(args, args.shards, args.output)
+    ray_start_s = start_job(args)
+    outcome = run_tokenize(args, args.shards, args.output, ray_start_s)
     print_outcomes([outcome])
     return outcome.status
 

@@ -251,7 +251,7 @@ def audit_run(
         UnsupportedVersion: An artifact has a schema version this code does not read.
     """
     fs, root = filesystem(tokens_url, storage)
-    names = [c for c in (codecs or registry.codecs()) if fs.isdir(join(root, c))]
+    names = [c for c in (codecs or registry.codecs(simulated=True)) if fs.isdir(join(root, c))]
     shards = read_all_shard_keys(shards_url, storage) if names else []
     return RunAudit(
         {name: audit_codec(shards_url, join(tokens_url, name), storage, shards) for name in names}

@@ -9,9 +9,12 @@ The figures, each measured by the benchmark named, one after the other in this p
   second, model TFLOP/s and its fraction of the GPU's dense bf16 peak (MFU), and the share
   of bf16 tokens equal to fp32 tokens from the same weights;
 * encoder memory: peak GPU memory allocated while encoding a batch, per batch size, bf16;
-* tokenize (`jobs.bench tokenize`, official config, bf16): the whole stage (shards to
-  Parquet on Ray Data, one actor per GPU) against the bare tokenizer on the same segments,
-  median of paired ratios, and hours of audio per GPU-hour;
+* tokenize (`jobs.bench tokenize`, official config, bf16, 1,000 segments: copies of a
+  small corpus prepared once on every core): the whole stage (shards to Parquet on Ray
+  Data, one actor per GPU, encode calls fitted to its memory) at its steady rate, its fixed
+  costs apart, against the bare tokenizer on the same segments and against the encoder
+  alone (the bf16 figure above), and hours of audio per GPU-hour;
+* the same for DAC (44 kHz) and EnCodec (48 kHz), bf16, on the same corpus;
 * decoder (`jobs.bench decoder`, official config): real-time factor at 50 and 20 Euler
   steps, ours (bf16, batched) and the official way (fp16 autocast estimator, one item at a
   time, chunked vocoder) in the same run, median of paired ratios.
@@ -24,7 +27,9 @@ presets and small sizes, which tests the command and measures nothing worth quot
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from types import ModuleType
 from typing import Any
@@ -42,8 +47,12 @@ SIZES = {
         "encoder_bf16": ["--segments", "64", "--batch-size", "32", "--no-baseline",
                          "--agreement"],
         "memory_batches": [1, 8, 32, 64],
-        "tokenize": ["--config", "official", "--precision", "bfloat16", "--scale", "4",
-                     "--batch-size", "32", "--pairs", "2"],
+        "tokenize": ["--config", "official", "--precision", "bfloat16", "--segments", "1000",
+                     "--pairs", "1"],
+        "tokenize_dac": ["--codec", "dac", "--config", "44khz_8kbps", "--precision",
+                         "bfloat16", "--segments", "1000", "--pairs", "1"],
+        "tokenize_encodec": ["--codec", "encodec", "--config", "48khz", "--precision",
+                             "bfloat16", "--segments", "1000", "--pairs", "1"],
         "decoder": ["--config", "official", "--precision", "bfloat16", "--steps", "50,20",
                     "--pairs", "2"],
     },
@@ -53,7 +62,11 @@ SIZES = {
         "encoder_bf16": ["--preset", "tiny", "--segments", "2", "--batch-size", "2",
                          "--no-baseline", "--agreement"],
         "memory_batches": [1, 2],
-        "tokenize": ["--config", "tiny", "--scale", "0.3", "--pairs", "1"],
+        "tokenize": ["--config", "tiny", "--segments", "8", "--batch-size", "2", "--pairs", "1"],
+        "tokenize_dac": ["--codec", "dac", "--config", "tiny", "--segments", "8",
+                         "--batch-size", "2", "--pairs", "1"],
+        "tokenize_encodec": ["--codec", "encodec", "--config", "tiny", "--segments", "8",
+                             "--batch-size", "2", "--pairs", "1"],
         "decoder": ["--config", "tiny", "--seconds", "2", "--steps", "2,1", "--pairs", "1"],
     },
 }  # fmt: skip
@@ -89,6 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(2)
     sizes = SIZES["smoke" if args.smoke else "full"]
     device = "cpu" if args.smoke else "cuda"
+    workdir = tempfile.mkdtemp(prefix="bench-gpu-")
     started = time.perf_counter()
     figures: dict[str, Any] = {
         "encoder_fp32": _run(encoder, [*sizes["encoder_fp32"], "--device", device]),
@@ -98,9 +112,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "encoder_memory": encoder_memory(
             "tiny" if args.smoke else "official", sizes["memory_batches"], device
         ),
-        "tokenize": _run(tokenize, sizes["tokenize"]),
+        # One corpus for the three codecs: made and prepared once, on every core.
+        **{
+            name: _run(tokenize, [*sizes[name], "--workdir", workdir])
+            for name in ("tokenize", "tokenize_dac", "tokenize_encodec")
+        },
         "decoder": _run(decoder, [*sizes["decoder"], "--device", device]),
     }
+    shutil.rmtree(workdir, ignore_errors=True)
     figures["total_seconds"] = round(time.perf_counter() - started, 1)
     with open(args.output, "w", encoding="utf-8") as handle:
         handle.write(markdown_table(figures))
@@ -159,10 +178,21 @@ def markdown_table(figures: dict[str, Any]) -> str:
          "jobs.bench encoder --agreement"),
         *((f"encoder bf16 peak memory, batch {b} (MiB)", mib, "encoder_memory")
           for b, mib in memory.items()),
-        ("tokenize stage / bare (median of pairs)", tokens["stage_over_bare"]["median"],
+        ("tokenize stage, steady segments/s", tokens["stage_steady_segments_per_s"],
          "jobs.bench tokenize"),
-        ("tokenize, hours of audio per GPU-hour", tokens["stage_audio_hours_per_hour"],
+        ("tokenize stage steady / encoder alone (bf16)",
+         round(tokens["stage_steady_segments_per_s"] / bf16["segments_per_second"], 3),
+         "jobs.bench tokenize, encoder"),
+        ("tokenize stage steady / bare", tokens["steady_over_bare"], "jobs.bench tokenize"),
+        ("tokenize, steady hours of audio per GPU-hour", tokens["steady_audio_hours_per_hour"],
          "jobs.bench tokenize"),
+        ("tokenize, fixed costs (s)", tokens["stage_fixed_s"], "jobs.bench tokenize"),
+        ("tokenize, encode call batch (fitted to memory)", tokens["encode_batch"],
+         "jobs.bench tokenize"),
+        *((f"tokenize {name}, steady segments/s; steady / bare",
+           f"{figures[key]['stage_steady_segments_per_s']}; {figures[key]['steady_over_bare']}",
+           f"jobs.bench tokenize --codec {name}")
+          for name, key in (("dac", "tokenize_dac"), ("encodec", "tokenize_encodec"))),
         *((f"decoder RTF, {steps} steps (ours, bf16)", m["rtf"], "jobs.bench decoder")
           for steps, m in dec["measured"].items()),
         (f"decoder official way / ours at {dec['official_way_over_ours']['steps']} steps "

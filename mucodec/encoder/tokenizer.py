@@ -372,7 +372,9 @@ class MuCodecTokenizer(nn.Module):
             if segment.dim() != 2 or segment.shape[0] != 2:
                 raise ValueError(f"a segment must be [2, L] stereo, got {tuple(segment.shape)}")
         lengths = [s.shape[-1] for s in segments]
-        audio = torch.zeros(len(segments), 2, max(lengths))
+        # Padded where the segments already are: a batch the caller put on the GPU must not
+        # make a round trip through host memory.
+        audio = torch.zeros(len(segments), 2, max(lengths), device=segments[0].device)
         for i, segment in enumerate(segments):
             audio[i, :, : lengths[i]] = segment
         batch = self.encode_padded(audio, lengths, song_peaks=song_peaks)

@@ -23,6 +23,7 @@ from pipeline.shard_reader import RowKind, ShardSampleRow
 _CARRIED = (
     "kind", "shard", "key", "error", "shard_rows", "song_id", "segment_index", "start_s",
     "duration_s", "lyrics_aligned", "lyrics", "lyrics_text", "source", "source_sha256",
+    "read_s",
 )  # fmt: skip
 
 
@@ -79,6 +80,12 @@ class TokenizedRow(ArrowRow, RowKind):
         scales, chunk_frames, input_db: The codec's side data (`EncodedSegment`).
         tokenizer ... bitrate_kbps: The codec's provenance (`PROVENANCE_COLUMNS`).
         code_version: This code's name and version.
+        read_s: As in `ShardSampleRow`.
+        staging_s: Seconds the codec's actor spent per segment of the batch making the PCM a
+            tensor of its own (pinned for a GPU); 0 on rows without codes.
+        device_s: The batch's encode call per segment: transfer, model, codes back.
+        load_s: Seconds the actor took to build its codec (a fixed cost of the stage).
+        encoded_at: When the batch's encode call returned (`time.time()`; 0 without codes).
     """
 
     kind: str
@@ -113,6 +120,11 @@ class TokenizedRow(ArrowRow, RowKind):
     sample_rate: int
     channels: int
     bitrate_kbps: float
+    read_s: float = 0.0
+    staging_s: float = 0.0
+    device_s: float = 0.0
+    load_s: float = 0.0
+    encoded_at: float = 0.0
 
     @classmethod
     def of(

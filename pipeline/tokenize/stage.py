@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from audio_codecs import registry
 from audio_codecs.base import CodecSpec
 from core.config import JsonConfig
 from core.errors import InvalidSetting
@@ -44,7 +46,7 @@ from pipeline.io import (
     remove_partials,
     write_json,
 )
-from pipeline.shard_reader import ShardTask, find_shards, read_shard_rows
+from pipeline.shard_reader import ShardRef, ShardTask, find_shards, read_shard_rows
 from pipeline.tokenize.actor import TokenizeBatch, spec_identity
 from pipeline.tokenize.codebook_stats import CodebookHistogram, codebook_report, plot_codebook_usage
 from pipeline.tokenize.parts import (
@@ -56,6 +58,7 @@ from pipeline.tokenize.parts import (
     plan_parts,
 )
 from pipeline.tokenize.rows import ChainRow
+from pipeline.tokenize.timing import CodecClock, StageTiming
 from schemas.rejects import REJECTS_SCHEMA
 from schemas.run import versioned_summary
 
@@ -78,7 +81,7 @@ class TokenizeConfig:
 
     codecs: tuple[CodecSpec, ...]
     device: str = "auto"
-    batch_size: int = 16
+    batch_size: int | None = None  # Default: 16 on CPUs; on GPUs 128, split as memory allows.
     actors: int | None = None  # Default: one per GPU, else as many as CPUs allow.
     cpus_per_actor: int | None = None  # Default: 1 with a GPU; CPU actors 1-2 torch threads.
     shards_per_part: int = 16
@@ -115,6 +118,7 @@ class TokenizeSummary(JsonConfig):
     actors: int
     device: str
     codec: str = ""
+    timing: StageTiming = field(default_factory=StageTiming)
 
     def to_dict(self) -> dict[str, Any]:
         """The `summary.json` content, with its schema version."""
@@ -154,7 +158,7 @@ def tokenize_shards(
     """
     import ray
 
-    started = time.perf_counter()
+    started = time.time()
     fs, root = filesystem(output_url, config.storage)
     names = [spec.codec for spec in config.codecs]
     roots = {name: join(root, name) for name in names}
@@ -172,9 +176,12 @@ def tokenize_shards(
 
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
-    shape = actor_pool_shape(config, gpus, cpus, pools=max(1, len(chain)))
+    simulated = all(registry.simulates_device(spec.codec) for spec in config.codecs)
+    shape = actor_pool_shape(config, gpus, cpus, pools=max(1, len(chain)), simulated=simulated)
     failures: dict[str, list[str]] = {name: [] for name in names}
     unfinished: dict[str, list[int]] = {name: [] for name in names}
+    clocks = {name: CodecClock() for name in names}
+    flowing = time.time()
     if pending:
         assemblers = {
             spec.codec: PartAssembler(fs, roots[spec.codec], todo[spec.codec],
@@ -186,16 +193,19 @@ def tokenize_shards(
                                for s in p.shards)
             for spec in chain
         }  # fmt: skip
-        dataset = _build_dataset(pending, config, chain, skip, shape, gpus > 0)
+        dataset = _build_dataset(pending, config, chain, skip, shape, gpus > 0, cpus)
         counts = [_segment_count(todo[spec.codec]) for spec in chain]
         rows, total = 0, None if None in counts else sum(counts)
         if progress:
             progress(rows, total)
+        flowing = time.time()
         try:
             for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for row in ChainRow.from_table(batch):
                     rows += not row.ends_shard
-                    result = assemblers[row.tokenizer].add(row)
+                    clock = clocks[row.tokenizer]
+                    clock.saw(row)
+                    result = clock.timed(assemblers[row.tokenizer].add, row)
                     if result is not None:
                         done[row.tokenizer][result.index] = result
                 if progress:
@@ -213,12 +223,12 @@ def tokenize_shards(
             for why, count in Counter(assembler.failures.values()).items():
                 log.error("%s: %d parts unfinished (rerun to retry): %s", name, count, why)
 
-    wall = time.perf_counter() - started
     device = "cuda" if gpus else "cpu"
     return {
         name: _finish_codec(
             fs, roots[name], name, parts, todo[name], done[name], unfinished[name],
-            failures[name], wall, shape.actors, device, fences[name],
+            failures[name], (started, flowing, clocks[name]), shape.actors, device,
+            fences[name],
         )
         for name in names
     }  # fmt: skip
@@ -227,18 +237,22 @@ def tokenize_shards(
 def _finish_codec(
     fs, root: str, codec: str, parts: list[Part], todo: list[Part],
     done: dict[int, PartResult], unfinished: list[int], failures: list[str],
-    wall: float, actors: int, device: str, fence: Callable[[], None],
+    times: tuple[float, float, CodecClock], actors: int, device: str,
+    fence: Callable[[], None],
 ) -> TokenizeSummary:  # fmt: skip
     """Write one codec's run artifacts and summary; return the summary.
 
     A run replaced meanwhile (--force) stops at its first fenced write, before it deletes.
     """
+    started, flowing, clock = times
     results = [done[p.index] for p in parts if p.index in done]
     _write_run_artifacts(fs, root, results, fence)
     if len(results) == len(parts):
         # Every part is written and this driver is their only writer: a partial file still
         # here lost its writer to a kill.
         remove_partials(fs, root, OUTPUTS)
+    ended = time.time()
+    wall = ended - started
     segments_this_run = sum(done[p.index].rows for p in todo if p.index in done)
     audio_this_run = sum(done[p.index].audio_seconds for p in todo if p.index in done)
     summary = TokenizeSummary(
@@ -258,6 +272,7 @@ def _finish_codec(
         audio_hours_per_hour=audio_this_run / wall if wall else 0.0,
         actors=actors,
         device=device,
+        timing=StageTiming.of(clock, started, flowing, ended),
     )
     write_json(fs, join(root, "summary.json"), summary.to_dict(), fence)
     return summary
@@ -286,32 +301,72 @@ class PoolShape:
     torch_threads: int  # Threads each actor's model runs on.
     reader_cpus: float = 1.0  # Ray CPUs each shard-reading task reserves.
     actor_gpus: float = 1.0  # GPUs (or a share of one) each actor reserves, on a GPU cluster.
+    calls_per_actor: int = 1  # Batches an actor works on at once (2: staging beside device).
+    fixed_size: bool = False  # Never grow the pool: each simulated actor is one more device.
+
+    @property
+    def memory_share(self) -> float:
+        """The share of its GPU's free memory one encode call may fill."""
+        return self.actor_gpus / self.calls_per_actor
 
 
-def actor_pool_shape(config: TokenizeConfig, gpus: int, cpus: int, pools: int = 1) -> PoolShape:
+# A device actor's own CPU work (staging PCM, launching kernels, rows in and out) is small.
+DEVICE_ACTOR_CPUS = 0.5
+CPU_BATCH = 16  # Segments per batch by default on CPUs ...
+GPU_BATCH = 128  # ... and on GPUs, where each actor splits it as its memory allows.
+
+
+def actor_pool_shape(
+    config: TokenizeConfig, gpus: int, cpus: int, pools: int = 1, simulated: bool = False
+) -> PoolShape:
     """`pools` actor pools for a cluster of `gpus` GPUs and `cpus` CPUs, leaving CPU for readers.
 
-    Actors that reserved every CPU would starve the reading tasks that feed them: the
-    pipeline would wait forever. A cluster with no more CPUs than pools (a laptop, or what
-    is left after losing a node) runs one actor per pool and the readers on an equal share
-    of the CPUs: they take turns. With fewer GPUs than pools, the pools share them.
+    Actors whose model runs on a device (a GPU, or the simulated one) take two batches at a
+    time, so the next batch's PCM is staged while the device encodes, and reserve little
+    CPU: readers, one per CPU, get the rest. CPU actors reserve their model's threads; if
+    they reserved every CPU they would starve the readers that feed them and the pipeline
+    would wait forever. A cluster with no more CPUs than pools (a laptop, or what is left
+    after losing a node) runs one actor per pool and the readers on an equal share of the
+    CPUs: they take turns. With fewer GPUs than pools, the pools share them.
     """
     actor_gpus = 1.0 if gpus >= pools or not gpus else gpus / pools
-    if gpus:
-        per_actor = config.cpus_per_actor or 1
+    if gpus or simulated:
+        per_actor = config.cpus_per_actor or DEVICE_ACTOR_CPUS
         actors = config.actors or max(1, gpus // pools)
-    else:
-        per_actor = config.cpus_per_actor or (1 if cpus <= 4 else 2)
-        actors = config.actors or max(1, (cpus - 1) // (per_actor * pools))
+        held = actors * per_actor * pools
+        if held >= cpus:
+            raise InvalidSetting(
+                f"{pools} pools x {actors} actors x {per_actor} CPUs leave none of the {cpus} "
+                "CPUs for reading shards; lower --actors"
+            )
+        readers = math.ceil(cpus - held)  # One per CPU, sharing what the actors leave.
+        return PoolShape(actors, per_actor, 1, reader_cpus=(cpus - held) / readers,
+                         actor_gpus=actor_gpus, calls_per_actor=2,
+                         fixed_size=simulated and not gpus)  # fmt: skip
+    per_actor = config.cpus_per_actor or (1 if cpus <= 4 else 2)
+    actors = config.actors or max(1, (cpus - 1) // (per_actor * pools))
     if actors * per_actor * pools < cpus:
-        return PoolShape(actors, per_actor, per_actor, actor_gpus=actor_gpus)
+        return PoolShape(actors, per_actor, per_actor)
     if actors == 1 and cpus <= pools:
         share = cpus / (pools + 1)
-        return PoolShape(1, share, 1, reader_cpus=share, actor_gpus=actor_gpus)
+        return PoolShape(1, share, 1, reader_cpus=share)
     raise InvalidSetting(
         f"{pools} pools x {actors} actors x {per_actor} CPUs leave none of the {cpus} CPUs "
         "for reading shards; lower --actors"
     )
+
+
+# Shard bytes one reading task takes: each task costs ~0.1 s of Ray Data's own work, which
+# halved the feed on shards of 5 segments read one per task (measured, docs/benchmarks.md).
+TASK_BYTES = 64 << 20
+
+
+def reading_tasks(shards: list[ShardRef], cpus: int) -> int:
+    """How many tasks read `shards` (each task a run of consecutive shards): about
+    `TASK_BYTES` each, but at least two per CPU while there are shards enough, so every
+    reader has work to the end."""
+    total = sum(s.size for s in shards)
+    return max(1, min(len(shards), max(math.ceil(total / TASK_BYTES), 2 * cpus)))
 
 
 def _build_dataset(
@@ -321,14 +376,16 @@ def _build_dataset(
     skip: dict[str, list[str]],
     shape: PoolShape,
     use_gpu: bool,
+    cpus: int,
 ):
     """The shard readers, then one actor pool per codec of `chain`, in order."""
     import ray
 
-    shard_rows = [ShardTask(s.name, s.url).to_dict() for p in pending for s in p.shards]
-    dataset = ray.data.from_items(shard_rows, override_num_blocks=len(shard_rows)).flat_map(
-        read_shard_rows, fn_kwargs={"storage": config.storage}, num_cpus=shape.reader_cpus
-    )
+    shards = [s for p in pending for s in p.shards]
+    tasks = reading_tasks(shards, cpus)
+    dataset = ray.data.from_items(
+        [ShardTask(s.name, s.url).to_dict() for s in shards], override_num_blocks=tasks
+    ).flat_map(read_shard_rows, fn_kwargs={"storage": config.storage}, num_cpus=shape.reader_cpus)
     for position, spec in enumerate(chain):
         constructor = {
             "spec": spec,
@@ -336,12 +393,15 @@ def _build_dataset(
             "torch_threads": shape.torch_threads,
             "skip_shards": skip[spec.codec],
             "keep_audio": position < len(chain) - 1,
+            # Given a batch size, the user chose it; else each call fits the GPU's memory.
+            "memory_share": None if config.batch_size else shape.memory_share,
         }
+        batch_size = config.batch_size or (GPU_BATCH if use_gpu else CPU_BATCH)
         # A batch holds the rows of the codecs before too: as many audio rows as the first.
         dataset = dataset.map_batches(
             TokenizeBatch,
             fn_constructor_kwargs=constructor,
-            batch_size=config.batch_size * (position + 1),
+            batch_size=batch_size * (position + 1),
             batch_format="pyarrow",
             compute=_actor_pool(config, shape),
             num_gpus=shape.actor_gpus if use_gpu else 0,
@@ -356,9 +416,12 @@ def _actor_pool(config: TokenizeConfig, shape: PoolShape):
     drops them when they no longer fit."""
     import ray
 
-    if config.actors:
-        return ray.data.ActorPoolStrategy(size=shape.actors)
-    return ray.data.ActorPoolStrategy(min_size=1, max_size=None, initial_size=shape.actors)
+    calls = shape.calls_per_actor
+    if config.actors or shape.fixed_size:
+        return ray.data.ActorPoolStrategy(size=shape.actors, max_concurrent_calls_per_actor=calls)
+    return ray.data.ActorPoolStrategy(
+        min_size=1, max_size=None, initial_size=shape.actors, max_concurrent_calls_per_actor=calls
+    )
 
 
 def _claim_output(

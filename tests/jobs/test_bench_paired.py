@@ -194,3 +194,20 @@ def test_tokenize_bench_pairs_the_stage_with_the_bare_tokenizer(capsys, ray_loca
     result = _bench(capsys, "tokenize", "--config", "tiny", "--scale", "0.1", "--pairs", "1",
                     "--batch-size", "2", "--workdir", str(tmp_path))  # fmt: skip
     _check_paired(result["stage_over_bare"], 1)
+
+
+@pytest.mark.integration
+def test_tokenize_bench_with_the_simulated_codec_measures_the_feed(capsys, ray_local, tmp_path):
+    result = _bench(capsys, "tokenize", "--codec", "simulated", "--scale", "0.3",
+                    "--segments", "12", "--batch-size", "2", "--pairs", "1",
+                    "--workdir", str(tmp_path))  # fmt: skip
+    ceiling, overlap = result["feed_ceiling"], result["overlap"]
+    assert result["segments"] >= 12 and result["cpus"] == 2
+    assert ceiling["segments_per_s_per_core"] > 0
+    assert set(ceiling["per_segment_s"]) == {"read_decode", "staging", "device", "part_writing"}
+    assert ceiling["per_segment_s"]["read_decode"] > 0
+    # The device's time per segment follows from the ceiling of the warm-up run.
+    assert overlap["device_segments_per_s"] == pytest.approx(
+        0.6 * ceiling["warm_up_segments_per_s"], rel=0.01
+    )
+    assert overlap["median"] > 0 and overlap["per_segment_s"]["device"] > 0

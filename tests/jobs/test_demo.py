@@ -48,7 +48,9 @@ def test_demo_runs_end_to_end(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     # One summary table names every stage's output; Ray's known-harmless lines are gone.
-    table = completed.stdout.splitlines()[-4:]
+    lines = completed.stdout.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("stage ")) :]
+    table = [line for line in lines if not line.startswith(" ")]  # Rows, not details.
     assert [line.split()[:2] for line in table] == [
         ["stage", "status"],
         ["prepare", "ok"],
@@ -56,6 +58,10 @@ def test_demo_runs_end_to_end(tmp_path):
         ["spotcheck", "ok"],
     ]
     assert table[3].endswith(str(output / "spotcheck" / "report.html"))
+    # Under the tokenize row, a line per codec with its steady rate and fixed costs.
+    details = [line.strip() for line in lines if line.startswith(" ")]
+    assert [line.split(":")[0] for line in details] == list(registry.codecs())
+    assert all("steady" in line and "fixed" in line for line in details)
     assert "{" not in completed.stdout
     for noise in (
         "constructor arguments",

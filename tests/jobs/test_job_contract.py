@@ -255,9 +255,29 @@ def test_the_summary_table_lines_up_and_names_every_output():
     )
     lines = table.splitlines()
     assert lines[0].split() == ["stage", "status", "result", "rejects", "wall", "output"]
+    assert len(lines) == 4
     assert [line.split()[1] for line in lines[1:]] == ["ok", "FAILED", "INTERRUPTED"]
     assert "8.6 s" in lines[1] and "1m15s" in lines[2] and "1h01m" in lines[3]
     assert len({line.index("/out") for line in lines[1:]}) == 1  # One output column.
+
+
+def test_each_codec_gets_a_line_under_the_tokenize_row():
+    codecs = ("mucodec: 12 segments; steady 3.1 segments/s", "dac: 12 segments")
+    table = format_outcomes(
+        [
+            StageOutcome("prepare", 0, "7/9 songs", 2, 8.6, "/out/prepared"),
+            StageOutcome("tokenize", 0, "2 codecs", 0, 75.0, "/out/tokens", codecs),
+        ]
+    )
+    lines = table.splitlines()
+    assert [line.split()[:2] for line in lines[:3]] == [
+        ["stage", "status"], ["prepare", "ok"], ["tokenize", "ok"],
+    ]  # fmt: skip
+    # The details sit under the result column and never widen the table's columns.
+    result_column = lines[0].index("result")
+    assert [line.index(line.strip()) for line in lines[3:]] == [result_column] * 2
+    assert lines[3].strip().startswith("mucodec:") and lines[4].strip() == "dac: 12 segments"
+    assert lines[2].index("/out") == lines[1].index("/out")
 
 
 # --- Where Ray runs --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -27,13 +28,14 @@ from mucodec.encoder.tokenizer import MuCodecTokenizer
 from pipeline.io import StorageOptions
 from pipeline.prepare.stage import prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
-from pipeline.shard_reader import find_shards, iter_shard_samples
+from pipeline.shard_reader import ShardRef, find_shards, iter_shard_samples
 from pipeline.tokenize.dataset import TokenDataset
 from pipeline.tokenize.encoded import encoded_segment
 from pipeline.tokenize.stage import (
     PoolShape,
     TokenizeConfig,
     actor_pool_shape,
+    reading_tasks,
     tokenize_shards,
 )
 from schemas.tokens import validate_tokens_table
@@ -295,10 +297,28 @@ def test_audit_job_exits_with_the_same_status_every_time(prepared_corpus, tokeni
     assert [run.returncode for run in runs] == [0] * 10, [err[-500:] for _, err in outputs]
 
 
+def test_reading_tasks_take_runs_of_small_shards_but_keep_every_reader_busy():
+    mib = 1 << 20
+    small = [ShardRef(f"{i}.tar", f"/s/{i}.tar", 20 * mib) for i in range(200)]
+    assert reading_tasks(small, cpus=2) == math.ceil(200 * 20 / 64)  # ~64 MiB per task.
+    big = [ShardRef(f"{i}.tar", f"/s/{i}.tar", 900 * mib) for i in range(3)]
+    assert reading_tasks(big, cpus=16) == 3  # A shard is never split.
+    few = [ShardRef(f"{i}.tar", f"/s/{i}.tar", mib) for i in range(10)]
+    assert reading_tasks(few, cpus=4) == 8  # Two per CPU, though the bytes fit in one.
+
+
 def test_the_actor_pool_always_leaves_cpu_for_the_readers():
     config = TokenizeConfig(codecs=(TINY_MUCODEC,))
     assert actor_pool_shape(config, gpus=0, cpus=8) == PoolShape(3, 2, 2)
-    assert actor_pool_shape(config, gpus=2, cpus=8) == PoolShape(2, 1, 1)
+    # A device's actors hold half a CPU each and take two batches at a time (one staged while
+    # the device encodes the other); the readers, one per CPU, share what is left.
+    assert actor_pool_shape(config, gpus=2, cpus=8) == PoolShape(
+        2, 0.5, 1, reader_cpus=1.0, calls_per_actor=2
+    )
+    simulated = actor_pool_shape(config, gpus=0, cpus=2, simulated=True)
+    assert simulated == PoolShape(1, 0.5, 1, reader_cpus=0.75, calls_per_actor=2, fixed_size=True)
+    # Three codecs on one GPU: each pool's actor gets a third of it, a sixth per call.
+    assert actor_pool_shape(config, gpus=1, cpus=16, pools=3).memory_share == pytest.approx(1 / 6)
     # One CPU left (a laptop, or a cluster that lost a node): actor and readers share it.
     assert actor_pool_shape(config, gpus=0, cpus=1) == PoolShape(1, 0.5, 1, reader_cpus=0.5)
     with pytest.raises(ValueError, match="lower --actors"):
