@@ -13,15 +13,28 @@ the file's schema metadata (`codec`, JSON), so any reader sees which codec made 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.version import check_version
 
-TOKENS_SCHEMA_VERSION = 3  # 2: `source_sha256`. 3: any codec; its info and side data.
+TOKENS_SCHEMA_VERSION = 4  # 2: `source_sha256`. 3: any codec. 4: lyric lines on frames.
+READABLE_VERSIONS = (3, 4)  # A version 3 line has no frames: `lyric_frames` gives them.
 
-LYRIC_LINE = pa.struct([pa.field("t", pa.float64()), pa.field("text", pa.string())])
+# A lyric line: its start in seconds from the segment's start, its text, and the codec frames
+# it spans (frame 0 starts at the segment's first sample; the last is the frame before the
+# next line's first, or the segment's last frame).
+LYRIC_LINE = pa.struct(
+    [
+        pa.field("t", pa.float64()),
+        pa.field("text", pa.string()),
+        pa.field("first_frame", pa.int32()),
+        pa.field("last_frame", pa.int32()),
+    ]
+)
 
 TOKENS_SCHEMA = pa.schema(
     [
@@ -66,10 +79,30 @@ def check_tokens_schema_version(schema: pa.Schema, where: str = "(table)") -> No
         where: The file's path or URL, for the error.
 
     Raises:
-        UnsupportedVersion: The schema metadata's version is not `TOKENS_SCHEMA_VERSION`.
+        UnsupportedVersion: The schema metadata's version is not one of `READABLE_VERSIONS`.
     """
     found = (schema.metadata or {}).get(b"schema_version")
-    check_version(found.decode() if found else None, TOKENS_SCHEMA_VERSION, "token table", where)
+    version = found.decode() if found else None
+    if version not in {str(v) for v in READABLE_VERSIONS}:
+        check_version(version, TOKENS_SCHEMA_VERSION, "token table", where)
+
+
+def lyric_frames(lines: list[dict], frame_rate: float, n_frames: int) -> list[dict]:
+    """`lines` (`{t, text}`, in time order) with the frames each spans at `frame_rate`.
+
+    A line's first frame is the one its start falls in; its last is the frame before the
+    next line's first (at least its own first), the last line's the segment's last frame.
+    Frames are clipped to `[0, n_frames - 1]`.
+    """
+    if not lines:
+        return []
+    last = max(n_frames - 1, 0)
+    firsts = [min(max(int(line["t"] * frame_rate), 0), last) for line in lines]
+    ends = [max(first, following - 1) for first, following in itertools.pairwise(firsts)]
+    return [
+        {"t": line["t"], "text": line["text"], "first_frame": first, "last_frame": end}
+        for line, first, end in zip(lines, firsts, [*ends, last], strict=True)
+    ]
 
 
 def validate_tokens_table(table: pa.Table) -> None:

@@ -38,7 +38,7 @@ from pipeline.shard_reader import SHARD_END, SHARD_FAILED, ShardRef
 from pipeline.tokenize.codebook_stats import CodebookHistogram
 from pipeline.tokenize.rows import TokenizedRow
 from schemas.run import PART_MARKER_VERSION, check_part_marker, marker_where
-from schemas.tokens import LYRIC_LINE, TOKENS_SCHEMA, validate_tokens_table
+from schemas.tokens import LYRIC_LINE, TOKENS_SCHEMA, lyric_frames, validate_tokens_table
 
 TOKENS_DIR = "tokens"
 PARTS_DIR = "_tokenize/parts"
@@ -246,7 +246,10 @@ def tokens_table(rows: list[TokenizedRow]) -> pa.Table:
     outer_offsets = np.concatenate([[0], np.cumsum(n_code_rows)])
     frames = pa.ListArray.from_arrays(pa.array(inner_offsets, pa.int32()), pa.array(flat))
     codes = pa.ListArray.from_arrays(pa.array(outer_offsets, pa.int32()), frames)
-    lyrics = pa.array([json.loads(r.lyrics) for r in rows], pa.list_(LYRIC_LINE))
+    lyrics = pa.array(
+        [lyric_frames(json.loads(r.lyrics), r.token_rate, r.n_frames) for r in rows],
+        pa.list_(LYRIC_LINE),
+    )
     columns = {
         "key": pa.array([r.key for r in rows], pa.string()),
         "song_id": pa.array([r.song_id for r in rows], pa.string()),

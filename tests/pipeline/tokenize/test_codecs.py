@@ -16,7 +16,12 @@ from pipeline.tokenize.actor import chain_rows, chain_step
 from pipeline.tokenize.encoded import encoded_segment
 from pipeline.tokenize.parts import tokens_table
 from pipeline.tokenize.rows import ChainRow
-from schemas.tokens import TOKENS_SCHEMA, check_tokens_schema_version, validate_tokens_table
+from schemas.tokens import (
+    TOKENS_SCHEMA,
+    check_tokens_schema_version,
+    lyric_frames,
+    validate_tokens_table,
+)
 
 STEREO = CodecInfo(
     "two", "tiny", "{}", "random-weights-seed-0", 44_100, 86.13, 2, 3, 1024, "compress"
@@ -65,12 +70,12 @@ def test_the_chain_gives_every_codec_every_row_once_and_skips_what_a_codec_has()
     assert two[1].codes == b"" and math.isnan(two[1].input_db)
 
 
-def test_schema_v3_round_trips_codes_and_side_data_through_encoded_segment():
+def test_the_schema_round_trips_codes_and_side_data_through_encoded_segment():
     rows = [r for r in chain_step(audio_rows(), fake_encoder(7), STEREO, "test") if not r.is_audio]
     good = [r for r in rows if r.usable]
     table = tokens_table(good)
     validate_tokens_table(table)
-    assert table.schema.metadata[b"schema_version"] == b"3"
+    assert table.schema.metadata[b"schema_version"] == b"4"
     assert b'"tokenizer": "two"' in table.schema.metadata[b"codec"]
     row = table.to_pylist()[0]
     assert (row["channels"], row["n_codebooks"], row["codec_mode"]) == (2, 3, "compress")
@@ -93,10 +98,25 @@ def test_schema_v3_round_trips_codes_and_side_data_through_encoded_segment():
         validate_tokens_table(wrong)
 
 
-def test_readers_refuse_token_tables_of_version_2():
+def test_readers_refuse_token_tables_of_version_2_and_read_version_3():
     old = TOKENS_SCHEMA.with_metadata({**TOKENS_SCHEMA.metadata, b"schema_version": b"2"})
     with pytest.raises(UnsupportedVersion, match="version '2'"):
         check_tokens_schema_version(old, "old.parquet")
+    # Version 3 lyric lines have no frames; readers still take the table.
+    three = TOKENS_SCHEMA.with_metadata({**TOKENS_SCHEMA.metadata, b"schema_version": b"3"})
+    check_tokens_schema_version(three, "three.parquet")
+
+
+def test_each_lyric_line_is_placed_on_the_codecs_frames():
+    lines = [{"t": 0.0, "text": "a"}, {"t": 1.0, "text": "b"}, {"t": 1.01, "text": "c"},
+             {"t": 30.5, "text": "d"}]  # fmt: skip
+    placed = lyric_frames(lines, frame_rate=25.0, n_frames=896)
+    assert [(p["first_frame"], p["last_frame"]) for p in placed] == [
+        (0, 24), (25, 25), (25, 761), (762, 895),
+    ]  # fmt: skip
+    # Two lines in one frame share it; times past the codes are clipped to the last frame.
+    assert lyric_frames([{"t": 40.0, "text": "x"}], 25.0, 896)[0]["first_frame"] == 895
+    assert lyric_frames([{"t": 1.0, "text": "x"}], 150.0, 5376)[0]["first_frame"] == 150
 
 
 def specs(*argv: str):
