@@ -1,8 +1,8 @@
 """Token parts read back for an export: one `ExportSample` per segment, every codec's codes.
 
 The codecs' tables of one tokenize output share their parts (the same shards per part), and
-each part's rows are sorted by key, so part n of every codec is read side by side, one row
-group at a time, and joined by key. A segment some codec lacks (rejected by it) is left out
+each part's rows are sorted by key, so part n of every codec is read side by side, a few
+rows at a time, and joined by key. A segment some codec lacks (rejected by it) is left out
 and counted. Lyric lines carry each codec's frames (computed for version 3 tables, which
 stored only seconds).
 """
@@ -21,6 +21,7 @@ from pipeline.export.audio import ShardAudio
 from pipeline.io import StorageOptions, filesystem
 from schemas.tokens import check_tokens_schema_version, lyric_frames
 
+ROWS_PER_READ = 64  # Rows decoded at a time per codec: what bounds the export's memory.
 _COLUMNS = [
     "key", "song_id", "segment_index", "start_s", "duration_s", "channels", "n_codebooks",
     "n_frames", "codes", "lyrics", "lyrics_text", "source", "shard", "token_rate",
@@ -101,12 +102,18 @@ def part_samples(
 
 
 def _rows(url: str, storage: StorageOptions) -> Iterator[dict[str, Any]]:
+    """A part's rows as dicts, `ROWS_PER_READ` at a time; `codes` flat uint16 (numpy), never
+    Python lists: a segment of DAC's is 55,000 codes."""
     fs, path = filesystem(url, storage)
     with fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         check_tokens_schema_version(parquet.schema_arrow, url)
-        for group in range(parquet.num_row_groups):
-            yield from parquet.read_row_group(group, columns=_COLUMNS).to_pylist()
+        for batch in parquet.iter_batches(batch_size=ROWS_PER_READ, columns=_COLUMNS):
+            codes = batch.column("codes")
+            rows = batch.drop_columns(["codes"]).to_pylist()
+            for index, row in enumerate(rows):
+                flat = codes[index].values.flatten().to_numpy(zero_copy_only=False)
+                yield {**row, "codes": flat}
 
 
 def _sample(rows: dict[str, dict[str, Any]]) -> ExportSample:
