@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import numpy as np
 import soxr
 
+from audio_codecs.base import PCM16_SCALE
+
 TARGET_RATE = 48_000
-PCM16_SCALE = 32768.0  # The convention libsndfile, torchaudio and soundfile use when reading.
 PCM16_MAX_FLOAT = 32767.0 / PCM16_SCALE  # Loudest float that survives 16-bit unclipped.
 
 _CENTRE = 0.7071

@@ -20,7 +20,7 @@ import pyarrow as pa
 import soundfile as sf
 import torch
 
-from audio_codecs.base import Codec
+from audio_codecs.base import PCM16_SCALE, Codec
 from pipeline.io import StorageOptions, atomic_write, filesystem, join
 from pipeline.spotcheck.codecs import (
     TableCodec,
@@ -32,7 +32,6 @@ from pipeline.tokenize.encoded import encoded_segment
 from schemas.metrics import METRICS_SCHEMA_VERSION
 
 SAMPLES_DIR = "samples"
-_PCM16_SCALE = 32768.0
 
 
 def wav_bytes(audio: np.ndarray) -> bytes:
@@ -44,7 +43,7 @@ def wav_bytes(audio: np.ndarray) -> bytes:
 
 def stored_audio(pcm: bytes) -> torch.Tensor:
     """A shard's 16-bit interleaved stereo PCM as float32 `[2, L]`."""
-    stored = np.frombuffer(pcm, dtype=np.int16).reshape(-1, 2).T / _PCM16_SCALE
+    stored = np.frombuffer(pcm, dtype=np.int16).reshape(-1, 2).T / PCM16_SCALE
     return torch.from_numpy(stored.astype(np.float32))
 
 
