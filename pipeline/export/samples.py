@@ -3,8 +3,9 @@
 The codecs' tables of one tokenize output share their parts (the same shards per part), and
 each part's rows are sorted by key, so part n of every codec is read side by side, a few
 rows at a time, and joined by key. A segment some codec lacks (rejected by it) is left out
-and counted. Lyric lines carry each codec's frames (computed for version 3 tables, which
-stored only seconds).
+and counted. Lyric lines carry each codec's frames, placed from their times by
+`lyric_frames`, the function that wrote version 4 tables' frames (version 3 tables stored
+only the times).
 """
 
 from __future__ import annotations

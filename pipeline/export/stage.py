@@ -4,8 +4,9 @@ Part n of every codec's table (the same shards) is read side by side (`samples`)
 by the format into a staging directory, moved into the output file by file, and marked done
 (`_export/parts/<n>.json`). A rerun skips marked parts and redoes the rest from scratch, so
 a killed export reruns to the same contents; when every part is done the format joins them
-(`finish`) and `summary.json` is written. Memory stays at a row group per codec and what
-the format buffers. The output is a local directory (the loaders' writers need one).
+(`finish`; not again on a rerun that finds everything done) and `summary.json` is written.
+Memory stays at a few rows per codec (`samples.ROWS_PER_READ`) and what the format buffers.
+The output is a local directory (the loaders' writers need one).
 """
 
 from __future__ import annotations
@@ -83,10 +84,11 @@ def export_tokens(
         ("_export", *_format_outputs(root)), force,
         describe=lambda previous: f"a {previous['format']} export of {previous['tokens']}",
     ).guard(fs)  # fmt: skip
-    done = {i for i in indexes if (root / PARTS_DIR / marker_name(i)).exists()}
+    markers = [root / PARTS_DIR / marker_name(i) for i in indexes]
+    done = {i: read_json(fs, str(m)) for i, m in zip(indexes, markers, strict=True) if m.exists()}
     todo = [i for i in indexes if i not in done]
-    samples = sum(read_json(fs, str(root / PARTS_DIR / marker_name(i)))["samples"] for i in done)
-    left_out = sum(read_json(fs, str(root / PARTS_DIR / marker_name(i)))["left_out"] for i in done)
+    samples = sum(marker["samples"] for marker in done.values())
+    left_out = sum(marker["left_out"] for marker in done.values())
     for count, index in enumerate(todo):
         if progress:
             progress(count, len(todo))
@@ -106,13 +108,15 @@ def export_tokens(
         progress(len(todo), len(todo))
     shutil.rmtree(root / STAGING_DIR, ignore_errors=True)
     fence()
-    chosen.finish(root, indexes, codecs)
+    summary_file = root / "_export" / "summary.json"
+    if todo or not summary_file.exists():  # The summary is written once `finish` is done.
+        chosen.finish(root, indexes, codecs)
     summary = ExportSummary(
         format=format_name, codecs=list(tokens), parts=len(indexes), parts_run=len(todo),
         parts_already_done=len(done), samples=samples, left_out=left_out,
         wall_seconds=time.perf_counter() - started,
     )  # fmt: skip
-    write_json(fs, str(root / "_export" / "summary.json"), summary.to_dict(), fence)
+    write_json(fs, str(summary_file), summary.to_dict(), fence)
     return summary
 
 
