@@ -1,0 +1,1 @@
+"""Quality measures, filters, near-duplicates and splits of prepared audio."""
