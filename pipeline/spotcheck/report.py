@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.report_style import style_sheet
 from pipeline.spotcheck.plots import (
     METRICS,
     bitrate_png,
@@ -146,17 +147,7 @@ def render_report(
 <meta charset="utf-8">
 <title>Codec spot-check</title>
 <style>
-  body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; }}
-  table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
-  th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
-  .sample {{ border-top: 1px solid #ddd; padding-top: 0.5em; }}
-  .meta {{ color: #555; font-size: 0.9em; }}
-  .row {{ display: flex; gap: 0.8em; overflow-x: auto; }}
-  .cell {{ margin: 0; display: flex; flex-direction: column; gap: 0.3em; }}
-  .cell figcaption {{ font-size: 0.85em; }}
-  .spectrogram {{ width: 340px; }}
-  .plot {{ max-width: 100%; display: block; margin-bottom: 1em; }}
-</style>
+{style_sheet()}</style>
 </head>
 <body>
 <h1>Codec spot-check: {escape(", ".join(codecs))}</h1>
