@@ -1,0 +1,1 @@
+"""Quality filters: one module per filter, all behind `base.QualityFilter`."""
