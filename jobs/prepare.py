@@ -27,12 +27,15 @@ from jobs.cli import (
     storage_from_args,
 )
 from jobs.console import StageOutcome, print_outcomes, run_stage
+from pipeline.prepare.curation import DEDUPE_CHOICES
 from pipeline.prepare.input_policy import check_allowed_root
 from pipeline.prepare.segment import TAIL_POLICIES, SegmentConfig
 from pipeline.prepare.shards import ShardLimits
 from pipeline.prepare.song import MAX_LYRICS_BYTES
 from pipeline.prepare.stage import PrepareSummary, prepare_corpus
 from pipeline.prepare.unit import PrepareConfig
+from pipeline.quality.filters.config import FilterConfig, read_filter_file, threshold_names
+from pipeline.quality.splits import GROUP_BY, SplitConfig
 
 
 def build_parser() -> JobParser:
@@ -110,6 +113,7 @@ def build_parser() -> JobParser:
         help="larger lyrics (a file, or a manifest's inline text in UTF-8) are rejected and "
         f"the song kept without them (default: {MAX_LYRICS_BYTES}, 1 MiB)",
     )
+    add_quality_arguments(parser)
     parser.add_argument("--scratch-dir", help="local directory for temporary files")
     add_storage_arguments(parser)
     add_ray_arguments(parser)
@@ -120,6 +124,70 @@ def build_parser() -> JobParser:
         "--force", action="store_true", help="replace an output that holds a different run"
     )
     return parser
+
+
+def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
+    """Filters, near-duplicates and splits (docs/quality.md)."""
+    group = parser.add_argument_group(
+        "quality", "every measure is recorded in quality.parquet; by default only segments of "
+        "digital silence are dropped, each threshold below drops what lies beyond it",
+    )  # fmt: skip
+    group.add_argument("--filter-config", metavar="FILE",
+                       help="thresholds from a JSON or TOML file (the keys of the flags below, "
+                       "with _ for -); flags override it")  # fmt: skip
+    group.add_argument("--keep-digital-silence", action="store_true",
+                       help="keep segments of exact zeros (dropped by default)")  # fmt: skip
+    helps = {
+        "max_silence": "segment: share of 100 ms frames below -60 dBFS, 0-1",
+        "min_loudness_lufs": "song: integrated loudness (BS.1770), LUFS",
+        "max_loudness_lufs": "song: integrated loudness (BS.1770), LUFS",
+        "max_true_peak_dbtp": "song: true peak, dBTP",
+        "max_clipping": "song: share of source samples in full-scale runs, 0-1",
+        "min_bandwidth_hz": "song: effective bandwidth, Hz (17000 drops 128 kbit/s mp3 sources)",
+        "max_stereo_correlation": "song: 0.999 drops mono dressed as stereo",
+        "min_stereo_correlation": "song: -0.5 drops a channel with inverted polarity",
+        "max_channel_balance_db": "song: |left/right energy| in dB; 30 drops a dead channel",
+        "max_dc_offset": "song: the larger channel mean (full scale 1.0)",
+    }
+    for name in threshold_names():
+        group.add_argument(f"--{name.replace('_', '-')}", type=float, metavar="VALUE",
+                           help=helps[name])  # fmt: skip
+    group.add_argument("--dedupe", choices=DEDUPE_CHOICES, default="report",
+                       help="near-duplicate songs (the same recording re-encoded, resampled or "
+                       "trimmed): report them in duplicates.parquet, or keep the best of each "
+                       "group (lossless, then widest band, then longest) and reject the others "
+                       "(default: report)")  # fmt: skip
+    group.add_argument("--dedupe-against", metavar="OUTPUT",
+                       help="an earlier prepare output: new songs matching its songs are "
+                       "grouped with them (and rejected with --dedupe keep-best)")  # fmt: skip
+    group.add_argument("--split", default="0.9,0.05,0.05", metavar="TRAIN,VALIDATION,TEST",
+                       help="split fractions (default: 0.9,0.05,0.05)")  # fmt: skip
+    group.add_argument("--split-by", choices=GROUP_BY, default="artist",
+                       help="what no two splits share (default: artist)")  # fmt: skip
+
+
+def filter_config_from_args(args: argparse.Namespace) -> FilterConfig:
+    """The file's thresholds, then the flags' over them."""
+    values = read_filter_file(args.filter_config) if args.filter_config else {}
+    values |= {name: value for name in threshold_names()
+               if (value := getattr(args, name)) is not None}  # fmt: skip
+    if args.keep_digital_silence:
+        values["drop_digital_silence"] = False
+    try:
+        return FilterConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise InvalidSetting(f"filter thresholds: {error}") from None
+
+
+def split_config_from_args(args: argparse.Namespace) -> SplitConfig:
+    """--split and --split-by as a SplitConfig."""
+    try:
+        train, validation, test = (float(part) for part in args.split.split(","))
+    except ValueError:
+        raise InvalidSetting(
+            f"--split {args.split!r}: give three fractions, e.g. 0.9,0.05,0.05"
+        ) from None
+    return SplitConfig(train, validation, test, args.split_by)
 
 
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:
@@ -135,6 +203,10 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
         songs_per_unit=args.songs_per_unit,
         flac_level=args.flac_level,
         max_lyrics_bytes=args.max_lyrics_bytes,
+        filters=filter_config_from_args(args),
+        splits=split_config_from_args(args),
+        dedupe=args.dedupe,
+        dedupe_against=args.dedupe_against,
         allowed_roots=tuple(args.allow_root),
         scratch_dir=args.scratch_dir,
         storage=storage_from_args(args),
@@ -166,10 +238,10 @@ def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> St
             bar.update(1)
 
         def fingerprint_progress(done: int, total: int) -> None:
-            # The same bar counts the source files being hashed first, then the units.
-            # Described before each reset, which redraws the bar.
+            # The same bar counts the source files being hashed and surveyed first, then
+            # the units. Described before each reset, which redraws the bar.
             if done == 0:
-                bar.set_description_str("prepare: hashing sources", refresh=False)
+                bar.set_description_str("prepare: hashing and fingerprinting", refresh=False)
                 bar.unit = "file"
                 bar.reset(total)
             bar.update(done - bar.n)
@@ -194,11 +266,16 @@ def run_prepare(args: argparse.Namespace, input_url: str, output_url: str) -> St
 
 def prepare_outcome(summary: PrepareSummary, status: int, output_url: str) -> StageOutcome:
     """The prepare row of the summary table for `summary`, exited with `status`."""
+    splits = ", ".join(f"{name} {split['songs']:,} songs {split['hours']:,.2f} h"
+                       for name, split in summary.splits.items())  # fmt: skip
+    drops = ", ".join(f"{rule} {count:,}" for rule, count in summary.drops.items()) or "none"
     return StageOutcome(
         "prepare", status,
         f"{summary.songs_ok:,}/{summary.songs_in:,} songs, {summary.segments:,} segments "
         f"in {summary.shards:,} shards, {summary.audio_hours:,.2f} h",
         summary.rejects, summary.wall_seconds, output_url,
+        details=(f"splits: {splits}", f"dropped: {drops}",
+                 f"near-duplicate groups: {summary.duplicate_groups:,}"),
     )  # fmt: skip
 
 

@@ -6,9 +6,10 @@ import pyarrow as pa
 
 from schemas.version import check_version
 
-# 2: `path_bytes`. Version 1 tables (without it) are still read.
-REJECTS_SCHEMA_VERSION = 2
-READABLE_VERSIONS = ("1", "2")
+# 2: `path_bytes`. 3: `rule`, `value`, `segment_index`, `duplicate_group` (quality filters
+# and near-duplicates). Older tables (without them) are still read.
+REJECTS_SCHEMA_VERSION = 3
+READABLE_VERSIONS = ("1", "2", "3")
 
 REJECTS_SCHEMA = pa.schema(
     [
@@ -19,6 +20,12 @@ REJECTS_SCHEMA = pa.schema(
         pa.field("reason", pa.string(), nullable=False),
         pa.field("song_id", pa.string()),
         pa.field("path_bytes", pa.binary()),
+        # The filter (or "near_duplicate") that dropped a song or segment, what it measured,
+        # the segment when only one was dropped, and the duplicate group.
+        pa.field("rule", pa.string()),
+        pa.field("value", pa.float64()),
+        pa.field("segment_index", pa.int32()),
+        pa.field("duplicate_group", pa.int64()),
     ],
     metadata={"schema": "rejects", "schema_version": str(REJECTS_SCHEMA_VERSION)},
 )

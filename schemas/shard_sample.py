@@ -9,7 +9,10 @@ from typing import Any
 
 import jsonschema
 
-SHARD_SAMPLE_SCHEMA_VERSION = 2  # 2: `source_sha256` (and `duration_evidence`).
+# 2: `source_sha256` (and `duration_evidence`). 3: `split`, `quality`, `song_quality`,
+# `duplicate_group`, `album`. Version 2 samples are still read.
+SHARD_SAMPLE_SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 
 
 @cache
@@ -30,10 +33,10 @@ def _validator() -> jsonschema.protocols.Validator:
 def validate_sample_metadata(metadata: dict[str, Any]) -> None:
     """Raise ValueError naming the field when `metadata` does not match the schema."""
     version = metadata.get("schema_version")
-    if version != SHARD_SAMPLE_SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ValueError(
             f"shard sample schema_version {version!r} is not supported "
-            f"(this code reads version {SHARD_SAMPLE_SCHEMA_VERSION})"
+            f"(this code reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
     error = jsonschema.exceptions.best_match(_validator().iter_errors(metadata))
     if error is not None:

@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# ffmpeg decodes what libsndfile cannot; the tests also open the spot-check report in
-# Debian's Chromium (Playwright drives it; no browser download).
-packages="ffmpeg"
-[ "${1:-}" = "dev" ] && packages="ffmpeg chromium"
+# ffmpeg decodes what libsndfile cannot; libchromaprint1 fingerprints songs for the
+# near-duplicate check (ffmpeg's libavformat already depends on it; named so it stays). The
+# tests also open the spot-check report and the dataset card in Debian's Chromium
+# (Playwright drives it; no browser download).
+packages="ffmpeg libchromaprint1"
+[ "${1:-}" = "dev" ] && packages="ffmpeg libchromaprint1 chromium"
 missing=""
 for package in $packages; do
   dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"

@@ -27,6 +27,7 @@ def number(value: float) -> str:
 
 
 def split_colour(split: str) -> str:
+    """The colour of `split` in the charts (grey for a split the card does not know)."""
     return SPLIT_COLOURS.get(split, OTHER_COLOUR)
 
 

@@ -54,6 +54,9 @@ class AudioInfo:
     channels: int
     declared: DeclaredLength
     codec: str
+    # The file's own tags (ID3, Vorbis comments, MP4 atoms, RIFF INFO), when it has them.
+    artist: str | None = None
+    album: str | None = None
 
 
 @dataclass
@@ -152,6 +155,8 @@ def _soundfile_stream(sound: sf.SoundFile, local_path: str) -> DecodedStream:
         channels=int(sound.channels),
         declared=declared_length(local_path, reported),
         codec=f"{sound.format}/{sound.subtype}",
+        artist=sound.artist.strip() or None,
+        album=sound.album.strip() or None,
     )
     _check_format(info)
     block = max(1, int(BLOCK_SECONDS * info.sample_rate))
@@ -209,12 +214,27 @@ def _probe(local_path: str) -> AudioInfo:
     reported = Reported(
         probe.get("format", {}).get("format_name", ""), seconds, _FFPROBE_ESTIMATE in log
     )
+    tags = _tags(probe.get("format", {}), stream)
     return AudioInfo(
         sample_rate=sample_rate,
         channels=channels,
         declared=declared_length(local_path, reported),
         codec=str(stream.get("codec_name", "unknown")),
+        artist=tags.get("artist") or tags.get("album_artist"),
+        album=tags.get("album"),
     )
+
+
+def _tags(*sections: dict) -> dict[str, str]:
+    """ffprobe's tags of the container, then the stream (Ogg keeps them there), keys folded:
+    containers spell them `artist`, `ARTIST` or `Artist`."""
+    tags: dict[str, str] = {}
+    for section in sections:
+        for key, value in (section.get("tags") or {}).items():
+            text = str(value).strip()
+            if text:
+                tags.setdefault(str(key).lower(), text)
+    return tags
 
 
 @contextlib.contextmanager

@@ -217,6 +217,7 @@ def _from_manifest(fs: fsspec.AbstractFileSystem, manifest: str, policy: InputPo
                 lyrics_text=row.get("lyrics") or None,
                 title=_text_or_none(row.get("title")),
                 artist=_text_or_none(row.get("artist")),
+                album=_text_or_none(row.get("album")),
             )
         )
     return _deduplicated(songs, rejects)

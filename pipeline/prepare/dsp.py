@@ -96,4 +96,8 @@ def stereo_48k(blocks: Iterator[np.ndarray], source_rate: int) -> Iterator[np.nd
 
 def to_pcm16(audio: np.ndarray) -> np.ndarray:
     """Float `[-1, 1)` -> int16 with the 1/32768 convention readers use; clips the rest."""
-    return np.clip(np.rint(audio * PCM16_SCALE), -32768, 32767).astype(np.int16)
+    # One temporary, rounded and clipped in place: this runs over every stored sample.
+    scaled = audio * np.float32(PCM16_SCALE)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768, 32767, out=scaled)
+    return scaled.astype(np.int16)

@@ -36,6 +36,7 @@ a later copy of that file goes undetected until the rerun hashes it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -60,6 +61,7 @@ from pipeline.io import (
 from pipeline.path_text import path_text
 from pipeline.prepare.entries import NotARegularFile, entry_error_reason, open_regular
 from pipeline.prepare.records import Reject, SongSource
+from pipeline.prepare.survey import survey_file
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,9 @@ RESULT_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         pa.field("environment", pa.bool_()),  # The error is the environment's, not the file's.
         pa.field("hashed", pa.bool_()),  # Read and hashed now, not taken from the cache.
+        # The file's survey (pipeline/prepare/survey.py), when it had none: its row as JSON.
+        pa.field("survey", pa.string()),
+        pa.field("survey_seconds", pa.float64()),
     ]
 )
 
@@ -113,6 +118,8 @@ class Fingerprints:
     unhashed: dict[str, str]
     hashed: int  # Files read and hashed this run; the others came from the cache.
     seconds: float
+    surveys: dict[str, dict[str, Any]]  # sha256 -> survey row, of the files surveyed now.
+    survey_seconds: float  # Of the pass's seconds (summed over workers), spent surveying.
 
 
 def hash_target(source: str) -> str:
@@ -162,7 +169,11 @@ def fingerprint_file(
 
 
 def fingerprint_batch(batch: pa.Table, storage: StorageOptions) -> pa.Table:
-    """Ray Data map_batches: files (with their cache rows) -> RESULT_SCHEMA rows."""
+    """Ray Data map_batches: files (with their cache rows) -> RESULT_SCHEMA rows.
+
+    A file whose bytes changed, or whose bytes have no survey yet, is surveyed in the same
+    task: one pass over the catalog's files, not two.
+    """
     rows = [_fingerprint_row(row, storage) for row in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
 
@@ -189,7 +200,16 @@ def _fingerprint_row(row: dict[str, Any], storage: StorageOptions) -> dict[str, 
         return {**result, "error": str(error)}
     except OSError as error:  # Missing, permission, a symlink loop: nothing to read as audio.
         return {**result, "error": path_text(entry_error_reason(error, target))}
-    return {**result, "size": size, "version": version, "sha256": digest, "hashed": hashed}
+    result |= {"size": size, "version": version, "sha256": digest, "hashed": hashed}
+    if not (hashed or row["unsurveyed"]) or digest == _EMPTY_SHA256:
+        return result
+    started = time.perf_counter()
+    try:
+        survey = with_retries(lambda: survey_file(target, storage), path_text(target))
+    except EnvironmentFailure as error:
+        return {**result, "sha256": None, "error": str(error), "environment": True}
+    seconds = time.perf_counter() - started
+    return {**result, "survey": json.dumps(survey), "survey_seconds": seconds}
 
 
 def fingerprint_songs(
@@ -197,6 +217,7 @@ def fingerprint_songs(
     output_url: str,
     storage: StorageOptions,
     *,
+    surveyed: frozenset[str] = frozenset(),
     concurrency: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Fingerprints:
@@ -206,12 +227,15 @@ def fingerprint_songs(
         songs: The discovered songs.
         output_url: The prepare output, which holds the fingerprint cache.
         storage: How to reach the files and the output.
+        surveyed: The sha256s that have a survey: a file whose cached hash is one of them
+            is not surveyed again.
         concurrency: Hashing tasks at once; None lets Ray decide.
         progress: Called as `progress(files_done, files)` as the pass goes.
 
     Returns:
         The songs with their `source_sha256`, the duplicates' rejects, the songs whose file
-        the environment kept from being hashed, and the pass's counts.
+        the environment kept from being hashed or surveyed, the new surveys, and the pass's
+        counts.
     """
     import ray  # Imported here so the plain functions above stay usable without Ray.
 
@@ -228,7 +252,7 @@ def fingerprint_songs(
     results: list[pa.Table] = []
     try:
         if files:
-            requests = _with_cached(files, cache)
+            requests = _with_cached(files, cache, surveyed)
             cpus = int(ray.cluster_resources().get("CPU", 1))
             per_task = max(1, min(MAX_FILES_PER_TASK, math.ceil(len(files) / (4 * cpus))))
             blocks = [requests.slice(start, per_task) for start in range(0, len(files), per_task)]
@@ -259,7 +283,10 @@ def fingerprint_songs(
     seconds = time.perf_counter() - started
     log.info("fingerprints: %d files, %d hashed (the rest cached), %d rejects, %.1f s",
              len(files), hashed, len(rejects), seconds)  # fmt: skip
-    return Fingerprints(kept, rejects, unhashed, hashed, seconds)
+    surveys = {row["sha256"]: json.loads(row["survey"])
+               for row in by_target.values() if row["survey"]}  # fmt: skip
+    survey_seconds = sum(row["survey_seconds"] or 0.0 for row in by_target.values())
+    return Fingerprints(kept, rejects, unhashed, hashed, seconds, surveys, survey_seconds)
 
 
 def resolve_duplicates(
@@ -301,8 +328,11 @@ def resolve_duplicates(
     return ordered, tuple(rejects), unhashed
 
 
-def _with_cached(files: list[tuple[str, str]], cache: pa.Table) -> pa.Table:
-    """The files to fingerprint (text, exact name), each with its cache row (null when none)."""
+def _with_cached(
+    files: list[tuple[str, str]], cache: pa.Table, surveyed: frozenset[str]
+) -> pa.Table:
+    """The files to fingerprint (text, exact name), each with its cache row (null when none)
+    and whether its cached bytes lack a survey."""
     cached = cache.select(["target", "size", "version", "sha256"]).rename_columns(
         ["target", "cached_size", "cached_version", "cached_sha256"]
     )
@@ -312,7 +342,9 @@ def _with_cached(files: list[tuple[str, str]], cache: pa.Table) -> pa.Table:
             "location": pa.array([os.fsencode(name) for _, name in files], pa.binary()),
         }
     )
-    return wanted.join(cached, "target", join_type="left outer").sort_by("target")
+    joined = wanted.join(cached, "target", join_type="left outer").sort_by("target")
+    unsurveyed = [sha not in surveyed for sha in joined.column("cached_sha256").to_pylist()]
+    return joined.append_column("unsurveyed", pa.array(unsurveyed, pa.bool_()))
 
 
 def _concatenated(results: list[pa.Table]) -> pa.Table:

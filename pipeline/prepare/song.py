@@ -31,8 +31,9 @@ from pipeline.prepare.audio import AudioInfo, DecodeError, local_copy, open_audi
 from pipeline.prepare.dsp import PCM16_MAX_FLOAT, TARGET_RATE, stereo_48k, to_pcm16
 from pipeline.prepare.entries import open_regular
 from pipeline.prepare.lyrics import NO_LYRICS, Lyrics, decode_text, lines_in_window, parse_lyrics
+from pipeline.prepare.metering import SongMeter, SongQuality
 from pipeline.prepare.records import Reject, SongSource
-from pipeline.prepare.segment import SegmentSpan
+from pipeline.prepare.segment import SegmentConfig, SegmentSpan
 from schemas.shard_sample import SHARD_SAMPLE_SCHEMA_VERSION, validate_sample_metadata
 
 MAX_LYRICS_BYTES = 1 << 20  # The default cap: "lyrics" larger than 1 MiB are not lyrics.
@@ -59,6 +60,7 @@ class DecodedSong:
     peak: float
     lyrics: Lyrics
     source_sha256: str  # Of the file's bytes: the fingerprint pass's, else of the copy read.
+    meter: SongMeter  # Its measures, taken on the way (`meter.finish(spans)`).
 
     @property
     def source_duration_s(self) -> float:
@@ -143,9 +145,13 @@ def _looks_binary(text: str) -> bool:
 
 
 def decode_song(
-    song: SongSource, lyrics: Lyrics, storage: StorageOptions, scratch_dir: str
-) -> DecodedSong:
-    """Phase one: decode, downmix and resample the whole song into a spool file."""
+    song: SongSource, lyrics: Lyrics, storage: StorageOptions, scratch_dir: str,
+    window_frames: int = SegmentConfig().segment_frames,
+) -> DecodedSong:  # fmt: skip
+    """Phase one: decode, downmix and resample the whole song into a spool file.
+
+    The song is measured on the way, in windows of `window_frames` (the segment length).
+    """
     extension = song.source.rsplit(".", 1)[-1].lower() if "." in song.source else ""
     handle, spool_path = tempfile.mkstemp(dir=scratch_dir, suffix=".f32")
     try:
@@ -155,13 +161,17 @@ def decode_song(
             open_audio(local_path, extension) as stream,
         ):
             source_sha256 = song.source_sha256 or _file_sha256(local_path)
-            counted = _counting(stream.blocks)
+            meter = SongMeter(stream.info.sample_rate, stream.info.channels, window_frames)
+            counted = _counting(meter.source(stream.blocks))
             frames, peak = 0, 0.0
             for block in stereo_48k(counted, stream.info.sample_rate):
-                if not np.isfinite(block).all():
+                # One pass for both: NaN and infinity carry through the maximum.
+                block_peak = float(np.abs(block).max(initial=0.0))
+                if not np.isfinite(block_peak):
                     raise DecodeError("corrupt: decoded samples contain NaN or infinity")
-                peak = max(peak, float(np.abs(block).max(initial=0.0)))
-                spool.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+                peak = max(peak, block_peak)
+                spool.write(np.ascontiguousarray(block, dtype=np.float32).data)
+                meter.resampled(block)
                 frames += len(block)
             info = stream.info
     except FileNotFoundError as error:
@@ -182,6 +192,7 @@ def decode_song(
         peak=peak,
         lyrics=lyrics,
         source_sha256=source_sha256,
+        meter=meter,
     )
 
 
@@ -204,28 +215,34 @@ class _counting:
 
 
 def encode_samples(
-    decoded: DecodedSong, spans: list[SegmentSpan], flac_level: float
+    decoded: DecodedSong, spans: list[SegmentSpan], quality: SongQuality, flac_level: float
 ) -> Iterator[Sample]:
-    """Phase two: segment audio (gain applied, 16-bit FLAC), metadata and lyrics per span."""
+    """Phase two: segment audio (gain applied, 16-bit FLAC), metadata and lyrics per span.
+
+    `spans` are the segments kept; `quality` holds their measures and the song's.
+    """
     gain = decoded.gain
     with open(decoded.spool_path, "rb") as spool:
         for span in spans:
-            yield _encode_span(decoded, spool, span, len(spans), gain, flac_level)
+            yield _encode_span(decoded, spool, span, len(spans), gain, flac_level, quality)
 
 
 def _encode_span(
-    decoded: DecodedSong, spool, span: SegmentSpan, count: int, gain: float, flac_level: float
-) -> Sample:
+    decoded: DecodedSong, spool, span: SegmentSpan, count: int, gain: float, flac_level: float,
+    quality: SongQuality,
+) -> Sample:  # fmt: skip
     # Plain reads, not a memmap: mapped pages would all count towards the worker's RSS.
     spool.seek(span.start * _SPOOL_FRAME_BYTES)
     segment = np.fromfile(spool, dtype=np.float32, count=span.frames * 2).reshape(-1, 2)
     if gain != 1.0:
-        segment = segment * np.float32(gain)
+        segment *= np.float32(gain)
     pcm = to_pcm16(segment)
     if span.stored_frames > span.frames:
         pcm = np.concatenate([pcm, np.zeros((span.stored_frames - span.frames, 2), np.int16)])
     key = segment_key(decoded.song.song_id, span.index)
     metadata = _metadata(decoded, span, count, key, gain)
+    metadata["quality"] = quality.segments[span.index]
+    metadata["song_quality"] = quality.song
     validate_sample_metadata(metadata)
     return Sample(
         key=key,
@@ -270,11 +287,15 @@ def _metadata(decoded: DecodedSong, span: SegmentSpan, count: int, key: str, gai
         "lyrics": [{"t": line.t, "text": line.text} for line in lines],
         "song_peak": decoded.peak,
         "gain": gain,
+        "split": song.split or "train",
+        "duplicate_group": song.duplicate_group,
     }
     if song.title:
         metadata["title"] = song.title
     if song.artist:
         metadata["artist"] = song.artist
+    if song.album:
+        metadata["album"] = song.album
     return metadata
 
 

@@ -4,9 +4,13 @@ Output layout under the output URL:
     shards/<unit>-<part>.tar    WebDataset shards
     rejects.parquet             every unusable input (path, stage, reason, song_id)
     manifest.json               the complete shards with sample counts, and the run config
-    summary.json                counts, hours, throughput
+    summary.json                counts, hours, throughput, splits, drops per reason
+    quality.parquet             the measures of every song and segment (schemas/quality.py)
+    duplicates.parquet          near-duplicate groups (pipeline/prepare/curation.py)
+    card.json, card.html        the dataset card (pipeline/card/)
     _prepare/run.json           the input and config this output belongs to
     _prepare/fingerprints.parquet  the sha256 of each source file, reused while it is unchanged
+    _prepare/survey.parquet     fingerprints, bandwidth and tags per file (survey.py)
     _prepare/units/<unit>.json  per-unit completion markers (results, rejects)
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +29,14 @@ import pyarrow as pa
 from core.config import JsonConfig
 from pipeline.claims import Fence, claim_output
 from pipeline.io import filesystem, join, remove_partials, write_json, write_parquet
+from pipeline.prepare.card import CARD_HTML, CARD_JSON, write_card
 from pipeline.prepare.corpus import discover
+from pipeline.prepare.curation import DUPLICATES_FILE, curate, earlier_songs
 from pipeline.prepare.fingerprint import fingerprint_songs
 from pipeline.prepare.isolation import run_unit_isolated
 from pipeline.prepare.records import Reject
 from pipeline.prepare.shards import ShardInfo
+from pipeline.prepare.survey import surveyed_hashes, update_survey
 from pipeline.prepare.unit import (
     SHARDS_DIR,
     PrepareConfig,
@@ -37,7 +45,9 @@ from pipeline.prepare.unit import (
     load_markers,
     plan_units,
 )
+from pipeline.quality.splits import SPLITS
 from schemas.manifest import MANIFEST_VERSION
+from schemas.quality import QUALITY_FILE, QUALITY_SCHEMA
 from schemas.rejects import REJECTS_SCHEMA
 from schemas.run import versioned_summary
 
@@ -45,7 +55,10 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "_prepare/run.json"
 # Everything a run writes under its output (a `--force` claim deletes these).
-OUTPUTS = (SHARDS_DIR, "_prepare", "rejects.parquet", "manifest.json", "summary.json")
+OUTPUTS = (
+    SHARDS_DIR, "_prepare", "rejects.parquet", "manifest.json", "summary.json", QUALITY_FILE,
+    DUPLICATES_FILE, CARD_JSON, CARD_HTML,
+)  # fmt: skip
 
 
 @dataclass
@@ -65,6 +78,12 @@ class PrepareSummary(JsonConfig):
     units_failed: int
     files_hashed: int  # Source files read and hashed this run; the others were cached.
     fingerprint_seconds: float
+    files_surveyed: int  # Files decoded for fingerprints and tags this run (others cached).
+    # The survey's cost, summed over workers: part of fingerprint_seconds, apart from units.
+    survey_seconds: float
+    duplicate_groups: int
+    splits: dict[str, dict[str, float]]  # split -> songs, segments, hours kept.
+    drops: dict[str, int]  # Songs or segments dropped, per filter (and near_duplicate).
     wall_seconds: float
     audio_seconds_this_run: float
     throughput_realtime: float  # Audio seconds prepared per wall second, this run.
@@ -102,8 +121,9 @@ def prepare_corpus(
 ) -> PrepareSummary:
     """Prepare `input_url` into shards at `output_url`, resuming any earlier run there.
 
-    `fingerprint_progress(files_done, files)` follows the hashing of the sources, then
-    `progress(units_finished, units, result or None when the unit failed)` the units.
+    `fingerprint_progress(files_done, files)` follows the hashing and survey of the sources
+    (pipeline/prepare/survey.py), then `progress(units_finished, units, result or None when
+    the unit failed)` the units.
 
     Args:
         input_url: The catalog: a directory, a URL prefix or a manifest.
@@ -133,9 +153,14 @@ def prepare_corpus(
     discovery = discover(input_url, config.storage, config.allowed_roots)
     fingerprints = fingerprint_songs(
         discovery.songs, output_url, config.storage,
+        surveyed=surveyed_hashes(output_url, config.storage),
         concurrency=concurrency, progress=fingerprint_progress,
     )  # fmt: skip
-    units = plan_units(fingerprints.songs, config.songs_per_unit)
+    survey = update_survey(fs, root, fingerprints.songs, fingerprints.surveys,
+                           fingerprints.survey_seconds)  # fmt: skip
+    earlier = earlier_songs(config.dedupe_against, config.storage)
+    curation = curate(fingerprints.songs, survey.rows, config.splits, config.dedupe, earlier)
+    units = plan_units(curation.songs, config.songs_per_unit)
     done = load_markers(output_url, units, config.storage)
     pending = [u for u in units if u.index not in done]
     log.info(
@@ -175,10 +200,15 @@ def prepare_corpus(
                 progress(finished, len(pending), result)
 
     results = [done[u.index] for u in units if u.index in done]
-    rejects = [*discovery.rejects, *fingerprints.rejects]
+    rejects = [*discovery.rejects, *fingerprints.rejects, *curation.rejects]
     rejects += [r for result in results for r in result.rejects]
     # A run replaced meanwhile (--force) stops at its first fenced write, before it deletes.
     _write_rejects(fs, join(root, "rejects.parquet"), rejects, guard)
+    quality = pa.Table.from_pylist([row for r in results for row in r.quality],
+                                   schema=QUALITY_SCHEMA)  # fmt: skip
+    write_parquet(fs, join(root, QUALITY_FILE), quality, guard)
+    write_parquet(fs, join(root, DUPLICATES_FILE), curation.duplicates, guard)
+    write_card(fs, root, input_url, quality, rejects, curation.duplicates, guard)
     shards = [shard for result in results for shard in result.shards]
     complete = len(results) == len(units)
     _write_manifest(fs, root, input_url, config, shards, complete, guard)
@@ -194,10 +224,16 @@ def prepare_corpus(
     # a location outside the allowed roots), except refused lyrics: their song is kept.
     songs_in = len(discovery.songs) + sum(r.stage == "discover" for r in discovery.rejects)
     songs_ok = sum(r.songs_ok for r in results)
+    # A song counts once however many of its rejects; a dropped segment leaves its song in,
+    # unless the filters dropped all its segments (its quality row says the song is out).
+    rejected_songs = {(r.path, r.song_id) for r in rejects
+                      if r.stage != "lyrics" and r.segment_index is None}  # fmt: skip
+    rejected_songs |= {(row["source"], row["song_id"]) for row in quality.to_pylist()
+                       if row["level"] == "song" and not row["kept"]}  # fmt: skip
     summary = PrepareSummary(
         songs_in=songs_in,
         songs_ok=songs_ok,
-        songs_rejected=len({(r.path, r.song_id) for r in rejects if r.stage != "lyrics"}),
+        songs_rejected=len(rejected_songs),
         rejects=len(rejects),
         audio_hours=sum(r.audio_seconds for r in results) / 3600,
         segments=sum(r.segments for r in results),
@@ -208,6 +244,11 @@ def prepare_corpus(
         units_failed=len(failures),
         files_hashed=fingerprints.hashed,
         fingerprint_seconds=fingerprints.seconds,
+        files_surveyed=survey.surveyed,
+        survey_seconds=survey.seconds,
+        duplicate_groups=curation.groups,
+        splits=split_totals(quality),
+        drops=dict(sorted(Counter(r.rule for r in rejects if r.rule).items())),
         wall_seconds=wall,
         audio_seconds_this_run=audio_this_run,
         throughput_realtime=audio_this_run / wall if wall else 0.0,
@@ -218,6 +259,17 @@ def prepare_corpus(
     )
     write_json(fs, join(root, "summary.json"), summary.to_dict(), guard)
     return summary
+
+
+def split_totals(quality: pa.Table) -> dict[str, dict[str, float]]:
+    """Songs, segments and hours kept per split, in the order train, validation, test."""
+    totals = {split: {"songs": 0, "segments": 0, "hours": 0.0} for split in SPLITS}
+    for row in quality.filter(quality.column("kept")).to_pylist():
+        split = totals[row["split"]]
+        split["songs" if row["level"] == "song" else "segments"] += 1
+        if row["level"] == "song":
+            split["hours"] += row["kept_seconds"] / 3600
+    return totals
 
 
 def _claim_output(fs, root: str, input_url: str, config: PrepareConfig, force: bool) -> Fence:

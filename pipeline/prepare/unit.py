@@ -23,15 +23,29 @@ from core.config import JsonConfig
 from pipeline.claims import Fence
 from pipeline.errors import EnvironmentFailure, describe, with_retries
 from pipeline.io import StorageOptions, completed_markers, filesystem, join, marker_name, write_json
+from pipeline.path_text import path_text
 from pipeline.prepare.audio import DecodeError
+from pipeline.prepare.dsp import TARGET_RATE
+from pipeline.prepare.metering import SongQuality
 from pipeline.prepare.records import Reject, SongSource
-from pipeline.prepare.segment import SegmentConfig, plan_segments
+from pipeline.prepare.segment import SegmentConfig, SegmentSpan, plan_segments
 from pipeline.prepare.shards import ShardInfo, ShardLimits, ShardWriter
-from pipeline.prepare.song import MAX_LYRICS_BYTES, decode_song, encode_samples, read_lyrics
+from pipeline.prepare.song import (
+    MAX_LYRICS_BYTES,
+    DecodedSong,
+    decode_song,
+    encode_samples,
+    read_lyrics,
+    segment_key,
+)
+from pipeline.quality.filters.base import Drop
+from pipeline.quality.filters.config import FilterConfig
+from pipeline.quality.splits import SplitConfig, with_split
 from schemas.manifest import SHARDS_DIR
 from schemas.run import UNIT_MARKER_VERSION, check_unit_marker, marker_where
 
 UNITS_DIR = "_prepare/units"
+FILTER_STAGE = "filter"  # The rejects' stage of what a quality filter dropped.
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,11 @@ class PrepareConfig(JsonConfig):
     songs_per_unit: int = 32
     flac_level: int = 5  # libFLAC's default: ~3x faster to encode than 8, ~2% larger.
     max_lyrics_bytes: int = MAX_LYRICS_BYTES  # Larger lyrics, file or inline, are rejected.
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    # Near-duplicates: "report" groups them, "keep-best" keeps one per group (curation.py).
+    dedupe: str = "report"
+    dedupe_against: str | None = None  # An earlier prepare output to check new songs against.
     # Where a run may read beyond its input (local paths, URL prefixes): --allow-root.
     allowed_roots: tuple[str, ...] = ()
     scratch_dir: str | None = None  # Local disk for spools and shards in progress.
@@ -103,6 +122,8 @@ class UnitResult(JsonConfig):
     audio_seconds: float  # Source duration of the songs that yielded segments.
     wall_seconds: float
     peak_rss_bytes: int
+    # One row per measured song and segment (`quality_row`), kept or dropped: quality.parquet.
+    quality: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The marker's JSON-ready dict: the fields and the marker format `version`."""
@@ -194,6 +215,7 @@ def prepare_unit(
     writer = ShardWriter(fs, join(root, SHARDS_DIR), unit.index, config.shard_limits, scratch,
                          guard)  # fmt: skip
     rejects: list[Reject] = []
+    quality: list[dict[str, Any]] = []
     songs_ok = segments = 0
     audio_seconds = 0.0
     try:
@@ -205,6 +227,7 @@ def prepare_unit(
             outcome = _prepare_song(song, config, writer, scratch)
             on_song("done", song.song_id)
             rejects.extend(outcome.rejects)
+            quality.extend(outcome.quality)
             if outcome.segments:
                 songs_ok += 1
                 segments += outcome.segments
@@ -228,6 +251,7 @@ def prepare_unit(
         audio_seconds=audio_seconds,
         wall_seconds=time.perf_counter() - started,
         peak_rss_bytes=peak_rss_bytes(),
+        quality=quality,
     )
     write_json(fs, marker_path(root, unit.index), result.to_dict(), guard)
     return result
@@ -238,6 +262,7 @@ class _SongOutcome:
     segments: int = 0
     audio_seconds: float = 0.0
     rejects: list[Reject] = field(default_factory=list)
+    quality: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _prepare_song(
@@ -247,9 +272,12 @@ def _prepare_song(
     lyrics, lyrics_reject = read_lyrics(song, config.storage, config.max_lyrics_bytes)
     if lyrics_reject:
         outcome.rejects.append(lyrics_reject)
+    song = with_split(song, config.splits)
+    window = config.segment.segment_frames
     try:
-        decoded = with_retries(lambda: decode_song(song, lyrics, config.storage, scratch),
-                               song.source)  # fmt: skip
+        decoded = with_retries(
+            lambda: decode_song(song, lyrics, config.storage, scratch, window), song.source
+        )
     except DecodeError as error:
         outcome.rejects.append(Reject(song.source, "decode", str(error), song.song_id))
         return outcome
@@ -269,13 +297,87 @@ def _prepare_song(
             )
             outcome.rejects.append(Reject(song.source, "segment", reason, song.song_id))
             return outcome
-        for sample in encode_samples(decoded, spans, config.flac_level / 8):
+        quality = decoded.meter.finish(spans)
+        kept = _filtered(decoded, spans, quality, config.filters, outcome)
+        for sample in encode_samples(decoded, kept, quality, config.flac_level / 8):
             writer.write(sample)
-        outcome.segments = len(spans)
-        outcome.audio_seconds = decoded.source_duration_s
+        outcome.segments = len(kept)
+        outcome.audio_seconds = decoded.source_duration_s if kept else 0.0
         return outcome
     finally:
         decoded.discard()
+
+
+def _filtered(
+    decoded: DecodedSong, spans: list[SegmentSpan], quality: SongQuality, config: FilterConfig,
+    outcome: _SongOutcome,
+) -> list[SegmentSpan]:  # fmt: skip
+    """The spans the filters keep; each drop becomes a reject, each measure a quality row.
+
+    Segment filters go first: a song left with no segment (all digital silence, say) is
+    dropped by them, segment by segment. Song filters then judge the song by its measures
+    over every planned segment, and drop all of it or none.
+    """
+    song = decoded.song
+    filters = config.filters()
+    drops = {
+        span.index: next((d for f in filters if f.level == "segment"
+                          and (d := f.check(quality.segments[span.index]))), None)
+        for span in spans
+    }  # fmt: skip
+    song_drop = None
+    if any(drop is None for drop in drops.values()):
+        song_drop = next(
+            (d for f in filters if f.level == "song" and (d := f.check(quality.song))), None
+        )
+    kept: list[SegmentSpan] = []
+    for span in spans:
+        drop = song_drop or drops[span.index]
+        if drop is None:
+            kept.append(span)
+        elif song_drop is None:
+            outcome.rejects.append(_filter_reject(song, drop, span))
+        measures = quality.segments[span.index]
+        outcome.quality.append(
+            quality_row(song, "segment", measures, span.frames / TARGET_RATE, drop, span.index)
+        )
+    if song_drop:
+        outcome.rejects.append(_filter_reject(song, song_drop, None))
+    # A song with no segment left is dropped by the rule that dropped its first segment.
+    song_drop = song_drop or (None if kept else drops[spans[0].index])
+    kept_seconds = sum(span.frames for span in kept) / TARGET_RATE
+    outcome.quality.append(quality_row(song, "song", quality.song, kept_seconds, song_drop))
+    return kept
+
+
+def _filter_reject(song: SongSource, drop: Drop, span: SegmentSpan | None) -> Reject:
+    where = "" if span is None else f"segment {span.index} at {span.start / TARGET_RATE:.2f} s: "
+    return Reject(
+        song.source, FILTER_STAGE, f"{drop.rule}: {where}{drop.reason}", song.song_id,
+        rule=drop.rule, value=drop.value, segment_index=None if span is None else span.index,
+    )  # fmt: skip
+
+
+def quality_row(
+    song: SongSource, level: str, measures: dict[str, float | None], kept_seconds: float,
+    drop: Drop | None, segment_index: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A row of quality.parquet: who, which split, whether kept, and the measures."""
+    return {
+        "level": level,
+        "song_id": song.song_id,
+        "key": None if segment_index is None else segment_key(song.song_id, segment_index),
+        "segment_index": segment_index,
+        "source": path_text(song.source),
+        "source_sha256": song.source_sha256,
+        "artist": song.artist,
+        "split": song.split,
+        "duplicate_group": song.duplicate_group,
+        "kept": drop is None,
+        "dropped_by": None if drop is None else drop.rule,
+        "kept_seconds": kept_seconds if drop is None else 0.0,
+        **measures,
+    }
 
 
 def _remove_stale_shards(fs, shards_dir: str, unit_index: int, keep: set[str]) -> None:

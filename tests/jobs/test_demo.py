@@ -58,10 +58,14 @@ def test_demo_runs_end_to_end(tmp_path):
         ["spotcheck", "ok"],
     ]
     assert table[3].endswith(str(output / "spotcheck" / "report.html"))
-    # Under the tokenize row, a line per codec with its steady rate and fixed costs.
+    # Under the prepare row its splits, drops and duplicate groups; under the tokenize row,
+    # a line per codec with its steady rate and fixed costs.
     details = [line.strip() for line in lines if line.startswith(" ")]
-    assert [line.split(":")[0] for line in details] == list(registry.codecs())
-    assert all("steady" in line and "fixed" in line for line in details)
+    assert [line.split(":")[0] for line in details[:3]] == [
+        "splits", "dropped", "near-duplicate groups",
+    ]  # fmt: skip
+    assert [line.split(":")[0] for line in details[3:]] == list(registry.codecs())
+    assert all("steady" in line and "fixed" in line for line in details[3:])
     assert "{" not in completed.stdout
     for noise in (
         "constructor arguments",

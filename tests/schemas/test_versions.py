@@ -80,7 +80,7 @@ def test_part_markers_of_an_unknown_version_are_refused(tmp_path):
 @pytest.mark.parametrize(
     ("stage", "summary"),
     [
-        ("prepare", PrepareSummary(*[0] * 19, failures=[])),
+        ("prepare", PrepareSummary(*[0] * 24, failures=[])),
         ("tokenize", TokenizeSummary(*[0] * 5, [], *[0] * 8, device="cpu")),
         ("spotcheck", SpotcheckSummary([], 0, 0, 0, 0, 0, [], 0.0, {})),
     ],

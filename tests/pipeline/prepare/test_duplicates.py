@@ -10,6 +10,7 @@ hashes from the cache and hashes only changed files.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -229,6 +230,8 @@ def test_the_worker_reuses_an_unchanged_cache_row_and_reports_unreadable_files(t
 
     directory, gone, first = run(None)
     assert first["hashed"] and first["sha256"] == _sha256(song) and not first["error"]
+    # Hashed anew, so surveyed in the same task: not audio, so its survey is an error.
+    assert json.loads(first["survey"])["error"] and first["survey_seconds"] > 0
     assert gone["error"].startswith("unreadable: file not found") and not gone["environment"]
     assert directory["error"] == "not a regular file (directory)" and directory["sha256"] is None
     cached = {"cached_size": first["size"], "cached_version": first["version"]}
@@ -236,11 +239,14 @@ def test_the_worker_reuses_an_unchanged_cache_row_and_reports_unreadable_files(t
         **first,
         "sha256": "c" * 64,
         "hashed": False,
+        "survey": None,  # Its cached bytes have a survey: not decoded again.
+        "survey_seconds": None,
     }
     os.utime(song, ns=(1, 1))  # Same size, another version: the cache row is stale.
     assert run({**cached, "cached_sha256": "c" * 64})[2]["sha256"] == _sha256(song)
 
 
 def _request(target: str, cached: dict) -> dict:
-    """A fingerprint request row: the file's text, its exact name, its cache row."""
-    return {"target": target, "location": os.fsencode(target), **cached}
+    """A fingerprint request row: the file's text, its exact name, its cache row, and that
+    its cached bytes have a survey."""
+    return {"target": target, "location": os.fsencode(target), **cached, "unsurveyed": False}
