@@ -148,6 +148,9 @@ class ShardSampleRow(ArrowRow, RowKind):
         lyrics: The segment's lyric lines as JSON `[{"t": s, "text": ...}]`.
         lyrics_text: The segment's lyrics as text (the `.txt` member).
         source, source_sha256: The source file and its sha256.
+        split, artist: The song's split and artist ("" in shards from before splits).
+        quality, song_quality: The segment's and the song's quality measures as JSON
+            objects ("" in shards from before measures).
         read_s: Seconds spent reading this sample from the tar and decoding its FLAC.
     """
 
@@ -169,6 +172,10 @@ class ShardSampleRow(ArrowRow, RowKind):
     lyrics_text: str = ""
     source: str = ""
     source_sha256: str = ""
+    split: str = ""
+    artist: str = ""
+    quality: str = ""
+    song_quality: str = ""
     read_s: float = 0.0
 
 
@@ -242,6 +249,10 @@ def sample_row(shard: str, key: str, members: dict[str, bytes]) -> ShardSampleRo
         lyrics_text=members.get("txt", b"").decode("utf-8", errors="replace"),
         source=metadata["source"],
         source_sha256=metadata["source_sha256"],
+        split=metadata.get("split", ""),
+        artist=metadata.get("artist", ""),
+        quality=json.dumps(metadata["quality"]) if "quality" in metadata else "",
+        song_quality=json.dumps(metadata["song_quality"]) if "song_quality" in metadata else "",
         # Bytes, not a view: Ray Data builds its blocks from views more slowly (measured:
         # the reader took ~20% longer), so the copy saves time.
         pcm=np.ascontiguousarray(pcm).tobytes(),

@@ -19,10 +19,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.quality import MEASURE_COLUMNS
 from schemas.version import check_version
 
-TOKENS_SCHEMA_VERSION = 4  # 2: `source_sha256`. 3: any codec. 4: lyric lines on frames.
-READABLE_VERSIONS = (3, 4)  # A version 3 line has no frames: `lyric_frames` gives them.
+# 2: `source_sha256`. 3: any codec. 4: lyric lines on frames. 5: `split`, `artist`,
+# `quality` and `song_quality`.
+TOKENS_SCHEMA_VERSION = 5
+# A version 3 line has no frames (`lyric_frames` gives them); versions 3 and 4 have no
+# split or measures (their rows read as "train" with null measures).
+READABLE_VERSIONS = (3, 4, 5)
+# A segment's or song's quality measures (prepare's quality.parquet columns); null where
+# undefined (the loudness of silence), the whole struct null for shards without measures.
+QUALITY = pa.struct([pa.field(name, pa.float64()) for name in MEASURE_COLUMNS])
 
 # A lyric line: its start in seconds from the segment's start, its text, and the codec frames
 # it spans (frame 0 starts at the segment's first sample; the last is the frame before the
@@ -66,6 +74,11 @@ TOKENS_SCHEMA = pa.schema(
         pa.field("scales", pa.list_(pa.float32()), nullable=False),
         pa.field("chunk_frames", pa.list_(pa.int32()), nullable=False),
         pa.field("input_db", pa.float32(), nullable=False),
+        # The song's split and artist (null for shards from before splits), and measures.
+        pa.field("split", pa.string()),
+        pa.field("artist", pa.string()),
+        pa.field("quality", QUALITY),
+        pa.field("song_quality", QUALITY),
     ],
     metadata={"schema": "mucodec-tokens", "schema_version": str(TOKENS_SCHEMA_VERSION)},
 )

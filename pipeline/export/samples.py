@@ -46,7 +46,8 @@ class ExportSample:
         lyrics: Lines `{t, text, end, frames: {codec: [first, last]}}`, `t` and `end` in
             seconds from the segment's start (`end`: the next line's start, or the end).
         codes: Codec name -> its codes.
-        split: The sample's split ("train" until prepare assigns splits).
+        split: The sample's split, as prepare assigned it ("train" for tables from before
+            splits).
         flac: The segment's audio as prepare stored it (FLAC), when the export carries it.
     """
 
@@ -109,7 +110,9 @@ def _rows(url: str, storage: StorageOptions) -> Iterator[dict[str, Any]]:
     with fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
         check_tokens_schema_version(parquet.schema_arrow, url)
-        for batch in parquet.iter_batches(batch_size=ROWS_PER_READ, columns=_COLUMNS):
+        # Tables from before splits (version 3 and 4) have no `split`: their rows are train.
+        columns = [*_COLUMNS, *(["split"] if "split" in parquet.schema_arrow.names else [])]
+        for batch in parquet.iter_batches(batch_size=ROWS_PER_READ, columns=columns):
             codes = batch.column("codes")
             rows = batch.drop_columns(["codes"]).to_pylist()
             for index, row in enumerate(rows):
@@ -139,7 +142,7 @@ def _sample(rows: dict[str, dict[str, Any]]) -> ExportSample:
         key=base["key"], song_id=base["song_id"], segment_index=int(base["segment_index"]),
         start_s=float(base["start_s"]), duration_s=float(base["duration_s"]),
         lyrics_text=base["lyrics_text"], source=base["source"], shard=base["shard"],
-        lyrics=lyrics, codes=codes,
+        lyrics=lyrics, codes=codes, split=base.get("split") or "train",
     )  # fmt: skip
 
 

@@ -37,8 +37,15 @@ from pipeline.prepare.records import Reject
 from pipeline.shard_reader import SHARD_END, SHARD_FAILED, ShardRef
 from pipeline.tokenize.codebook_stats import CodebookHistogram
 from pipeline.tokenize.rows import TokenizedRow
+from schemas.quality import MEASURE_COLUMNS
 from schemas.run import PART_MARKER_VERSION, check_part_marker, marker_where
-from schemas.tokens import LYRIC_LINE, TOKENS_SCHEMA, lyric_frames, validate_tokens_table
+from schemas.tokens import (
+    LYRIC_LINE,
+    QUALITY,
+    TOKENS_SCHEMA,
+    lyric_frames,
+    validate_tokens_table,
+)
 
 TOKENS_DIR = "tokens"
 PARTS_DIR = "_tokenize/parts"
@@ -268,6 +275,10 @@ def tokens_table(rows: list[TokenizedRow]) -> pa.Table:
         "scales": pa.array([r.scales for r in rows], pa.list_(pa.float32())),
         "chunk_frames": pa.array([r.chunk_frames for r in rows], pa.list_(pa.int32())),
         "input_db": pa.array([float(r.input_db) for r in rows], pa.float32()),
+        "split": pa.array([r.split or None for r in rows], pa.string()),
+        "artist": pa.array([path_text(r.artist) or None for r in rows], pa.string()),
+        "quality": pa.array([_measures(r.quality) for r in rows], QUALITY),
+        "song_quality": pa.array([_measures(r.song_quality) for r in rows], QUALITY),
     }
     for name in PROVENANCE_COLUMNS:
         kind = TOKENS_SCHEMA.field(name).type
@@ -277,6 +288,14 @@ def tokens_table(rows: list[TokenizedRow]) -> pa.Table:
         codec = {name: getattr(rows[0], name) for name in PROVENANCE_COLUMNS}
         schema = schema.with_metadata({**schema.metadata, b"codec": json.dumps(codec)})
     return pa.table({f.name: columns[f.name] for f in schema}, schema=schema)
+
+
+def _measures(text: str) -> dict[str, float | None] | None:
+    """A row's measures (JSON from the shard) as the QUALITY struct; None when absent."""
+    if not text:
+        return None
+    measures = json.loads(text)
+    return {name: measures.get(name) for name in MEASURE_COLUMNS}
 
 
 def token_files(url: str, storage: StorageOptions | None = None) -> list[str]:

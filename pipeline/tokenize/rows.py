@@ -23,7 +23,7 @@ from pipeline.shard_reader import RowKind, ShardSampleRow
 _CARRIED = (
     "kind", "shard", "key", "error", "shard_rows", "song_id", "segment_index", "start_s",
     "duration_s", "lyrics_aligned", "lyrics", "lyrics_text", "source", "source_sha256",
-    "read_s",
+    "split", "artist", "quality", "song_quality", "read_s",
 )  # fmt: skip
 
 
@@ -70,7 +70,7 @@ class TokenizedRow(ArrowRow, RowKind):
 
     Attributes:
         kind, shard, key, error, shard_rows: As in `ShardSampleRow`.
-        song_id ... source_sha256: The sample's metadata, as in `ShardSampleRow`.
+        song_id ... song_quality: The sample's metadata, as in `ShardSampleRow`.
         codes: `[channels * n_codebooks, n_frames]` uint16, row-major, as bytes (b""
             unless the row is a usable sample); row `c * n_codebooks + k` is stream c's
             codebook k.
@@ -102,6 +102,10 @@ class TokenizedRow(ArrowRow, RowKind):
     lyrics_text: str
     source: str
     source_sha256: str
+    split: str
+    artist: str
+    quality: str
+    song_quality: str
     codes: bytes
     n_codebooks: int
     n_frames: int

@@ -75,7 +75,7 @@ def test_the_schema_round_trips_codes_and_side_data_through_encoded_segment():
     good = [r for r in rows if r.usable]
     table = tokens_table(good)
     validate_tokens_table(table)
-    assert table.schema.metadata[b"schema_version"] == b"4"
+    assert table.schema.metadata[b"schema_version"] == b"5"
     assert b'"tokenizer": "two"' in table.schema.metadata[b"codec"]
     row = table.to_pylist()[0]
     assert (row["channels"], row["n_codebooks"], row["codec_mode"]) == (2, 3, "compress")

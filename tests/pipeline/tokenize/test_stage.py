@@ -106,6 +106,17 @@ def test_lyrics_and_statistics_travel_with_the_tokens(tokenized_corpus):
     assert (output / "codebook_stats.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_split_artist_and_measures_travel_with_the_tokens(prepared_corpus, tokenized_corpus):
+    output, _ = tokenized_corpus
+    samples = shard_samples(prepared_corpus)
+    for row in token_rows(output):
+        meta = samples[row["key"]]["meta"]
+        assert row["split"] == meta["split"] and row["artist"] == meta["artist"]
+        assert row["quality"] == meta["quality"]
+        assert row["song_quality"] == meta["song_quality"]
+        assert row["quality"]["bandwidth_hz"] > 0
+
+
 def test_rerun_on_a_finished_output_does_nothing(prepared_corpus, tokenized_corpus):
     output, _ = tokenized_corpus
     before = {p: p.stat().st_mtime_ns for p in (output / "tokens").glob("*.parquet")}

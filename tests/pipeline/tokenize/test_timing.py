@@ -13,7 +13,8 @@ def codec_row(encoded_at: float, kind: str = SAMPLE, error: str = "") -> ChainRo
     return ChainRow(
         kind=kind, shard="a.tar", key="k", error=error, shard_rows=0, song_id="s",
         segment_index=0, start_s=0.0, duration_s=35.84, lyrics_aligned=False, lyrics="[]",
-        lyrics_text="", source="x.wav", source_sha256="", codes=b"", n_codebooks=1,
+        lyrics_text="", source="x.wav", source_sha256="", split="train", artist="", quality="",
+        song_quality="", codes=b"", n_codebooks=1,
         n_frames=0, codebook_size=16, scales=[], chunk_frames=[], input_db=0.0,
         tokenizer="mucodec", tokenizer_config="", encoder_layer=-1, checkpoint_sha256="",
         token_rate=25.0, code_version="test", codec_preset="tiny", codec_mode="encode",
