@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m jobs.bench {prepare,encoder,decoder,tokenize,codecs,faults,gpu} [...]`.
+"""Benchmarks: `python -m jobs.bench {prepare,quality,encoder,decoder,tokenize,codecs,faults,gpu}`.
 
 Each benchmark lives in `jobs/benchmarks/<name>.py` and exposes `add_arguments(parser)` and
 `run(args) -> dict`; this module only dispatches and prints the result as JSON.
@@ -12,7 +12,9 @@ import json
 
 from pipeline.execution import job_stdout
 
-BENCHMARKS = ("prepare", "encoder", "decoder", "tokenize", "codecs", "faults", "gpu")
+BENCHMARKS = (
+    "prepare", "quality", "encoder", "decoder", "tokenize", "codecs", "faults", "gpu",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 Splits keep artists and near-duplicate groups together, and `--dedupe keep-best` keeps one
 song of each group: both are decisions over the whole catalog, so they are taken before any
 song is cut, never by a unit that sees 32 songs. The sha256 pass (fingerprint.py) surveys
-each file it hashes anew, in the same task, reading from its first `MAX_SECONDS`:
+each file it hashes anew, in the same task, reading from its first `SURVEY_SECONDS`:
 
 - its Chromaprint fingerprint (pipeline/quality/chromaprint.py), from the decoded blocks;
 - its effective bandwidth, and its codec and declared length (the keep-best rule's facts);
@@ -33,12 +33,16 @@ from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet, 
 from pipeline.prepare.audio import local_copy, open_audio
 from pipeline.prepare.dsp import to_stereo
 from pipeline.prepare.records import SongSource
-from pipeline.quality.chromaprint import MAX_SECONDS, Fingerprinter
+from pipeline.quality.chromaprint import Fingerprinter
 from pipeline.quality.measures import BIN_HZ, spectrum_bandwidth
 
 log = logging.getLogger(__name__)
 
 SURVEY_FILE = "_prepare/survey.parquet"
+# The start of a song identifies it: 60 s leave 45 s to match after a trim of 15 s (the
+# most the matching allows), and decode half of what fpcalc's default 120 s would.
+SURVEY_SECONDS = 60.0
+_SPECTRUM_STRIDE = 4  # Every 4th window feeds the bandwidth: steady over a minute.
 SURVEY_VERSION = 1
 
 SURVEY_SCHEMA = pa.schema(
@@ -72,10 +76,10 @@ def survey_file(source: str, storage: StorageOptions) -> dict[str, Any]:
     try:
         with local_copy(source, storage, scratch) as path, open_audio(path, extension) as stream:
             info = stream.info
-            printer = Fingerprinter(info.sample_rate, 2)
+            printer = Fingerprinter(info.sample_rate, 2, SURVEY_SECONDS)
             spectrum = _Spectrum(info.sample_rate)
             decoded = 0
-            for block in _first(stream.blocks, int(MAX_SECONDS * info.sample_rate)):
+            for block in _first(stream.blocks, int(SURVEY_SECONDS * info.sample_rate)):
                 stereo = to_stereo(block)
                 printer.feed(stereo)
                 spectrum.feed(stereo)
@@ -124,7 +128,8 @@ class _Spectrum:
         whole = len(stereo) // self._window * self._window
         if not whole:
             return
-        frames = stereo[:whole].sum(axis=1).reshape(-1, self._window) * self._taper
+        frames = stereo[:whole].sum(axis=1).reshape(-1, self._window)[::_SPECTRUM_STRIDE]
+        frames = frames * self._taper
         self._power += (np.abs(np.fft.rfft(frames, axis=1)) ** 2).sum(axis=0)
         self._count += len(frames)
 

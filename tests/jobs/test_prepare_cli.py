@@ -8,10 +8,13 @@ import sys
 
 import pytest
 
+from core.errors import InvalidSetting
 from jobs import prepare as prepare_job
 from jobs.cli import run_job
 from pipeline.prepare.segment import SegmentConfig
 from pipeline.prepare.shards import ShardLimits
+from pipeline.quality.filters.config import FilterConfig
+from pipeline.quality.splits import SplitConfig
 from testing.synth import synth_song, write_audio
 
 
@@ -52,6 +55,36 @@ def test_arguments_map_onto_the_prepare_config():
     )
     assert defaults.segment == SegmentConfig()  # 35.84 s, keep tails of 10 s or more.
     assert (defaults.allowed_roots, defaults.max_lyrics_bytes) == ((), 1 << 20)
+
+
+def test_quality_flags_and_file_map_onto_filters_splits_and_dedupe(tmp_path):
+    (tmp_path / "filters.toml").write_text("min_bandwidth_hz = 16000\nmax_clipping = 0.01\n")
+    args = prepare_job.build_parser().parse_args(
+        [
+            "--input", "i", "--output", "o", "--filter-config", str(tmp_path / "filters.toml"),
+            "--min-bandwidth-hz", "17000", "--max-stereo-correlation", "0.999",
+            "--keep-digital-silence", "--dedupe", "keep-best", "--dedupe-against", "old",
+            "--split", "0.8,0.1,0.1", "--split-by", "album",
+        ]
+    )  # fmt: skip
+    config = prepare_job.config_from_args(args)
+    # The flag beats the file; the file's other keys stay.
+    assert config.filters == FilterConfig(
+        drop_digital_silence=False, min_bandwidth_hz=17000, max_clipping=0.01,
+        max_stereo_correlation=0.999,
+    )  # fmt: skip
+    assert config.splits == SplitConfig(0.8, 0.1, 0.1, "album")
+    assert (config.dedupe, config.dedupe_against) == ("keep-best", "old")
+    defaults = prepare_job.config_from_args(
+        prepare_job.build_parser().parse_args(["--input", "i", "--output", "o"])
+    )
+    assert defaults.filters == FilterConfig() and defaults.dedupe == "report"
+    with pytest.raises(InvalidSetting, match="three fractions"):
+        prepare_job.config_from_args(
+            prepare_job.build_parser().parse_args(
+                ["--input", "i", "--output", "o", "--split", "0.9,0.1"]
+            )
+        )
 
 
 @pytest.mark.parametrize(
