@@ -191,23 +191,28 @@ def mounted_tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def launch_chromium(playwright):
+    """Debian's Chromium, headless, under Playwright, kept off the network."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Debian's chromium is installed by scripts/install.sh dev"
+    return playwright.chromium.launch(
+        executable_path=chromium,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--no-first-run"],
+    )  # fmt: skip
+
+
 def open_in_chromium(page_path: Path, screenshot_path: Path, viewport_width: int = 1100):
     """Console errors, `[src, complete, naturalWidth]` of every image, and audio sources.
 
     The screenshot is of the full page: wider than `viewport_width` if the page scrolls
     sideways.
     """
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is installed by scripts/install.sh dev"
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"],
-        )  # fmt: skip
+        browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": viewport_width, "height": 1400})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))

@@ -7,7 +7,6 @@ than overflow (or scroll inside itself, which hides the codecs on the right).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.spotcheck.report import render_report
-from tests.pipeline.helpers import png_pixels
+from tests.pipeline.helpers import launch_chromium, png_pixels
 
 CODECS = {"mucodec": 1.5, "encodec": 3.0, "dac": 6.0, "snac": 0.98}
 KEYS = ("a_00000", "b_00001")
@@ -62,19 +61,13 @@ def _report(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory) -> dict[int, dict[str, Any]]:
-    """The report measured at each of `WIDTHS`, in one browser (options as open_in_chromium)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is installed by scripts/install.sh dev"
+    """The report measured at each of `WIDTHS`, in one browser."""
     from playwright.sync_api import sync_playwright
 
     page_path = _report(tmp_path_factory.mktemp("report"))
     measured = {}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"],
-        )  # fmt: skip
+        browser = launch_chromium(playwright)
         for width in WIDTHS:
             errors: list[str] = []
             page = browser.new_page(viewport={"width": width, "height": 900})
