@@ -21,7 +21,7 @@ import pytest
 import soxr
 
 from pipeline.prepare.stage import prepare_corpus
-from schemas.quality import QUALITY_SCHEMA
+from schemas.quality import MEASURE_COLUMNS, QUALITY_SCHEMA
 from schemas.shard_sample import validate_sample_metadata
 from testing.synth import synth_song, write_audio
 from tests.pipeline.helpers import read_samples, shard_files, small_config
@@ -195,19 +195,27 @@ def test_no_artist_lands_in_two_splits_and_the_summary_counts_them(report_run):
     assert "<svg" in (output / "card.html").read_text()
 
 
-def test_reruns_give_identical_measures_splits_and_groups(catalog, report_run, tmp_path):
-    output, config, first = report_run
-    names = ("quality.parquet", "duplicates.parquet", "rejects.parquet", "card.json")
-
-    def tables(root: Path) -> dict:
-        found = {n: pq.read_table(root / n) for n in names if n.endswith(".parquet")}
-        return {**found, "card.json": (root / "card.json").read_text()}
-
-    before = tables(output)
+def test_reruns_give_identical_measures_splits_and_groups(catalog, report_run, strict_run):
+    output, config, _ = report_run
+    names = ("quality.parquet", "duplicates.parquet", "rejects.parquet")
+    before = {n: pq.read_table(output / n) for n in names}
+    card = (output / "card.json").read_text()
     resumed = prepare_corpus(str(catalog), str(output), config)
     assert resumed.units_already_done == resumed.units and resumed.files_surveyed == 0
-    assert tables(output) == before
-    fresh = tmp_path / "again"
-    again = prepare_corpus(str(catalog), str(fresh), config)
-    assert again.files_surveyed == first.files_surveyed
-    assert tables(fresh) == before
+    assert {n: pq.read_table(output / n) for n in names} == before
+    assert (output / "card.json").read_text() == card
+    # The strict run is a second run from scratch over the same files: the same measures,
+    # splits and groups (only what was kept differs; its dropped copies were never cut).
+    same = ["level", "song_id", "key", "split", "duplicate_group", *MEASURE_COLUMNS]
+
+    def rows(table) -> list[dict]:
+        return sorted(table.select(same).to_pylist(), key=lambda r: (r["song_id"], r["key"] or ""))
+
+    strict = rows(pq.read_table(strict_run[0] / "quality.parquet"))
+    cut = {row["song_id"] for row in strict}
+    assert len(cut) == 7
+    assert strict == [row for row in rows(before["quality.parquet"]) if row["song_id"] in cut]
+    groups = ["group", "song_id", "bit_error_rate", "offset_s"]
+    assert pq.read_table(strict_run[0] / "duplicates.parquet").select(groups) == before[
+        "duplicates.parquet"
+    ].select(groups)

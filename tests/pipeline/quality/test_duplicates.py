@@ -36,7 +36,7 @@ from testing.synth import synth_song
 # One worker builds the copies once for the whole module.
 pytestmark = pytest.mark.xdist_group("quality_duplicates")
 RATE = 44_100
-SONGS = {"a": (25.0, 11), "b": (28.0, 12), "c": (31.0, 13)}  # name: (seconds, seed)
+SONGS = {"a": (21.0, 11), "b": (23.0, 12), "c": (25.0, 13)}  # name: (seconds, seed)
 # Copy name: (file suffix, ffmpeg arguments placed before/after the input).
 COPIES = {
     "mp3_128": (".mp3", [], ["-b:a", "128k"]),
