@@ -29,6 +29,7 @@ import pyarrow as pa
 from core.config import JsonConfig
 from pipeline.claims import Fence, claim_output
 from pipeline.io import filesystem, join, remove_partials, write_json, write_parquet
+from pipeline.path_text import path_text
 from pipeline.prepare.card import CARD_HTML, CARD_JSON, write_card
 from pipeline.prepare.corpus import discover
 from pipeline.prepare.curation import DUPLICATES_FILE, curate, earlier_songs
@@ -208,7 +209,7 @@ def prepare_corpus(
                                    schema=QUALITY_SCHEMA)  # fmt: skip
     write_parquet(fs, join(root, QUALITY_FILE), quality, guard)
     write_parquet(fs, join(root, DUPLICATES_FILE), curation.duplicates, guard)
-    write_card(fs, root, input_url, quality, rejects, curation.duplicates, guard)
+    write_card(fs, root, path_text(input_url), quality, rejects, curation.duplicates, guard)
     shards = [shard for result in results for shard in result.shards]
     complete = len(results) == len(units)
     _write_manifest(fs, root, input_url, config, shards, complete, guard)
