@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.quality.splits import SPLITS
+
 CARD_VERSION = 1
-SPLITS = ("train", "validation", "test")
 HISTOGRAM_BINS = 30
 MAX_SCATTER_POINTS = 5_000
 MAX_DUPLICATE_GROUPS = 200

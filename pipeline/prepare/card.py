@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -36,12 +37,13 @@ UNITS = {
 def write_card(
     fs, root: str, title: str, quality: pa.Table, rejects: list[Reject], duplicates: pa.Table,
     fence: Callable[[], None],
-) -> None:  # fmt: skip
-    """Writes `card.json` and `card.html` under `root`."""
+) -> dict[str, Any]:  # fmt: skip
+    """Writes `card.json` and `card.html` under `root`; returns the card's data."""
     card = card_data(card_inputs(title, quality, rejects, duplicates))
     write_json(fs, join(root, CARD_JSON), card, fence)
     with atomic_write(fs, join(root, CARD_HTML), fence) as handle:
         handle.write(card_html(card).encode("utf-8"))
+    return card
 
 
 def card_inputs(

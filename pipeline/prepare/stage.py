@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.config import JsonConfig
 from pipeline.claims import Fence, claim_output
@@ -37,7 +38,7 @@ from pipeline.prepare.fingerprint import fingerprint_songs
 from pipeline.prepare.isolation import run_unit_isolated
 from pipeline.prepare.records import Reject
 from pipeline.prepare.shards import ShardInfo
-from pipeline.prepare.survey import surveyed_hashes, update_survey
+from pipeline.prepare.survey import SURVEY_FILE, read_survey, update_survey
 from pipeline.prepare.unit import (
     SHARDS_DIR,
     PrepareConfig,
@@ -46,7 +47,6 @@ from pipeline.prepare.unit import (
     load_markers,
     plan_units,
 )
-from pipeline.quality.splits import SPLITS
 from schemas.manifest import MANIFEST_VERSION
 from schemas.quality import QUALITY_FILE, QUALITY_SCHEMA
 from schemas.rejects import REJECTS_SCHEMA
@@ -152,12 +152,12 @@ def prepare_corpus(
     guard = fence.guard(fs)
 
     discovery = discover(input_url, config.storage, config.allowed_roots)
+    surveyed = read_survey(fs, join(root, SURVEY_FILE))
     fingerprints = fingerprint_songs(
         discovery.songs, output_url, config.storage,
-        surveyed=surveyed_hashes(output_url, config.storage),
-        concurrency=concurrency, progress=fingerprint_progress,
+        surveyed=frozenset(surveyed), concurrency=concurrency, progress=fingerprint_progress,
     )  # fmt: skip
-    survey = update_survey(fs, root, fingerprints.songs, fingerprints.surveys,
+    survey = update_survey(fs, root, surveyed, fingerprints.songs, fingerprints.surveys,
                            fingerprints.survey_seconds)  # fmt: skip
     earlier = earlier_songs(config.dedupe_against, config.storage)
     curation = curate(fingerprints.songs, survey.rows, config.splits, config.dedupe, earlier)
@@ -209,7 +209,8 @@ def prepare_corpus(
                                    schema=QUALITY_SCHEMA)  # fmt: skip
     write_parquet(fs, join(root, QUALITY_FILE), quality, guard)
     write_parquet(fs, join(root, DUPLICATES_FILE), curation.duplicates, guard)
-    write_card(fs, root, path_text(input_url), quality, rejects, curation.duplicates, guard)
+    card = write_card(fs, root, path_text(input_url), quality, rejects, curation.duplicates,
+                      guard)  # fmt: skip
     shards = [shard for result in results for shard in result.shards]
     complete = len(results) == len(units)
     _write_manifest(fs, root, input_url, config, shards, complete, guard)
@@ -227,10 +228,15 @@ def prepare_corpus(
     songs_ok = sum(r.songs_ok for r in results)
     # A song counts once however many of its rejects; a dropped segment leaves its song in,
     # unless the filters dropped all its segments (its quality row says the song is out).
-    rejected_songs = {(r.path, r.song_id) for r in rejects
+    # The card's own tally per split, less its artist counts.
+    splits = {name: {key: split[key] for key in ("songs", "segments", "hours")}
+              for name, split in card["splits"].items()}  # fmt: skip
+    rejected_songs = {(path_text(r.path), r.song_id) for r in rejects
                       if r.stage != "lyrics" and r.segment_index is None}  # fmt: skip
-    rejected_songs |= {(row["source"], row["song_id"]) for row in quality.to_pylist()
-                       if row["level"] == "song" and not row["kept"]}  # fmt: skip
+    dropped = quality.filter(pc.and_(pc.equal(quality.column("level"), "song"),
+                                     pc.invert(quality.column("kept"))))  # fmt: skip
+    rejected_songs |= set(zip(dropped.column("source").to_pylist(),
+                              dropped.column("song_id").to_pylist(), strict=True))  # fmt: skip
     summary = PrepareSummary(
         songs_in=songs_in,
         songs_ok=songs_ok,
@@ -248,7 +254,7 @@ def prepare_corpus(
         files_surveyed=survey.surveyed,
         survey_seconds=survey.seconds,
         duplicate_groups=curation.groups,
-        splits=split_totals(quality),
+        splits=splits,
         drops=dict(sorted(Counter(r.rule for r in rejects if r.rule).items())),
         wall_seconds=wall,
         audio_seconds_this_run=audio_this_run,
@@ -260,17 +266,6 @@ def prepare_corpus(
     )
     write_json(fs, join(root, "summary.json"), summary.to_dict(), guard)
     return summary
-
-
-def split_totals(quality: pa.Table) -> dict[str, dict[str, float]]:
-    """Songs, segments and hours kept per split, in the order train, validation, test."""
-    totals = {split: {"songs": 0, "segments": 0, "hours": 0.0} for split in SPLITS}
-    for row in quality.filter(quality.column("kept")).to_pylist():
-        split = totals[row["split"]]
-        split["songs" if row["level"] == "song" else "segments"] += 1
-        if row["level"] == "song":
-            split["hours"] += row["kept_seconds"] / 3600
-    return totals
 
 
 def _claim_output(fs, root: str, input_url: str, config: PrepareConfig, force: bool) -> Fence:

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import EnvironmentFailure, describe, is_environment_failure
-from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet, write_parquet
+from pipeline.io import StorageOptions, exists, join, read_parquet, write_parquet
 from pipeline.prepare.audio import local_copy, open_audio
 from pipeline.prepare.dsp import to_stereo
 from pipeline.prepare.records import SongSource
@@ -138,29 +138,21 @@ class _Spectrum:
 
 
 def update_survey(
-    fs, root: str, songs: tuple[SongSource, ...], fresh: dict[str, dict[str, Any]],
-    seconds: float,
+    fs, root: str, cached: dict[str, dict[str, Any]], songs: tuple[SongSource, ...],
+    fresh: dict[str, dict[str, Any]], seconds: float,
 ) -> Survey:  # fmt: skip
-    """The surveys of `songs`' files: the cache's, with `fresh` (this run's, by sha256) added;
-    the cache is rewritten to hold the current files' surveys."""
-    path = join(root, SURVEY_FILE)
-    cached = read_survey(fs, path)
+    """The surveys of `songs`' files: the `cached` ones (`read_survey`), with `fresh` (this
+    run's, by sha256) added; the cache is rewritten to hold the current files' surveys."""
     current = {s.source_sha256 for s in songs if s.source_sha256}
     rows = {sha: row for sha, row in {**cached, **fresh}.items() if sha in current}
     if fresh or rows.keys() != cached.keys():
         table = pa.Table.from_pylist(
             [{"sha256": sha, **rows[sha]} for sha in sorted(rows)], schema=SURVEY_SCHEMA
         )
-        write_parquet(fs, path, table)
+        write_parquet(fs, join(root, SURVEY_FILE), table)
     log.info("survey: %d files, %d decoded now (the rest cached), %.1f s",
              len(rows), len(fresh), seconds)  # fmt: skip
     return Survey(rows, len(fresh), seconds)
-
-
-def surveyed_hashes(output_url: str, storage: StorageOptions) -> frozenset[str]:
-    """The sha256s the output's survey cache holds (the sha256 pass skips those files)."""
-    fs, root = filesystem(output_url, storage)
-    return frozenset(read_survey(fs, join(root, SURVEY_FILE)))
 
 
 def read_survey(fs, path: str) -> dict[str, dict[str, Any]]:
