@@ -36,7 +36,8 @@ import pyarrow as pa
 
 from audio_codecs import registry
 from core.config import JsonConfig
-from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet, to_url
+from pipeline.io import StorageOptions, exists, filesystem, join, to_url
+from pipeline.parquet_files import read_parquet
 from pipeline.shard_reader import ShardRef, find_shards, iter_shard_samples
 from pipeline.tokenize.parts import token_files
 from schemas.rejects import check_rejects_schema

@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import fsspec
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-import s3fs
 from fsspec.implementations.local import LocalFileSystem
 
 from core.config import JsonConfig
@@ -67,22 +62,15 @@ class StorageOptions(JsonConfig):
         return options
 
 
-class BotocoreRetriedS3FileSystem(s3fs.S3FileSystem):
-    """s3fs without its own retry loops, so that they do not multiply botocore's tries.
-
-    s3fs would repeat a request that botocore gave up on (throttling, a connection error) and
-    a failed body read, up to `retries` tries each, nested. A failed body read is left to
-    `pipeline.errors.with_retries`. (A class attribute: s3fs takes no `retries` argument.)
-    """
-
-    retries = 1
-
-
 def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem for `url` (for S3, a `BotocoreRetriedS3FileSystem`) and the path in it."""
     protocol = fsspec.utils.get_protocol(url)
     options = storage.for_protocol(protocol)
     if protocol in S3_PROTOCOLS:
+        # Imported here: s3fs brings botocore and aiohttp (0.2 s), which every prepare
+        # unit's child process would pay for on local catalogs too.
+        from pipeline.s3 import BotocoreRetriedS3FileSystem
+
         fs = BotocoreRetriedS3FileSystem(**options)
         return fs, fs._strip_protocol(url)
     return fsspec.core.url_to_fs(url, **options)
@@ -253,49 +241,6 @@ def completed_markers(
         if data is not None and (result := parse(data)).fingerprint == unit.fingerprint:
             done[unit.index] = result
     return done
-
-
-def write_parquet(
-    fs: fsspec.AbstractFileSystem, path: str, table: pa.Table, fence: Callable[[], None] = unfenced
-) -> None:
-    """Write `table` as one Parquet file at `path`, atomically; `fence` as in `atomic_write`."""
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    with atomic_write(fs, path, fence) as handle:
-        handle.write(buffer.getvalue())
-
-
-def read_parquet(
-    fs: fsspec.AbstractFileSystem,
-    path: str,
-    columns: list[str] | None = None,
-    keys: Collection[str] | None = None,
-) -> pa.Table:
-    """`columns` of a Parquet file, or only its rows whose `key` is in `keys`.
-
-    Synchronous on purpose: `pq.read_table` on a Python file object leaves read-ahead
-    futures that Arrow's threads release during interpreter shutdown, which aborts the
-    process (exit 134) after the job has finished. With `keys`, row groups whose `key`
-    statistics exclude every key are not read.
-    """
-    with fs.open(path, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        if keys is None:
-            return parquet.read(columns=columns)
-        wanted = sorted(keys)
-        groups = [g for g in range(parquet.num_row_groups)
-                  if _may_hold_keys(parquet.metadata.row_group(g), wanted)]  # fmt: skip
-        table = parquet.read_row_groups(groups, columns=columns)
-    return table.filter(pc.is_in(table.column("key"), value_set=pa.array(wanted)))
-
-
-def _may_hold_keys(row_group: pq.RowGroupMetaData, wanted: list[str]) -> bool:
-    for index in range(row_group.num_columns):
-        column = row_group.column(index)
-        if column.path_in_schema == "key" and column.is_stats_set:
-            low, high = column.statistics.min, column.statistics.max
-            return any(low <= key <= high for key in wanted)
-    return True
 
 
 def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import fsspec
 
 from core.errors import InvalidManifest, MissingInput
-from pipeline.io import StorageOptions, filesystem, is_local, read_parquet, to_url
+from pipeline.io import StorageOptions, filesystem, is_local, to_url
+from pipeline.parquet_files import read_parquet
 from pipeline.prepare.entries import TreeListing, Unread, walk_local_tree
 from pipeline.prepare.input_policy import InputPolicy, normalise
 from pipeline.prepare.records import Reject, SongSource

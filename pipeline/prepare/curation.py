@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from core.errors import MissingInput
-from pipeline.io import StorageOptions, exists, filesystem, join, read_parquet
+from pipeline.io import StorageOptions, exists, filesystem, join
+from pipeline.parquet_files import read_parquet
 from pipeline.path_text import path_text
 from pipeline.prepare.records import Reject, SongSource
 from pipeline.prepare.survey import SURVEY_FILE, read_survey

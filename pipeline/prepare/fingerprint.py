@@ -50,14 +50,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import EnvironmentFailure, describe, is_environment_failure, with_retries
-from pipeline.io import (
-    StorageOptions,
-    exists,
-    filesystem,
-    join,
-    read_parquet,
-    write_parquet,
-)
+from pipeline.io import StorageOptions, exists, filesystem, join
+from pipeline.parquet_files import read_parquet, write_parquet
 from pipeline.path_text import path_text
 from pipeline.prepare.entries import NotARegularFile, entry_error_reason, open_regular
 from pipeline.prepare.records import Reject, SongSource

@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 
 from core.config import JsonConfig
 from pipeline.claims import Fence, claim_output
-from pipeline.io import filesystem, join, remove_partials, write_json, write_parquet
+from pipeline.io import filesystem, join, remove_partials, write_json
+from pipeline.parquet_files import write_parquet
 from pipeline.path_text import path_text
 from pipeline.prepare.card import CARD_HTML, CARD_JSON, write_card
 from pipeline.prepare.corpus import discover

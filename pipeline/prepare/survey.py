@@ -29,7 +29,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import EnvironmentFailure, describe, is_environment_failure
-from pipeline.io import StorageOptions, exists, join, read_parquet, write_parquet
+from pipeline.io import StorageOptions, exists, join
+from pipeline.parquet_files import read_parquet, write_parquet
 from pipeline.prepare.audio import local_copy, open_audio
 from pipeline.prepare.dsp import to_stereo
 from pipeline.prepare.records import SongSource

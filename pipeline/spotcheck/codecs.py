@@ -21,7 +21,8 @@ import torch
 from audio_codecs import registry
 from audio_codecs.base import Codec, RecordedCodec
 from core.errors import InvalidSetting
-from pipeline.io import StorageOptions, filesystem, join, read_parquet
+from pipeline.io import StorageOptions, filesystem, join
+from pipeline.parquet_files import read_parquet
 from pipeline.tokenize.parts import token_files
 from pipeline.tokenize.rows import PROVENANCE_COLUMNS, recorded_codec
 

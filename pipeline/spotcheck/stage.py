@@ -50,15 +50,8 @@ from audio_codecs.base import RANDOM_WEIGHTS
 from core.config import JsonConfig
 from core.errors import MissingInput
 from pipeline.claims import claim_output
-from pipeline.io import (
-    StorageOptions,
-    atomic_write,
-    exists,
-    filesystem,
-    join,
-    read_json,
-    read_parquet,
-)
+from pipeline.io import StorageOptions, atomic_write, exists, filesystem, join, read_json
+from pipeline.parquet_files import read_parquet
 from pipeline.shard_reader import find_shards, iter_shard_samples, sample_row
 from pipeline.spotcheck.actor import (
     SAMPLES_DIR,
