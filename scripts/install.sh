@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # near-duplicate check (ffmpeg's libavformat already depends on it; named so it stays). The
 # tests also open the spot-check report and the dataset card in Debian's Chromium
 # (Playwright drives it; no browser download).
-packages="ffmpeg libchromaprint1"
-[ "${1:-}" = "dev" ] && packages="ffmpeg libchromaprint1 chromium"
+# gcc builds the quality measures' C loops (pipeline/quality/_kernels.c) at the pip install.
+packages="ffmpeg libchromaprint1 gcc"
+[ "${1:-}" = "dev" ] && packages="ffmpeg libchromaprint1 gcc chromium"
 missing=""
 for package in $packages; do
   dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"

@@ -5,29 +5,22 @@ statistics (`AudioStats`), `combine()` merges a song's segments and `measures()`
 statistics of a segment or a song into the figures (`Measures`) that filters compare with
 thresholds. Nothing per sample is kept: one float per 400 ms block, and one spectrum.
 
-Most figures come from one FFT per 100 ms frame (4800 samples). The stereo frame is read as
-one complex signal L + iR, so one complex FFT serves both channels and |Z_k|^2 summed over
-all bins is the energy of L and R together (Parseval); the interleaved `[frames, 2]` float32
-array already is that complex array, no copy needed. Of the ~13 ms `analyse()` spends on
-a 35.84 s segment on a 2-core box, the FFT is 5 ms, the rest of loudness and spectrum ~3,
-peaks and sums ~1, the true peak 3.5 (up to ~9 ms, and ~18 ms in all, on crushed masters).
+The per-sample loops run in C (`pipeline/quality/_kernels.c`): one pass gives each 100 ms
+frame's (4800 samples) K-weighted energy and energy and the channel sums, in double; the
+spectrum comes from an FFT of every fourth frame. `analyse()` takes ~6 ms on a 35.84 s
+segment on a 2-core box (see docs/benchmarks.md).
 
 Loudness: ITU-R BS.1770-4 integrated loudness, channel weights 1 for L and R, gated at
 -70 LUFS and -10 LU, with the standard's 48 kHz K-weighting (pre-filter shelf S and RLB
-high-pass R), which as a running IIR would cost ~22 ms a segment. Instead each frame's
-K-weighted energy is a weighted sum of its |Z_k|^2: that is the filter's circular
-convolution over the frame, whose response to the frame's end wraps onto its start. Where
-the weight is smooth that costs nothing measurable, but below ~100 Hz R is steep and a bass
-tone's leakage would be weighted wrongly (by up to -0.35 LU on a pure 45 Hz tone). So the
-steep part of R is split off (see `_frame_weights`) and applied to the audio decimated to
-1 kHz, by linear convolution over the whole stretch. Against the time-domain filter this
-is within 0.01 LU on music-like signals, noise, gated tones and drum hits, and within
-0.025 LU on pure tones down to 25 Hz. Gating blocks are four whole frames (400 ms, 100 ms
-hop); a partial last frame starts no block. Blocks never straddle two `analyse()` calls: a
-song's blocks are its segments' blocks, which leaves out the three blocks across each
-segment boundary, a deliberate simplification worth under 0.02 LU on a song (but up to
-~0.1 LU for strictly periodic loud hits, whose blocks sit at the relative gate: a segment's
-block grid, 40 ms off the song's, gates other blocks).
+high-pass R, tables 1 and 2) run as the IIR it is. Four stretches of frames are filtered
+side by side (one vector register), each from rest 100 ms before its first frame, which
+leaves e^-24 of the state it should have had: the same figures as one filter over the whole
+stretch. Gating blocks are four whole frames (400 ms, 100 ms hop); a partial last frame
+starts no block. Blocks never straddle two `analyse()` calls: a song's blocks are its
+segments' blocks, which leaves out the three blocks across each segment boundary, a
+deliberate simplification worth under 0.02 LU on a song (but up to ~0.1 LU for strictly
+periodic loud hits, whose blocks sit at the relative gate: a segment's block grid, 40 ms off
+the song's, gates other blocks). Each `analyse()` starts its filter from rest.
 
 True peak: see pipeline/quality/true_peak.py; exact, found where it can beat the sample
 peak.
@@ -43,7 +36,6 @@ is steady over a song. A stretch shorter than one frame adds no spectrum and no 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
@@ -51,6 +43,7 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
+from pipeline.quality import _kernels
 from pipeline.quality.true_peak import true_peak
 
 RATE = 48_000
@@ -76,73 +69,15 @@ _SHELF = np.array([1.53512485958697, -2.69169618940638, 1.19839281085285])
 _SHELF_POLES = np.array([1.0, -1.69065929318241, 0.73248077421585])
 _HIGH_PASS = np.array([1.0, -2.0, 1.0])
 _HIGH_PASS_POLES = np.array([1.0, -1.99004745483398, 0.99007225036621])
-_DECIMATION = 48  # The low band is filtered at 1 kHz, as means of 48 samples.
-_LOW_PAD = 64  # Decimated samples of zeros after a stretch: the low-band filter's reach.
-
-_SUM_CHUNK = 2**15  # Frames summed in float32 before the float64 total.
-# A channel imbalance past which L - R says too little about the weaker channel in float32.
-_WEAK_CHANNEL_SHARE = 1e-3
-
-
-def _biquad_power(zeros: np.ndarray, poles: np.ndarray, freqs: np.ndarray) -> np.ndarray:
-    """|H|^2 at `freqs` (Hz) of the biquad with these numerator and denominator taps (no
-    scipy.signal here: importing it costs half a second in every prepare worker)."""
-    z = np.exp(-2j * np.pi * np.asarray(freqs, dtype=np.float64) / RATE)
-    response = np.polyval(zeros[::-1], z) / np.polyval(poles[::-1], z)
-    return np.abs(response) ** 2
+# As the kernel takes them: b0 b1 b2 a1 a2 of each biquad.
+_K_WEIGHTING = np.array(
+    [[*_SHELF, *_SHELF_POLES[1:]], [*_HIGH_PASS, *_HIGH_PASS_POLES[1:]]], dtype=np.float64
+)
+_WARMUP = FRAME  # Samples each side-by-side filter runs before its first frame.
 
 
-def _high_pass_power(freqs: np.ndarray) -> np.ndarray:
-    """|RLB|^2 at `freqs` (Hz)."""
-    return _biquad_power(_HIGH_PASS, _HIGH_PASS_POLES, freqs)
-
-
-# The RLB's passband gain (its response at the Nyquist frequency), squared.
-_PASSBAND_POWER = float(_high_pass_power(np.array([RATE / 2]))[0])
-
-
-def _dip(freqs: np.ndarray) -> np.ndarray:
-    """V = 1 - |RLB|^2 / passband power: the high-pass's share of the power it removes."""
-    return 1 - _high_pass_power(freqs) / _PASSBAND_POWER
-
-
-def _frame_weights() -> np.ndarray:
-    """`[2 * FRAME, 2]` float32: per interleaved re/im value of a frame's squared complex FFT,
-    the weight that sums it to the frame's energy (column 1) and to its K-weighted energy
-    but for the low band's part (column 0; see `_low_band_energy`).
-
-    With S the shelf, V the dip and L the response of the 48-sample mean, |K|^2 / passband
-    power = |S|^2 (1 - V) = [|S|^2 - V (|S|^2 - |L|^2)] - V |L|^2. The bracket is smooth (about
-    1 below 500 Hz, where S and L are), so a frame's leakage hardly moves the sum; V |L|^2, the
-    steep part, is left to the low band.
-    """
-    bins = np.arange(FRAME)
-    freqs = np.minimum(bins, FRAME - bins) * BIN_HZ  # The complex FFT's negative half mirrors.
-    shelf_power = _biquad_power(_SHELF, _SHELF_POLES, freqs)
-    k_weight = _PASSBAND_POWER * (shelf_power - _dip(freqs) * (shelf_power - _mean_power(freqs)))
-    weights = np.stack([np.repeat(k_weight, 2), np.ones(2 * FRAME)], axis=1)
-    return (weights / FRAME).astype(np.float32)
-
-
-def _mean_power(freqs: np.ndarray) -> np.ndarray:
-    """|L|^2: the power response of a mean over _DECIMATION samples."""
-    phase = np.pi * freqs / RATE
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.sin(_DECIMATION * phase) / (_DECIMATION * np.sin(phase))
-    return np.where(phase == 0, 1.0, ratio) ** 2
-
-
-@functools.lru_cache(maxsize=8)
-def _low_band_response(length: int) -> np.ndarray:
-    """sqrt(passband power * _DECIMATION * V) at the bins of a `length`-point FFT of the
-    decimated audio: filtering it with this leaves the low band's share of each frame's
-    K-weighting as its energy (zero phase: only energies are taken)."""
-    bins = np.arange(length)
-    freqs = np.minimum(bins, length - bins) * (RATE / _DECIMATION / length)
-    return np.sqrt(_PASSBAND_POWER * _DECIMATION * _dip(freqs)).astype(np.float32)
-
-
-_FRAME_WEIGHTS = _frame_weights()
+class NotFinite(ValueError):
+    """The audio holds NaN or infinity: it has no measures."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: numpy fields have no truth value.
@@ -164,7 +99,12 @@ class AudioStats:
 
 
 def analyse(audio: np.ndarray) -> AudioStats:
-    """Statistics of `[frames, 2]` float32 audio at RATE (C-contiguous, or it is copied)."""
+    """Statistics of `[frames, 2]` float32 audio at RATE (C-contiguous, or it is copied).
+
+    Raises:
+        ValueError: if the audio is not stereo.
+        NotFinite: if it holds NaN or infinity.
+    """
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[1] != 2:
         raise ValueError(f"expected [frames, 2] audio, got shape {audio.shape}")
@@ -172,87 +112,57 @@ def analyse(audio: np.ndarray) -> AudioStats:
     flat = audio.reshape(-1)
     whole = len(audio) // FRAME
     rows = flat[: whole * 2 * FRAME].reshape(whole, 2 * FRAME)  # Interleaved, one per frame.
-    tail = audio[whole * FRAME :]  # A partial last frame, counted with its own length.
+    tail = audio[whole * FRAME :].astype(np.float64)  # A partial last frame, on its own.
 
     high, low = rows.max(axis=1, initial=-np.inf), rows.min(axis=1, initial=np.inf)
-    k_energy, energy, dc, spectrum = _frame_spectra(rows)
-    lengths = np.full(whole, FRAME)
     if len(tail):
-        high = np.append(high, tail.max())
-        low = np.append(low, tail.min())
-        energy = np.append(energy, np.vdot(tail, tail))
-        dc += complex(*tail.sum(axis=0, dtype=np.float64))
-        lengths = np.append(lengths, len(tail))
+        high, low = np.append(high, tail.max()), np.append(low, tail.min())
     frame_peak = np.maximum(high, -low)
     sample_peak = float(frame_peak.max(initial=0.0))
+    # NaN and infinity carry through the frame maxima: refused before any other work.
+    if not np.isfinite(sample_peak):
+        raise NotFinite("audio contains NaN or infinity")
+
+    k_energy, energy = np.empty(whole), np.empty(whole)
+    sums = _kernels.frame_energies(flat, frames, FRAME, _WARMUP, _K_WEIGHTING, k_energy, energy)
+    sum_left, sum_right, energy_left, energy_right, cross = sums
+    lengths = np.full(whole, FRAME)
+    if len(tail):
+        energy = np.append(energy, np.vdot(tail, tail))
+        sum_left, sum_right = sum_left + tail[:, 0].sum(), sum_right + tail[:, 1].sum()
+        energy_left += tail[:, 0] @ tail[:, 0]
+        energy_right += tail[:, 1] @ tail[:, 1]
+        cross += tail[:, 0] @ tail[:, 1]
+        lengths = np.append(lengths, len(tail))
     blocks = (
         sliding_window_view(k_energy, _BLOCK_FRAMES).sum(axis=1) / (_BLOCK_FRAMES * FRAME)
         if whole >= _BLOCK_FRAMES
         else np.zeros(0)
     )
-    energy_left, energy_right, cross = _channel_energies(audio)
     return AudioStats(
         frames=frames,
         block_power=blocks,
         silent_frames=int(lengths[energy < 2 * lengths * _SILENT_POWER].sum()),
         digital_silent_frames=int(lengths[frame_peak == 0].sum()),
         sample_peak=sample_peak,
-        true_peak=true_peak(flat, frame_peak, sample_peak, FRAME),
-        sum_left=dc.real,
-        sum_right=dc.imag,
+        true_peak=true_peak(flat, sample_peak),
+        sum_left=sum_left,
+        sum_right=sum_right,
         energy_left=energy_left,
         energy_right=energy_right,
         cross=cross,
-        spectrum=spectrum,
+        spectrum=_spectrum(rows),
     )
 
 
-def _frame_spectra(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, complex, np.ndarray]:
-    """From one FFT per whole frame (`rows`: `[frames, 2 * FRAME]` interleaved): each frame's
-    K-weighted energy and energy (L + R), the channel sums (as L + iR) and the Hann power
-    spectrum."""
+def _spectrum(rows: np.ndarray) -> np.ndarray:
+    """The Hann power spectrum (L + R) summed over every _SPECTRUM_STRIDE-th whole frame
+    (`rows`: `[frames, 2 * FRAME]` interleaved), one complex FFT per frame: the stereo frame
+    read as L + iR (the interleaved float32 already is that complex array)."""
     if not len(rows):
-        return np.zeros(0), np.zeros(0), 0j, np.zeros(FRAME // 2 + 1)
-    frames = rows.view(np.complex64)
-    spectra = scipy.fft.fft(frames, axis=1)
-    dc = complex(spectra[:, 0].sum(dtype=np.complex128))  # Bin 0 is the frame's sum.
-    spectrum = _hann_power(spectra[::_SPECTRUM_STRIDE])
-    power = spectra.view(np.float32)
-    np.multiply(power, power, out=power)
-    k_energy, energy = (power @ _FRAME_WEIGHTS).astype(np.float64).T
-    # A frame of deep bass alone leaves a difference of near-equal sums: keep it >= 0.
-    k_energy = np.maximum(k_energy - _low_band_energy(frames), 0.0)
-    return k_energy, energy, dc, spectrum
-
-
-def _low_band_energy(frames: np.ndarray) -> np.ndarray:
-    """Per whole frame (`frames`: `[frames, FRAME]` complex L + iR), the low band's share of
-    the K-weighted energy (see `_frame_weights`): the means of 48 samples, filtered as one
-    stretch by linear convolution, so that the high-pass's long response below 500 Hz runs
-    from frame to frame as it should."""
-    low = frames.reshape(-1, _DECIMATION) @ np.full(_DECIMATION, 1 / _DECIMATION, np.complex64)
-    length = _smooth_length(len(low) + _LOW_PAD)
-    spectrum = scipy.fft.fft(low, length) * _low_band_response(length)
-    filtered = scipy.fft.ifft(spectrum, overwrite_x=True)[: len(low)].view(np.float32)
-    return np.square(filtered).reshape(len(frames), -1).sum(axis=1, dtype=np.float64)
-
-
-@functools.lru_cache(maxsize=8)
-def _smooth_length(least: int) -> int:
-    """The shortest FFT length >= `least` with no prime factor but 2, 3 and 5 (pocketfft is
-    twice as slow on the 7- and 11-smooth lengths scipy's next_fast_len also offers)."""
-    best = 5 * least
-    twos = 1
-    while twos < best:
-        threes = twos
-        while threes < best:
-            fives = threes
-            while fives < least:
-                fives *= 5
-            best = min(best, fives)
-            threes *= 3
-        twos *= 2
-    return best
+        return np.zeros(FRAME // 2 + 1)
+    frames = rows[::_SPECTRUM_STRIDE].view(np.complex64)
+    return _hann_power(scipy.fft.fft(frames, axis=1))
 
 
 def _hann_power(spectra: np.ndarray) -> np.ndarray:
@@ -273,31 +183,6 @@ def _hann_power(spectra: np.ndarray) -> np.ndarray:
     one_sided = power[: FRAME // 2 + 1].copy()
     one_sided[1 : FRAME // 2] += power[: FRAME // 2 : -1]
     return one_sided
-
-
-def _channel_energies(audio: np.ndarray) -> tuple[float, float, float]:
-    """Sum of L^2, of R^2 and of L * R.
-
-    As complex z = L + iR: sum |z|^2 = L^2 + R^2 and sum z^2 = (L^2 - R^2) + 2i L R, two
-    BLAS dot products, which sum each product's four real terms apart: identical or
-    inverted channels give exactly +-1 and a silent one exactly 0. A channel much weaker
-    than the other is summed directly, as the difference of two float32 sums would bury it
-    in their rounding.
-    """
-    z = audio.reshape(-1).view(np.complex64)
-    # In chunks, summed in float64: one float32 sum over a whole segment drifts by ~1e-5.
-    chunks = [z[start : start + _SUM_CHUNK] for start in range(0, len(z), _SUM_CHUNK)]
-    both = sum(float(np.vdot(chunk, chunk).real) for chunk in chunks)
-    squared = sum(complex(np.dot(chunk, chunk)) for chunk in chunks)
-    left = (both + squared.real) / 2
-    right = (both - squared.real) / 2
-    if left < _WEAK_CHANNEL_SHARE * both:
-        left = float(np.dot(audio[:, 0], audio[:, 0]))
-        right = both - left
-    elif right < _WEAK_CHANNEL_SHARE * both:
-        right = float(np.dot(audio[:, 1], audio[:, 1]))
-        left = both - right
-    return left, right, squared.imag / 2
 
 
 def combine(parts: Sequence[AudioStats]) -> AudioStats:
