@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.prepare.audio import DecodeError
 from pipeline.prepare.dsp import TARGET_RATE
 from pipeline.prepare.segment import SegmentSpan
 from pipeline.quality.clipping import ClippingCounter
-from pipeline.quality.measures import AudioStats, analyse, combine, measures
+from pipeline.quality.measures import AudioStats, NotFinite, analyse, combine, measures
 
 Quality = dict[str, float | None]
 
@@ -46,7 +47,11 @@ class SongMeter:
             yield block
 
     def resampled(self, block: np.ndarray) -> None:
-        """Take the next 48 kHz stereo block: each full window is analysed, then reused."""
+        """Take the next 48 kHz stereo block: each full window is analysed, then reused.
+
+        Raises:
+            DecodeError: if a window holds NaN or infinity.
+        """
         while len(block):
             room = len(self._window) - self._filled
             taken = block[:room]
@@ -54,14 +59,29 @@ class SongMeter:
             self._filled += len(taken)
             block = block[room:]
             if self._filled == len(self._window):
-                self._windows.append(analyse(self._window))
+                self._analyse(self._window)
                 self._filled = 0
 
-    def finish(self, spans: list[SegmentSpan]) -> SongQuality:
-        """The measures of the planned `spans` (windows the plan dropped are left out)."""
+    def close(self) -> None:
+        """Analyse the last, partial window: the stream has ended (raises as `resampled`)."""
         if self._filled:
-            self._windows.append(analyse(self._window[: self._filled]))
+            self._analyse(self._window[: self._filled])
             self._filled = 0
+
+    @property
+    def peak(self) -> float:
+        """The largest |sample| of the 48 kHz stream so far (of its analysed windows)."""
+        return max((stats.sample_peak for stats in self._windows), default=0.0)
+
+    def _analyse(self, window: np.ndarray) -> None:
+        try:
+            self._windows.append(analyse(window))
+        except NotFinite:
+            raise DecodeError("corrupt: decoded samples contain NaN or infinity") from None
+
+    def finish(self, spans: list[SegmentSpan]) -> SongQuality:
+        """The measures of the planned `spans` of the closed stream (windows the plan
+        dropped are left out)."""
         segments: dict[int, Quality] = {}
         for span in spans:
             start_s = span.start / TARGET_RATE

@@ -163,16 +163,12 @@ def decode_song(
             source_sha256 = song.source_sha256 or _file_sha256(local_path)
             meter = SongMeter(stream.info.sample_rate, stream.info.channels, window_frames)
             counted = _counting(meter.source(stream.blocks))
-            frames, peak = 0, 0.0
+            frames = 0
             for block in stereo_48k(counted, stream.info.sample_rate):
-                # One pass for both: NaN and infinity carry through the maximum.
-                block_peak = float(np.abs(block).max(initial=0.0))
-                if not np.isfinite(block_peak):
-                    raise DecodeError("corrupt: decoded samples contain NaN or infinity")
-                peak = max(peak, block_peak)
                 spool.write(np.ascontiguousarray(block, dtype=np.float32).data)
                 meter.resampled(block)
                 frames += len(block)
+            meter.close()
             info = stream.info
     except FileNotFoundError as error:
         os.remove(spool_path)
@@ -189,7 +185,7 @@ def decode_song(
         spool_path=spool_path,
         frames=frames,
         source_frames=counted.total,
-        peak=peak,
+        peak=meter.peak,
         lyrics=lyrics,
         source_sha256=source_sha256,
         meter=meter,

@@ -134,6 +134,19 @@ def test_float_source_above_full_scale_keeps_its_true_peak(scratch, tmp_path):
     assert decoded.gain == pytest.approx(32767 / 32768 / 1.6, rel=1e-6)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_samples_that_are_not_numbers_make_the_song_corrupt(scratch, tmp_path, bad):
+    # A float WAV can hold NaN or infinity; whichever window holds it, even the last,
+    # partial one, the song is rejected in phase one and its spool removed.
+    audio = synth_song(2.0, 48_000, 2, seed=4)
+    audio[-10, 1] = bad
+    path = str(tmp_path / "bad.wav")
+    sf.write(path, audio, 48_000, subtype="FLOAT")
+    with pytest.raises(DecodeError, match="corrupt: decoded samples contain NaN or infinity"):
+        decode_song(SongSource("s", path), NO_LYRICS, STORAGE, scratch, window_frames=48_000)
+    assert not os.listdir(scratch)
+
+
 def test_long_files_are_streamed_in_blocks(tmp_path):
     """`open_audio` yields bounded blocks, so a long file never sits in memory whole."""
     path = str(tmp_path / "long.flac")
