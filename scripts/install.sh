@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # near-duplicate check (ffmpeg's libavformat already depends on it; named so it stays). The
 # tests also open the spot-check report and the dataset card in Debian's Chromium
 # (Playwright drives it; no browser download).
-# gcc builds the quality measures' C loops (pipeline/quality/_kernels.c) at the pip install.
+# gcc builds the quality measures' C loops (native/quality_kernels.c).
 packages="ffmpeg libchromaprint1 gcc"
 [ "${1:-}" = "dev" ] && packages="ffmpeg libchromaprint1 gcc chromium"
 missing=""
@@ -31,4 +31,6 @@ extras=""
 lock="requirements/lock.txt"
 pip_install=(python -m pip install --quiet --disable-pip-version-check --constraint "$lock")
 "${pip_install[@]}" setuptools
+# The C loops are a package of their own, installed (not editable) like a dependency.
+"${pip_install[@]}" --no-build-isolation ./native
 "${pip_install[@]}" --no-build-isolation -e ".${extras}"

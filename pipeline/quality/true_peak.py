@@ -9,15 +9,14 @@ part's gain plus the largest second difference nearby times those taps' L1 norm.
 bound, per block of 64 points, selects the few places worth interpolating even in loud
 masters whose samples are near full scale everywhere (where the plain bound, window peak
 times the branch's L1 norm, selects nearly every sample). The screen and the interpolation
-run in C (`_kernels.true_peak`); the result is exact. Interpolated points whose 12-sample
-window would run off either end of the stretch (6 at each end) are skipped.
+run in C (`quality_kernels.true_peak`); the result is exact. Interpolated points whose
+12-sample window would run off either end of the stretch (6 at each end) are skipped.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from pipeline.quality import _kernels
+import quality_kernels
 
 _OVERSAMPLE = 4
 _INTERPOLATION_TAPS = 49
@@ -64,4 +63,6 @@ def true_peak(flat: np.ndarray, sample_peak: float) -> float:
     if sample_peak == 0.0:
         return 0.0
     frames = len(flat) // 2
-    return _kernels.true_peak(flat, frames, _BRANCHES, _LINEAR_GAIN, _CURVATURE_GAIN, sample_peak)
+    return quality_kernels.true_peak(
+        flat, frames, _BRANCHES, _LINEAR_GAIN, _CURVATURE_GAIN, sample_peak
+    )

@@ -1,6 +1,8 @@
 /* The per-sample loops of the quality measures (pipeline/quality/measures.py and
  * true_peak.py): a recursive filter, which numpy cannot run, and screens that numpy runs as
- * six passes over the audio. Every prepared segment goes through them, so they are in C.
+ * six passes over the audio. Every prepared segment goes through them, so they are in C,
+ * in a package of their own (native/pyproject.toml) that is installed like a dependency:
+ * a cluster's nodes have it, and `ray job submit --working-dir` ships only Python.
  *
  * Audio is interleaved stereo float32 ([frames, 2], C order); sums are kept in double.
  * The hot loops are built twice, for AVX2 and for the x86-64 baseline, and the loader picks
@@ -295,10 +297,10 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
-    .m_name = "_kernels",
+    .m_name = "quality_kernels",
     .m_doc = "The per-sample loops of the quality measures.",
     .m_size = -1,
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_quality_kernels(void) { return PyModule_Create(&module); }
