@@ -170,21 +170,26 @@ HOT static double true_peak_loop(const float *audio, Py_ssize_t frames, const fl
         if (linear_gain * high + curvature_gain * bend < best) {
             continue;
         }
-        for (Py_ssize_t n = first; n < end; n++) {
-            const float *window = audio + 2 * (n - BEFORE);
-            for (int channel = 0; channel < 2; channel++) {
-                float point[3] = {0.0f, 0.0f, 0.0f};
-                for (int j = 0; j < TAPS; j++) {
-                    float x = window[2 * j + channel];
-                    for (int p = 0; p < 3; p++) {
-                        point[p] += branches[3 * j + p] * x;
+        /* One channel at a time, copied out contiguous, so that the points vectorize. */
+        const Py_ssize_t points = end - first;
+        for (int channel = 0; channel < 2; channel++) {
+            float samples[BLOCK + TAPS - 1];
+            for (Py_ssize_t i = 0; i < points + TAPS - 1; i++) {
+                samples[i] = audio[2 * (first - BEFORE + i) + channel];
+            }
+            uint32_t top_bits = 0;
+            for (int p = 0; p < 3; p++) {
+                for (Py_ssize_t n = 0; n < points; n++) {
+                    float point = 0.0f;
+                    for (int j = 0; j < TAPS; j++) {
+                        point += branches[3 * j + p] * samples[n + j];
                     }
-                }
-                for (int p = 0; p < 3; p++) {
-                    double magnitude = fabs((double)point[p]);
-                    best = magnitude > best ? magnitude : best;
+                    uint32_t bits = magnitude_bits(point);
+                    top_bits = bits > top_bits ? bits : top_bits;
                 }
             }
+            double top = from_bits(top_bits);
+            best = top > best ? top : best;
         }
     }
     return best;
