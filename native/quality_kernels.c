@@ -213,8 +213,8 @@ PyDoc_STRVAR(frame_energies_doc,
 "Of `frames` frames of interleaved stereo float32 `audio`: the K-weighted energy (L + R)\n"
 "and the energy of each of its whole frames of `frame` samples into the float64 buffers\n"
 "`k_energy` and `energy`, through the biquads `filters` (float64, [2, 5]: b0 b1 b2 a1 a2 of\n"
-"the shelf, then of the high-pass). Returns the channel sums of the whole frames: (sum L,\n"
-"sum R, sum L^2, sum R^2, sum L*R).");
+"the shelf, then of the high-pass). Returns the channel sums of all `frames`, the partial\n"
+"last frame's too: (sum L, sum R, sum L^2, sum R^2, sum L*R).");
 
 static PyObject *frame_energies(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer audio, filters, k_energy, energy;
@@ -253,6 +253,15 @@ static PyObject *frame_energies(PyObject *Py_UNUSED(module), PyObject *args) {
         sums[2] += t.energy_left[l];
         sums[3] += t.energy_right[l];
         sums[4] += t.cross[l];
+    }
+    /* The partial last frame, which no lane filters, still counts in the sums. */
+    const float *x = (const float *)audio.buf;
+    for (Py_ssize_t i = 2 * whole * frame; i < 2 * frames; i += 2) {
+        sums[0] += x[i];
+        sums[1] += x[i + 1];
+        sums[2] += (double)x[i] * x[i];
+        sums[3] += (double)x[i + 1] * x[i + 1];
+        sums[4] += (double)x[i] * x[i + 1];
     }
     result = Py_BuildValue("(ddddd)", sums[0], sums[1], sums[2], sums[3], sums[4]);
 done:

@@ -131,10 +131,6 @@ def analyse(audio: np.ndarray) -> AudioStats:
     lengths = np.full(whole, FRAME)
     if len(tail):
         energy = np.append(energy, np.vdot(tail, tail))
-        sum_left, sum_right = sum_left + tail[:, 0].sum(), sum_right + tail[:, 1].sum()
-        energy_left += tail[:, 0] @ tail[:, 0]
-        energy_right += tail[:, 1] @ tail[:, 1]
-        cross += tail[:, 0] @ tail[:, 1]
         lengths = np.append(lengths, len(tail))
     blocks = (
         sliding_window_view(k_energy, _BLOCK_FRAMES).sum(axis=1) / (_BLOCK_FRAMES * FRAME)
