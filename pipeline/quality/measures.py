@@ -31,8 +31,7 @@ strongest band when nothing is there): an mp3's or a low-rate source's low-pass 
 its frequency. The spectra are Hann-windowed (by the window's three-bin convolution of the
 FFT), as a rectangular frame's leakage lies only ~45 dB under the music and would hide a
 cut. Every eighth whole frame feeds the average (4.5 s of a 35.84 s segment): the figure is
-steady over a song, and within 40 Hz of every fourth frame's on the demo corpus. A stretch
-shorter than one frame adds no spectrum and no blocks.
+steady over a song. A stretch shorter than one frame adds no spectrum and no blocks.
 """
 
 from __future__ import annotations

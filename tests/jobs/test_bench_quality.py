@@ -22,5 +22,10 @@ def test_the_description_says_what_is_compared_and_the_defaults_hold() -> None:
 
 def test_measure_costs_are_timed_per_segment() -> None:
     costs = quality._measure_costs()
-    assert set(costs) == {"analyse_ms_per_segment", "clipping_ms_per_segment"}
+    assert set(costs) == {
+        "analyse_ms_per_segment",
+        "analyse_worst_ms_per_segment",
+        "clipping_ms_per_segment",
+    }
+    assert costs["analyse_worst_ms_per_segment"] > costs["analyse_ms_per_segment"]
     assert all(0 < value < 1000 for value in costs.values())

@@ -121,7 +121,7 @@ def test_a_1khz_sine_reads_its_level_as_in_ebu_tech_3341(level):
 @pytest.mark.parametrize("name", SIGNALS)
 def test_loudness_agrees_with_the_time_domain_filter(name):
     # The kernel runs the same filter, four stretches side by side from 100 ms of warm-up:
-    # the figures of one filter over the whole stretch (~1e-11 LU apart).
+    # the figures of one filter over the whole stretch.
     audio = SIGNALS[name]()
     loudness = _measure(audio).loudness_lufs
     assert loudness == pytest.approx(_time_domain_loudness(audio), abs=1e-6)
